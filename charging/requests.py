@@ -1,0 +1,165 @@
+"""Decoding and validation of charging requests (CONTRACT §2); pure, no I/O.
+
+``decode`` turns one message (JSON or MessagePack bytes) into a field dict, ``parse``
+checks the fields and returns a ``Request``. Both raise ``RequestError`` with a stable
+reject code and a detail that names the field and what to send instead:
+
+    TOO_LARGE       payload over 64 KiB
+    MALFORMED       not JSON / MessagePack, not UTF-8, or not an object
+    MISSING_FIELD   a required field is absent
+    INVALID_FIELD   a field has the wrong type or an out-of-range value
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgpack
+import orjson
+
+from charging.errors import RequestError
+from charging.timezones import MAX_TS_MS, MIN_TS_MS
+
+MAX_PAYLOAD = 64 * 1024
+MAX_UNITS = 2**40
+KINDS = ("event", "initial", "update", "terminate")
+SESSION_KINDS = ("initial", "update", "terminate")
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_DESTINATION = re.compile(r"^\+?[0-9]{1,32}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: str
+    kind: str
+    account: str
+    service: str
+    ts_ms: int
+    used: int = 0
+    requested: int = 0
+    session: str | None = None
+    seq: int | None = None
+    destination: str | None = None  # digits only, '+' removed
+    plan: str | None = None  # only read by offline rating (`chargeflow rate`)
+
+
+def decode(payload: bytes | str, fmt: str = "json") -> dict:
+    """One message's fields; ``fmt`` is ``json`` or ``msgpack``."""
+    size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
+    if size > MAX_PAYLOAD:
+        raise RequestError("TOO_LARGE", f"payload is {size} bytes; the limit is {MAX_PAYLOAD}")
+    try:
+        if fmt == "msgpack":
+            obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        else:
+            obj = orjson.loads(payload)
+    except (orjson.JSONDecodeError, ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise RequestError("MALFORMED", f"not valid {fmt}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise RequestError("MALFORMED", f"expected a {fmt} object, got {type(obj).__name__}")
+    return obj
+
+
+def parse(obj: dict, *, rating_only: bool = False) -> Request:
+    """Validate a decoded request. ``rating_only`` (offline ``rate``) needs only what rating
+    reads: id, service, ts, destination, used; kind and account are checked if present."""
+    rid = _text(obj, "id", None, 128, required=True)
+    kind = obj.get("kind")
+    if kind is None and not rating_only:
+        raise RequestError("MISSING_FIELD", "field 'kind' is required (event, initial, update "
+                           "or terminate)", rid)
+    if kind is not None and kind not in KINDS:
+        raise RequestError("INVALID_FIELD", f"field 'kind' must be one of {', '.join(KINDS)}, "
+                           f"got {kind!r}", rid)
+    account = _text(obj, "account", rid, 128, required=not rating_only)
+    service = _text(obj, "service", rid, 64, required=True)
+    session = _text(obj, "session", rid, 128, required=kind in SESSION_KINDS)
+    seq = _units(obj, "seq", rid, required=kind in SESSION_KINDS, limit=2**53)
+    return Request(
+        id=rid, kind=kind or "event", account=account or "", service=service,
+        ts_ms=_timestamp(obj, rid), used=_units(obj, "used", rid) or 0,
+        requested=_units(obj, "requested", rid) or 0, session=session, seq=seq,
+        destination=_destination(obj, rid), plan=_text(obj, "plan", rid, 64, required=False),
+    )
+
+
+def _text(obj: dict, key: str, rid: str | None, limit: int, *, required: bool) -> str | None:
+    val = obj.get(key)
+    if val is None:
+        if required:
+            raise RequestError("MISSING_FIELD", f"field {key!r} is required", rid)
+        return None
+    if not isinstance(val, str) or not 1 <= len(val) <= limit:
+        raise RequestError("INVALID_FIELD", f"field {key!r} must be a string of 1-{limit} "
+                           f"characters, got {_show(val)}", rid)
+    return val
+
+
+def _units(obj: dict, key: str, rid: str | None, *, required: bool = False,
+           limit: int = MAX_UNITS) -> int | None:
+    val = obj.get(key)
+    if val is None:
+        if required:
+            raise RequestError("MISSING_FIELD", f"field {key!r} is required", rid)
+        return None
+    if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= limit:
+        raise RequestError("INVALID_FIELD", f"field {key!r} must be a whole number from 0 to "
+                           f"{limit}, got {_show(val)}", rid)
+    return val
+
+
+def _timestamp(obj: dict, rid: str | None) -> int:
+    val = obj.get("ts")
+    if val is None:
+        raise RequestError("MISSING_FIELD", "field 'ts' is required (RFC 3339 or epoch ms)", rid)
+    if isinstance(val, bool):
+        ms = None
+    elif isinstance(val, int):
+        ms = val
+    elif isinstance(val, str):
+        ms = parse_rfc3339(val)
+    else:
+        ms = None
+    if ms is None:
+        raise RequestError("INVALID_FIELD", "field 'ts' must be an RFC 3339 time with an offset "
+                           f"(2026-11-24T10:00:00+01:00) or epoch milliseconds, got {_show(val)}",
+                           rid)
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise RequestError("INVALID_FIELD", f"field 'ts' {_show(val)} is outside the supported "
+                           "range 1970-01-01 to 2099-12-31", rid)
+    return ms
+
+
+def parse_rfc3339(text: str) -> int | None:
+    """Epoch milliseconds (floored) of an RFC 3339 timestamp with an offset, else None."""
+    m = _RFC3339.match(text)
+    if not m:
+        return None
+    base, frac, zone = m.groups()
+    try:
+        dt = datetime.fromisoformat(base.replace("t", "T").replace(" ", "T") +
+                                    ("+00:00" if zone in "Zz" else zone))
+    except ValueError:
+        return None
+    seconds = (dt - _EPOCH) // timedelta(seconds=1)
+    return seconds * 1000 + int((frac or "0").ljust(3, "0")[:3])
+
+
+def _destination(obj: dict, rid: str | None) -> str | None:
+    val = obj.get("destination")
+    if val is None:
+        return None
+    if not isinstance(val, str) or not _DESTINATION.match(val):
+        raise RequestError("INVALID_FIELD", "field 'destination' must be digits with an optional "
+                           f"leading '+' (E.164), got {_show(val)}", rid)
+    return val.lstrip("+")
+
+
+def _show(val: object) -> str:
+    text = repr(val)
+    return text if len(text) <= 60 else text[:57] + "..."
