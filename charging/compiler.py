@@ -6,10 +6,10 @@ Layout (all int64 unless noted; "slot" = the rates of one tariff for one destina
     tariff_root[t], tariff_any[t]     trie root of tariff t; slot of its no-destination rates
     trie_child[node, digit] (int32)   digit trie of the prefixes the tariff's rates use
     trie_slot[node] (int32)           slot whose group holds the prefix ending here, or -1
-    slot_start/slot_end → slot_rates  a slot's rates: banded first, the band-less one last
-    rate_*                            per rate: band, step range, exact integers (charging.exact)
-    step_*                            per step: from, increment, a, b, m, D/b
-    band_start/band_end → iv_lo/iv_hi a band's intervals in seconds since Monday 00:00 local
+    slot[s] → slot_rates              a slot's rates: banded first, the band-less one last
+    rate[r, R_*]                      per rate: band, step range, exact integers (charging.exact)
+    step[i, S_*]                      per step: from, next from, increment, a, b, m, D/b
+    band[b] → iv[k]                   a band's intervals in seconds since Monday 00:00 local
     tz_start, tz_offset               UTC-offset transitions of the catalog time zone
 
 Names map to indices through the ``CompiledCatalog`` dictionaries; the arrays travel to the
@@ -31,41 +31,32 @@ MODES = {"up": 0, "down": 1, "half_up": 2, "half_even": 3}
 MAX_DIGITS = MAX_PREFIX_DIGITS
 
 
+# Columns of ``Tables.rate`` (one row per rate) and ``Tables.step`` (one row per step).
+R_BAND, R_STEP0, R_STEP1, R_D, R_UNIT, R_MODE = 0, 1, 2, 3, 4, 5
+R_CF_N, R_CF_WHOLE, R_CF_FRAC, R_HAS_CAP, R_CAP_N, R_CAP_WHOLE, R_CAP_FRAC = 6, 7, 8, 9, 10, 11, 12
+R_FAST_MAX_U = 13
+RATE_COLS = 14
+S_FROM, S_NEXT, S_INC, S_A, S_B, S_M, S_D_OVER_B = 0, 1, 2, 3, 4, 5, 6
+STEP_COLS = 7
+NEVER = 2**62  # S_NEXT of a rate's last step: it runs for ever
+
+
 class Tables(NamedTuple):
-    plan_tariff: np.ndarray
-    tariff_root: np.ndarray
-    tariff_any: np.ndarray
-    trie_child: np.ndarray
-    trie_slot: np.ndarray
-    slot_start: np.ndarray
-    slot_end: np.ndarray
-    slot_rates: np.ndarray
-    rate_band: np.ndarray
-    rate_step0: np.ndarray
-    rate_step1: np.ndarray
-    rate_D: np.ndarray
-    rate_unit: np.ndarray
-    rate_mode: np.ndarray
-    rate_cf_N: np.ndarray
-    rate_cf_whole: np.ndarray
-    rate_cf_frac: np.ndarray
-    rate_has_cap: np.ndarray
-    rate_cap_N: np.ndarray
-    rate_cap_whole: np.ndarray
-    rate_cap_frac: np.ndarray
-    rate_fast_max_u: np.ndarray
-    step_from: np.ndarray
-    step_inc: np.ndarray
-    step_a: np.ndarray
-    step_b: np.ndarray
-    step_m: np.ndarray
-    step_d_over_b: np.ndarray
-    band_start: np.ndarray
-    band_end: np.ndarray
-    iv_lo: np.ndarray
-    iv_hi: np.ndarray
-    tz_start: np.ndarray
-    tz_offset: np.ndarray
+    """The kernels' read-only arrays; 2-D tables keep one rate's or step's fields together."""
+
+    plan_tariff: np.ndarray  # [plan, service] -> tariff or -1
+    tariff_root: np.ndarray  # [tariff] -> trie node
+    tariff_any: np.ndarray  # [tariff] -> slot of its no-destination rates, or -1
+    trie_child: np.ndarray  # int32 [node, digit] -> node or -1
+    trie_slot: np.ndarray  # int32 [node] -> slot or -1
+    slot: np.ndarray  # [slot, 2] -> start, end in slot_rates
+    slot_rates: np.ndarray  # rate indices, banded first
+    rate: np.ndarray  # [rate, RATE_COLS]
+    step: np.ndarray  # [step, STEP_COLS]
+    band: np.ndarray  # [band, 2] -> start, end in iv
+    iv: np.ndarray  # [interval, 2] -> lo, hi seconds since Monday 00:00 local
+    tz_start: np.ndarray  # epoch seconds from which tz_offset applies
+    tz_offset: np.ndarray  # seconds east of UTC
 
 
 @dataclass(frozen=True)
@@ -169,58 +160,43 @@ class _Builder:
         return root, any_slot
 
     def tables(self, plan_tariff: np.ndarray, roots: list[int], anys: list[int]) -> Tables:
-        i64 = np.int64
-        slot_start, slot_end, flat = [], [], []
+        slots, flat = [], []
         for members in self.slot_rates:
-            slot_start.append(len(flat))
+            slots.append((len(flat), len(flat) + len(members)))
             flat.extend(members)
-            slot_end.append(len(flat))
-        rate_cols: dict[str, list[int]] = {k: [] for k in (
-            "band", "step0", "step1", "D", "unit", "mode", "cf_N", "cf_whole", "cf_frac",
-            "has_cap", "cap_N", "cap_whole", "cap_frac", "fast_max_u")}
-        step_cols: dict[str, list[int]] = {k: [] for k in (
-            "from", "inc", "a", "b", "m", "d_over_b")}
+        rate_rows, step_rows = [], []
         for tariff, rate in self.rates:
             ints = rate_ints(tariff, rate)
-            rate_cols["band"].append(self.band_index[rate.band] if rate.band else -1)
-            rate_cols["step0"].append(len(step_cols["from"]))
+            first = len(step_rows)
             for k, step in enumerate(rate.steps):
-                step_cols["from"].append(step.start)
-                step_cols["inc"].append(step.increment)
-                step_cols["a"].append(ints.a[k])
-                step_cols["b"].append(ints.b[k])
-                step_cols["m"].append(ints.m[k])
-                step_cols["d_over_b"].append(ints.d_over_b[k])
-            rate_cols["step1"].append(len(step_cols["from"]))
-            rate_cols["D"].append(ints.D)
-            rate_cols["unit"].append(ints.unit)
-            rate_cols["mode"].append(MODES[tariff.mode])
-            for k in ("cf_N", "cf_whole", "cf_frac", "cap_N", "cap_whole", "cap_frac",
-                      "fast_max_u"):
-                rate_cols[k].append(getattr(ints, k))
-            rate_cols["has_cap"].append(int(ints.has_cap))
-        band_start, band_end, iv_lo, iv_hi = [], [], [], []
+                nxt = rate.steps[k + 1].start if k + 1 < len(rate.steps) else NEVER
+                step_rows.append((step.start, nxt, step.increment, ints.a[k], ints.b[k],
+                                  ints.m[k], ints.d_over_b[k]))
+            rate_rows.append((
+                self.band_index[rate.band] if rate.band else -1, first, len(step_rows),
+                ints.D, ints.unit, MODES[tariff.mode], ints.cf_N, ints.cf_whole, ints.cf_frac,
+                int(ints.has_cap), ints.cap_N, ints.cap_whole, ints.cap_frac, ints.fast_max_u,
+            ))
+        bands, ivs = [], []
         for band in self.cat.bands.values():
-            band_start.append(len(iv_lo))
-            for lo, hi in band.week_intervals():
-                iv_lo.append(lo)
-                iv_hi.append(hi)
-            band_end.append(len(iv_lo))
+            start = len(ivs)
+            ivs.extend(band.week_intervals())
+            bands.append((start, len(ivs)))
         tz_start, tz_offset = transitions(self.cat.timezone)
 
-        def arr(values, dtype=i64) -> np.ndarray:
+        def arr(values, width: int | None = None, dtype=np.int64) -> np.ndarray:
             a = np.array(values, dtype=dtype)
+            if width is not None:
+                a = a.reshape(-1, width)
             a.setflags(write=False)
             return a
 
         plan_tariff.setflags(write=False)
         return Tables(
             plan_tariff=plan_tariff, tariff_root=arr(roots), tariff_any=arr(anys),
-            trie_child=arr(self.children, np.int32).reshape(-1, 10),
-            trie_slot=arr(self.node_slot, np.int32),
-            slot_start=arr(slot_start), slot_end=arr(slot_end), slot_rates=arr(flat),
-            **{f"rate_{k}": arr(v) for k, v in rate_cols.items()},
-            **{f"step_{k}": arr(v) for k, v in step_cols.items()},
-            band_start=arr(band_start), band_end=arr(band_end), iv_lo=arr(iv_lo),
-            iv_hi=arr(iv_hi), tz_start=tz_start, tz_offset=tz_offset,
+            trie_child=arr(self.children, 10, np.int32), trie_slot=arr(self.node_slot, None,
+                                                                       np.int32),
+            slot=arr(slots, 2), slot_rates=arr(flat), rate=arr(rate_rows, RATE_COLS),
+            step=arr(step_rows, STEP_COLS), band=arr(bands, 2), iv=arr(ivs, 2),
+            tz_start=tz_start, tz_offset=tz_offset,
         )

@@ -4,6 +4,10 @@ Kernels take the catalog ``Tables`` (``charging.compiler``) and plain request ar
 return arrays; they never touch I/O or Python objects. Money is integer micros throughout;
 see ``charging.exact`` for why the integers below never overflow for a validated catalog.
 
+The public kernels take the whole ``Tables`` tuple; the inner ones take only the arrays they
+read, because handing a 13-array tuple from call to call costs reference counting on every
+member, which was most of the time per request.
+
 Status codes (one int8 per request):
     OK                 rated
     NO_RATE            no rate matches (RATING_FAILED)
@@ -16,16 +20,22 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from charging.exact import BOUND, SATURATE_MICROS
+from charging.compiler import (
+    R_BAND, R_CAP_FRAC, R_CAP_N, R_CAP_WHOLE, R_CF_FRAC, R_CF_N, R_CF_WHOLE, R_D,
+    R_FAST_MAX_U, R_HAS_CAP, R_MODE, R_STEP0, R_STEP1, R_UNIT, S_A, S_B, S_D_OVER_B, S_FROM,
+    S_INC, S_M, S_NEXT,
+)
+from charging.exact import SATURATE_MICROS
 from charging.money import MAX_COST_MICROS
 
 OK, NO_RATE, OVER_LIMIT, NOT_IN_PLAN = 0, 1, 2, 3
-_WEEK = 7 * 86400
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday = 0
-_NEVER = np.int64(2**62)
+
+_jit = njit(cache=True, nogil=True)
+_inline = njit(cache=True, nogil=True, inline="always")
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_inline
 def _round_q(q, rem, den, mode):
     """q + rem/den rounded to a whole number with mode 0 up, 1 down, 2 half_up, 3 half_even."""
     if rem == 0 or mode == 1:
@@ -38,53 +48,53 @@ def _round_q(q, rem, den, mode):
     return q
 
 
-@njit(cache=True, nogil=True)
-def rate_units(T, r, u):
-    """(status, cost micros, rated units) of ``u`` units at global rate ``r``."""
+@_inline
+def _units(rt, st, r, u):
+    """(status, cost micros, rated units) of ``u`` units at rate ``r`` (rate/step tables)."""
     if u <= 0:
         return OK, np.int64(0), np.int64(0)
-    s0 = T.rate_step0[r]
-    s1 = T.rate_step1[r]
-    D = T.rate_D[r]
-    unit = T.rate_unit[r]
-    mode = T.rate_mode[r]
+    row = rt[r]
+    s0 = row[R_STEP0]
+    s1 = row[R_STEP1]
+    D = row[R_D]
+    unit = row[R_UNIT]
     rated = np.int64(0)
-    if u <= T.rate_fast_max_u[r]:
-        # Fast path: N = cost · D fits comfortably in int64.
-        N = T.rate_cf_N[r]
+    if u <= row[R_FAST_MAX_U]:
+        # Fast path: N = cost · D stays below 2**62.
+        N = row[R_CF_N]
         for i in range(s0, s1):
-            lo = T.step_from[i]
+            step = st[i]
+            lo = step[S_FROM]
             if u <= lo:
                 break
-            hi = T.step_from[i + 1] if i + 1 < s1 else _NEVER
-            seg = (u if u < hi else hi) - lo
-            inc = T.step_inc[i]
-            charged = (seg + inc - 1) // inc * inc
+            hi = step[S_NEXT]
+            inc = step[S_INC]
+            charged = ((u if u < hi else hi) - lo + inc - 1) // inc * inc
             rated += charged
-            N += charged * T.step_m[i]
-        if T.rate_has_cap[r] and N > T.rate_cap_N[r]:
-            N = T.rate_cap_N[r]
+            N += charged * step[S_M]
+        if row[R_HAS_CAP] and N > row[R_CAP_N]:
+            N = row[R_CAP_N]
         den = unit * D
-        q = _round_q(N // den, N % den, den, mode)
-        cost = q * unit
+        q = N // den
+        cost = _round_q(q, N - q * den, den, row[R_MODE]) * unit
     else:
         # Slow path: whole micros W plus F/D, saturating far above the largest cost.
-        W = T.rate_cf_whole[r]
-        F = T.rate_cf_frac[r]
+        W = row[R_CF_WHOLE]
+        F = row[R_CF_FRAC]
         over = False
         for i in range(s0, s1):
-            lo = T.step_from[i]
+            step = st[i]
+            lo = step[S_FROM]
             if u <= lo:
                 break
-            hi = T.step_from[i + 1] if i + 1 < s1 else _NEVER
-            seg = (u if u < hi else hi) - lo
-            inc = T.step_inc[i]
-            charged = (seg + inc - 1) // inc * inc
+            hi = step[S_NEXT]
+            inc = step[S_INC]
+            charged = ((u if u < hi else hi) - lo + inc - 1) // inc * inc
             rated += charged
-            a = T.step_a[i]
+            a = step[S_A]
             if over or a == 0:
                 continue
-            b = T.step_b[i]
+            b = step[S_B]
             h = charged // b
             low = charged - h * b  # charged · a/b = h·a + low·a/b, and low·a < a·b ≤ 2**62
             t = low * a
@@ -97,94 +107,96 @@ def rate_units(T, r, u):
                 over = True
                 continue
             W += whole
-            F += (t - whole * b) * T.step_d_over_b[i]
+            F += (t - whole * b) * step[S_D_OVER_B]
             if F >= D:
                 F -= D
                 W += 1
             if W > SATURATE_MICROS:
                 over = True
-        if over or (
-            T.rate_has_cap[r]
-            and (W > T.rate_cap_whole[r] or (W == T.rate_cap_whole[r] and F > T.rate_cap_frac[r]))
-        ):
-            if not T.rate_has_cap[r]:
-                return OVER_LIMIT, np.int64(0), rated
-            W = T.rate_cap_whole[r]
-            F = T.rate_cap_frac[r]
+        capped = row[R_HAS_CAP] and (
+            over or W > row[R_CAP_WHOLE] or (W == row[R_CAP_WHOLE] and F > row[R_CAP_FRAC])
+        )
+        if over and not capped:
+            return OVER_LIMIT, np.int64(0), rated
+        if capped:
+            W = row[R_CAP_WHOLE]
+            F = row[R_CAP_FRAC]
         q = W // unit
-        rem = (W - q * unit) * D + F
-        q = _round_q(q, rem, unit * D, mode)
-        cost = q * unit
+        cost = _round_q(q, (W - q * unit) * D + F, unit * D, row[R_MODE]) * unit
     if cost > MAX_COST_MICROS:
         return OVER_LIMIT, np.int64(0), rated
     return OK, cost, rated
 
 
-@njit(cache=True, nogil=True)
-def _in_band(T, band, week_s):
-    for k in range(T.band_start[band], T.band_end[band]):
-        if T.iv_lo[k] <= week_s < T.iv_hi[k]:
-            return True
-    return False
-
-
-@njit(cache=True, nogil=True)
-def _pick_in_slot(T, slot, week_s):
-    """The first rate of the slot whose band holds (banded rates come first), or -1."""
-    for k in range(T.slot_start[slot], T.slot_end[slot]):
-        r = T.slot_rates[k]
-        band = T.rate_band[r]
-        if band < 0 or _in_band(T, band, week_s):
-            return r
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def week_second(T, ts_ms):
-    """Seconds since Monday 00:00 local time of an epoch-ms instant in the catalog zone."""
+@_inline
+def _week_second(tz_start, tz_offset, ts_ms):
+    """Seconds since Monday 00:00 local time of an epoch-ms instant."""
     t = ts_ms // 1000
     lo = 0
-    hi = T.tz_start.shape[0] - 1
+    hi = tz_start.shape[0] - 1
     while lo < hi:  # last transition at or before t
         mid = (lo + hi + 1) // 2
-        if T.tz_start[mid] <= t:
+        if tz_start[mid] <= t:
             lo = mid
         else:
             hi = mid - 1
-    local = t + T.tz_offset[lo]
+    local = t + tz_offset[lo]
     day = local // 86400
     return ((day + _EPOCH_WEEKDAY) % 7) * 86400 + (local - day * 86400)
 
 
-@njit(cache=True, nogil=True)
-def select_rate(T, tariff, ts_ms, digits, ndigits, ends):
-    """CONTRACT §4.1 step 2: the longest-prefix candidate rate, banded before band-less.
-
-    ``ends`` is scratch space of at least ``ndigits`` slots, reused across calls.
-    """
-    week_s = week_second(T, ts_ms)
-    node = T.tariff_root[tariff]
-    # Walk the tariff's trie along the number, remembering prefix ends (deepest last).
-    n_ends = 0
-    for k in range(ndigits):
-        node = T.trie_child[node, digits[k]]
-        if node < 0:
-            break
-        if T.trie_slot[node] >= 0:
-            ends[n_ends] = T.trie_slot[node]
-            n_ends += 1
-    for k in range(n_ends - 1, -1, -1):
-        r = _pick_in_slot(T, ends[k], week_s)
-        if r >= 0:
+@_inline
+def _pick_in_slot(T_slot, slot_rates, rt, band, iv, slot, week_s):
+    """The first rate of the slot whose band holds (banded rates come first), or -1."""
+    for k in range(T_slot[slot, 0], T_slot[slot, 1]):
+        r = slot_rates[k]
+        b = rt[r, R_BAND]
+        if b < 0:
             return r
-    if T.tariff_any[tariff] >= 0:
-        return _pick_in_slot(T, T.tariff_any[tariff], week_s)
+        for j in range(band[b, 0], band[b, 1]):
+            if iv[j, 0] <= week_s < iv[j, 1]:
+                return r
     return -1
 
 
-@njit(cache=True, nogil=True)
+@_inline
+def _select(T_slot, slot_rates, rt, band, iv, root, any_slot, trie_child, trie_slot, week_s,
+            digits, ndigits, ends):
+    """CONTRACT §4.1 step 2: the longest-prefix candidate rate, banded before band-less."""
+    node = root
+    n_ends = 0  # walk the trie along the number, remembering prefix ends (deepest last)
+    for k in range(ndigits):
+        node = trie_child[node, digits[k]]
+        if node < 0:
+            break
+        if trie_slot[node] >= 0:
+            ends[n_ends] = trie_slot[node]
+            n_ends += 1
+    for k in range(n_ends - 1, -1, -1):
+        r = _pick_in_slot(T_slot, slot_rates, rt, band, iv, ends[k], week_s)
+        if r >= 0:
+            return r
+    if any_slot >= 0:
+        return _pick_in_slot(T_slot, slot_rates, rt, band, iv, any_slot, week_s)
+    return -1
+
+
+@_jit
 def rate_batch(T, plan, service, ts_ms, digits, ndigits, used):
     """Rate a batch of one-off usages: (status, rate index, cost micros, rated units)."""
+    plan_tariff = T.plan_tariff
+    tariff_root = T.tariff_root
+    tariff_any = T.tariff_any
+    trie_child = T.trie_child
+    trie_slot = T.trie_slot
+    T_slot = T.slot
+    slot_rates = T.slot_rates
+    rt = T.rate
+    st = T.step
+    band = T.band
+    iv = T.iv
+    tz_start = T.tz_start
+    tz_offset = T.tz_offset
     n = plan.shape[0]
     status = np.zeros(n, dtype=np.int8)
     rate = np.full(n, -1, dtype=np.int64)
@@ -192,29 +204,45 @@ def rate_batch(T, plan, service, ts_ms, digits, ndigits, used):
     rated = np.zeros(n, dtype=np.int64)
     ends = np.empty(digits.shape[1], dtype=np.int64)
     for i in range(n):
-        t = T.plan_tariff[plan[i], service[i]] if service[i] >= 0 else -1
+        t = plan_tariff[plan[i], service[i]] if service[i] >= 0 else -1
         if t < 0:
             status[i] = NOT_IN_PLAN
             continue
-        r = select_rate(T, t, ts_ms[i], digits[i], ndigits[i], ends)
+        week_s = _week_second(tz_start, tz_offset, ts_ms[i])
+        r = _select(T_slot, slot_rates, rt, band, iv, tariff_root[t], tariff_any[t], trie_child,
+                    trie_slot, week_s, digits[i], ndigits[i], ends)
         if r < 0:
             status[i] = NO_RATE
             continue
         rate[i] = r
-        status[i], cost[i], rated[i] = rate_units(T, r, used[i])
+        status[i], cost[i], rated[i] = _units(rt, st, r, used[i])
     return status, rate, cost, rated
 
 
-@njit(cache=True, nogil=True)
+@_jit
+def rate_units(T, r, u):
+    """(status, cost micros, rated units) of ``u`` units at global rate ``r``."""
+    return _units(T.rate, T.step, r, u)
+
+
+@_jit
+def week_second(T, ts_ms):
+    """Seconds since Monday 00:00 in the catalog's zone of an epoch-ms instant."""
+    return _week_second(T.tz_start, T.tz_offset, ts_ms)
+
+
+@_jit
 def step_batch(T, rate, before, after):
     """Session steps: rating(after) − rating(before) per row, (status, cost micros, rated)."""
+    rt = T.rate
+    st = T.step
     n = rate.shape[0]
     status = np.zeros(n, dtype=np.int8)
     cost = np.zeros(n, dtype=np.int64)
     rated = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        s1, c1, q1 = rate_units(T, rate[i], before[i])
-        s2, c2, q2 = rate_units(T, rate[i], after[i])
+        s1, c1, q1 = _units(rt, st, rate[i], before[i])
+        s2, c2, q2 = _units(rt, st, rate[i], after[i])
         if s1 != OK or s2 != OK:
             status[i] = OVER_LIMIT
             continue
@@ -223,53 +251,58 @@ def step_batch(T, rate, before, after):
     return status, cost, rated
 
 
-@njit(cache=True, nogil=True)
-def _grant_money(T, r, chargeable, allowance, g, base):
+@_inline
+def _grant_money(rt, st, r, chargeable, allowance, g, base):
     """Money of a grant of g units above ``base`` = cost(chargeable), or -1 if unratable."""
     extra = g - allowance
     if extra <= 0:
         return np.int64(0)
-    s, c, _ = rate_units(T, r, chargeable + extra)
+    s, c, _ = _units(rt, st, r, chargeable + extra)
     if s != OK:
         return np.int64(-1)
     return c - base
 
 
-@njit(cache=True, nogil=True)
-def max_grant(T, r, chargeable, allowance, requested, available):
-    """Largest g ≤ requested whose money fits ``available`` micros (< 0: no limit).
-
-    Returns (g, money micros). Rating is monotone in usage, so a binary search is exact.
-    """
-    s, base, _ = rate_units(T, r, chargeable)
+@_inline
+def _max_grant(rt, st, r, chargeable, allowance, requested, available):
+    s, base, _ = _units(rt, st, r, chargeable)
     if s != OK:
         return np.int64(0), np.int64(0)
-    m = _grant_money(T, r, chargeable, allowance, requested, base)
+    m = _grant_money(rt, st, r, chargeable, allowance, requested, base)
     if m >= 0 and (available < 0 or m <= available):
         return requested, m
     lo = np.int64(0)
     hi = requested - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        m = _grant_money(T, r, chargeable, allowance, mid, base)
+        m = _grant_money(rt, st, r, chargeable, allowance, mid, base)
         if m >= 0 and (available < 0 or m <= available):
             lo = mid
         else:
             hi = mid - 1
-    return lo, _grant_money(T, r, chargeable, allowance, lo, base)
+    return lo, _grant_money(rt, st, r, chargeable, allowance, lo, base)
 
 
-@njit(cache=True, nogil=True)
+@_jit
+def max_grant(T, r, chargeable, allowance, requested, available):
+    """Largest g ≤ requested whose money fits ``available`` micros (< 0: no limit).
+
+    Money of g is rating(C + max(0, g − A)) − rating(C) (CONTRACT §4.2). Returns
+    (g, money micros). Rating is monotone in usage, so a binary search is exact.
+    """
+    return _max_grant(T.rate, T.step, r, chargeable, allowance, requested, available)
+
+
+@_jit
 def grant_batch(T, rate, chargeable, allowance, requested, available):
     """``max_grant`` over a batch: (granted units, money micros)."""
+    rt = T.rate
+    st = T.step
     n = rate.shape[0]
     granted = np.zeros(n, dtype=np.int64)
     money = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        granted[i], money[i] = max_grant(
-            T, rate[i], chargeable[i], allowance[i], requested[i], available[i]
+        granted[i], money[i] = _max_grant(
+            rt, st, rate[i], chargeable[i], allowance[i], requested[i], available[i]
         )
     return granted, money
-
-
-assert BOUND < 2**63
