@@ -178,6 +178,7 @@ class _Validator:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
+        self.broken_tariffs: set[str] = set()  # defined but invalid: already reported
 
     # -- helpers ---------------------------------------------------------------------------
     def bad(self, path: str, reason: str) -> None:
@@ -398,6 +399,7 @@ class _Validator:
         rates = self.rates(spec.get("rates"), _join(path, "rates"), destinations, bands)
         quota = self.integer(spec, "quota", path, lo=1, default=_default_quota(rates))
         if len(self.problems) > start:
+            self.broken_tariffs.add(name)
             return None
         return Tariff(name, service, quota, validity, decimals, mode,
                       None if max_cost == -1 else max_cost, tuple(rates))
@@ -406,7 +408,7 @@ class _Validator:
         if not isinstance(node, list) or not node:
             self.bad(path, "must be a non-empty list of rates")
             return []
-        out: list[Rate] = []
+        out: list[tuple[int, Rate]] = []
         ids: set[str] = set()
         for i, spec in enumerate(node):
             here = f"{path}[{i}]"
@@ -427,16 +429,17 @@ class _Validator:
             fee = self.amount(spec, "connect_fee", here, default=Fraction(0))
             steps = self.steps(spec.get("steps"), _join(here, "steps"))
             if fee is not None and steps:
-                out.append(Rate(str(rid), group, band, fee, tuple(steps)))
-        if len(out) == len(node):
-            self.ties(out, path, destinations, bands)
-        return out
+                out.append((i, Rate(str(rid), group, band, fee, tuple(steps))))
+        known = [(i, r) for i, r in out if (r.destination is None or r.destination in
+                 destinations) and (r.band is None or r.band in bands)]
+        self.ties(known, path, destinations, bands)
+        return [r for _, r in out]
 
     def steps(self, node: object, path: str) -> list[Step]:
         if not isinstance(node, list) or not node:
             self.bad(path, "must be a non-empty list of steps, the first with from: 0")
             return []
-        raw: list[tuple[int, Step]] = []
+        parsed: list[tuple[int, int, int, Fraction | None, int | None]] = []
         ok = True
         for i, spec in enumerate(node):
             here = f"{path}[{i}]"
@@ -445,31 +448,32 @@ class _Validator:
             price = self.amount(spec, "price", here, default=None)
             per = self.integer(spec, "per", here, lo=1, default=1)
             inc = self.integer(spec, "increment", here, lo=1, default=1)
-            if None in (start, price, per, inc):
+            ok = ok and None not in (price, per)
+            if start is None or inc is None:
                 ok = False
-                continue
-            raw.append((i, Step(start, price, per, inc)))
+            else:  # the layout checks below still run for the steps that have both
+                parsed.append((start, i, inc, price, per))
+        parsed.sort()
+        if parsed and parsed[0][0] != 0:
+            self.bad(path, f"the first step must have from: 0 (lowest is {parsed[0][0]})")
+            ok = False
+        for (start, i, inc, _, _), (nxt, j, _, _, _) in zip(parsed, parsed[1:]):
+            if nxt == start:
+                self.bad(f"{path}[{j}].from", f"two steps start at {start} (also step [{i}])")
+                ok = False
+            elif (nxt - start) % inc:
+                self.bad(f"{path}[{i}]", f"step length {nxt - start} (from {start} to {nxt}) "
+                         f"is not a multiple of its increment {inc}")
+                ok = False
         if not ok:
             return []
-        ordered = sorted(raw, key=lambda pair: pair[1].start)
-        if ordered[0][1].start != 0:
-            self.bad(path, f"the first step must have from: 0 (lowest is {ordered[0][1].start})")
-            return []
-        for (i, step), (j, nxt) in zip(ordered, ordered[1:]):
-            if nxt.start == step.start:
-                self.bad(f"{path}[{j}].from", f"two steps start at {step.start} (also step [{i}])")
-                return []
-            length = nxt.start - step.start
-            if length % step.increment:
-                self.bad(f"{path}[{i}]", f"step length {length} (from {step.start} to "
-                         f"{nxt.start}) is not a multiple of its increment {step.increment}")
-                return []
-        return [s for _, s in ordered]
+        return [Step(start, price, per, inc) for start, _, inc, price, per in parsed]
 
-    def ties(self, rates: list[Rate], path: str, destinations: dict, bands: dict) -> None:
+    def ties(self, rates: list[tuple[int, Rate]], path: str, destinations: dict, bands: dict
+             ) -> None:
         """Reject rate sets that the selection rule (CONTRACT §4.1 step 2) could not decide."""
         groups: dict[str | None, list[tuple[int, Rate]]] = {}
-        for i, rate in enumerate(rates):
+        for i, rate in rates:
             groups.setdefault(rate.destination, []).append((i, rate))
         for group, members in groups.items():
             label = f"destination group {group!r}" if group else "no destination"
@@ -511,6 +515,8 @@ class _Validator:
                 here = _join(_join(path, "tariffs"), str(service))
                 if service not in services:
                     self.bad(here, f"unknown service {service!r}")
+                elif tname in self.broken_tariffs:
+                    continue  # its own problems are listed already
                 elif tname not in tariffs:
                     self.bad(here, f"unknown tariff {tname!r}")
                 elif tariffs[tname].service != service:
