@@ -164,11 +164,6 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
     if v.problems:
         raise CatalogError(v.problems, source=source)
     assert catalog is not None
-    from charging.exact import arithmetic_problems  # exact depends on this module's model
-
-    problems = arithmetic_problems(catalog)
-    if problems:
-        raise CatalogError(problems, source=source)
     return catalog
 
 
@@ -401,8 +396,16 @@ class _Validator:
         if len(self.problems) > start:
             self.broken_tariffs.add(name)
             return None
-        return Tariff(name, service, quota, validity, decimals, mode,
-                      None if max_cost == -1 else max_cost, tuple(rates))
+        tariff = Tariff(name, service, quota, validity, decimals, mode,
+                        None if max_cost == -1 else max_cost, tuple(rates))
+        from charging.exact import tariff_problems  # exact builds on this module's model
+
+        problems = tariff_problems(tariff, path)
+        if problems:
+            self.problems.extend(problems)
+            self.broken_tariffs.add(name)
+            return None
+        return tariff
 
     def rates(self, node: object, path: str, destinations: dict, bands: dict) -> list[Rate]:
         if not isinstance(node, list) or not node:

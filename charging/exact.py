@@ -11,7 +11,7 @@ A rating is then ``N / D`` micros with ``N = cf·D + Σ charged_i · (a_i·D/b_i
 usage is small enough that N cannot pass 2**62 (``fast_max_u``) the kernel sums N directly;
 above that it keeps whole micros and a remainder over D separately, saturating once the sum
 passes ``SATURATE_MICROS`` (past it the cost is either the cap or RATING_FAILED, whatever
-the exact value). ``arithmetic_problems`` lists the tariffs for which these integers would
+the exact value). ``tariff_problems`` lists the reasons a tariff's integers would
 not fit; the validator rejects them, so every accepted catalog is rated exactly.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import lcm
 
-from charging.catalog import Catalog, Rate, Tariff
+from charging.catalog import Rate, Tariff
 from charging.errors import Problem
 from charging.money import MAX_COST_MICROS, MICROS
 
@@ -117,13 +117,12 @@ def rate_problems(tariff: Tariff, rate: Rate, path: str) -> list[Problem]:
     return out
 
 
-def arithmetic_problems(catalog: Catalog) -> list[Problem]:
-    """Every tariff and rate of the catalog whose exact rating would not fit int64."""
+def tariff_problems(tariff: Tariff, path: str) -> list[Problem]:
+    """Every reason this tariff's exact rating would not fit int64 (run by the validator)."""
     out: list[Problem] = []
-    for name, tariff in catalog.tariffs.items():
-        if tariff.max_cost is not None and tariff.max_cost * MICROS > MAX_COST_MICROS:
-            out.append(Problem(f"tariffs.{name}.max_cost", "exceeds 9,000,000,000,000, the "
-                               "largest cost the engine represents"))
-        for i, rate in enumerate(tariff.rates):
-            out.extend(rate_problems(tariff, rate, f"tariffs.{name}.rates[{i}]"))
+    if tariff.max_cost is not None and tariff.max_cost * MICROS > MAX_COST_MICROS:
+        out.append(Problem(f"{path}.max_cost", "exceeds 9,000,000,000,000, the largest cost "
+                           "the engine represents"))
+    for i, rate in enumerate(tariff.rates):
+        out.extend(rate_problems(tariff, rate, f"{path}.rates[{i}]"))
     return out

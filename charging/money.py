@@ -9,6 +9,7 @@ catalog documentation asks for quoted strings anyway.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 MICROS = 1_000_000
@@ -31,7 +32,10 @@ def parse_decimal(value: object) -> Fraction:
     if isinstance(value, int):
         return Fraction(value)
     if isinstance(value, float):
-        value = repr(value)  # shortest round-trip text: what the author typed
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not an amount")
+        # shortest round-trip text is what the author typed; Decimal spells out 1e-05
+        value = format(Decimal(repr(value)), "f")
     if not isinstance(value, str):
         raise ValueError(f"expected a decimal amount such as \"0.05\", got {value!r}")
     m = _DECIMAL.match(value.strip())
@@ -76,11 +80,11 @@ def format_micros(micros: int, decimals: int = 6) -> str:
     """``150000, 4`` → ``"0.1500"``. ``micros`` must be a multiple of 10**(6 - decimals)."""
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), MICROS)
-    if decimals == 0:
-        return f"{sign}{whole}"
     digits = f"{frac:06d}"
     if any(c != "0" for c in digits[decimals:]):
         raise ValueError(f"{micros} micros has more than {decimals} decimals")
+    if decimals == 0:
+        return f"{sign}{whole}"
     return f"{sign}{whole}.{digits[:decimals]}"
 
 

@@ -24,18 +24,19 @@ CatalogLoader.add_implicit_resolver(
 CatalogLoader.add_implicit_resolver(
     "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
 )
+# Leading zeros are not a number here: ``0049`` stays the text "0049" (a dialling prefix).
 CatalogLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
 )
 CatalogLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$"),
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+)$"),
     list("-+.0123456789"),
 )
 
 
 def _int_decimal(loader: CatalogLoader, node: yaml.ScalarNode) -> int:
-    # YAML 1.2: leading zeros are decimal, never octal.
+    # Explicit !!int tags may still carry leading zeros: decimal, never octal.
     return int(loader.construct_scalar(node))
 
 
