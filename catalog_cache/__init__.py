@@ -1,1 +1,1 @@
-"""Catalog versions in Redis and the compiled catalog held in memory (issue 3)."""
+"""Catalog versions in Redis and the compiled catalog held in memory, with hot reload."""

@@ -306,3 +306,15 @@ def grant_batch(T, rate, chargeable, allowance, requested, available):
             rt, st, rate[i], chargeable[i], allowance[i], requested[i], available[i]
         )
     return granted, money
+
+
+@_jit
+def units_at(rt, st, r, u):
+    """``rate_units`` on the rate and step tables directly: the cheap call for one request."""
+    return _units(rt, st, r, u)
+
+
+@_jit
+def grant_at(rt, st, r, chargeable, allowance, requested, available):
+    """``max_grant`` on the rate and step tables directly: the cheap call for one request."""
+    return _max_grant(rt, st, r, chargeable, allowance, requested, available)

@@ -91,3 +91,12 @@ def format_micros(micros: int, decimals: int = 6) -> str:
 def format_fraction(x: Fraction, decimals: int) -> str:
     """An exact amount already rounded to ``decimals`` places, as a decimal string."""
     return format_micros(to_micros(x), decimals)
+
+
+def format_amount(micros: int, decimals: int) -> str:
+    """At least ``decimals`` places, more when the amount has them (a partial take of an
+    unrounded balance): ``(1500, 4)`` → ``"0.0015"``, ``(123456, 4)`` → ``"0.123456"``."""
+    places = decimals
+    while places < 6 and micros % 10 ** (6 - places):
+        places += 1
+    return format_micros(micros, places)

@@ -17,7 +17,8 @@ import click
 import orjson
 
 from charging.catalog import Catalog, load_catalog
-from charging.errors import CatalogError, RequestError
+from charging.errors import CatalogError, RequestError, StoreError
+from flows.services import Services
 
 BATCH = 4096
 
@@ -45,9 +46,67 @@ def main() -> None:
     """chargeflow: a real-time online charging engine (rating, balances, quota grants)."""
 
 
+def service_options(fn):
+    """--redis, --data-dir and --json, as every command of CONTRACT §5 takes them."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+    fn = click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+                      help="Directory of the embedded Redis (default .chargeflow/).")(fn)
+    fn = click.option("--redis", "redis_url", default=None,
+                      help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")(fn)
+    return fn
+
+
+def _connect(redis_url: str | None, data_dir: str | None):
+    """(Services, client), or exit 2 with the reason when Redis cannot be reached."""
+    services = Services.from_options(redis_url, data_dir)
+    try:
+        return services, services.redis()
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _emit(as_json: bool, doc: dict, human: str) -> None:
+    click.echo(orjson.dumps(doc).decode() if as_json else human)
+
+
+def _fail(as_json: bool, message: str, code: int = 1, **extra) -> None:
+    if as_json:
+        click.echo(orjson.dumps({"error": message, **extra}).decode())
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 @main.group()
 def catalog() -> None:
     """Validate and load product catalogs."""
+
+
+@catalog.command("load")
+@click.argument("file", type=click.Path(dir_okay=False))
+@service_options
+def catalog_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Validate FILE and make it the active catalog version in Redis (atomically)."""
+    from catalog_cache.store import load_catalog_text
+
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(as_json, f"cannot read {file}: {exc}")
+    services, client = _connect(redis_url, data_dir)
+    try:
+        cat = load_catalog_text(client, text, prefix=services.prefix, source=file)
+    except CatalogError as exc:
+        if as_json:
+            _fail(True, "catalog invalid", problems=[{"path": p.path, "reason": p.reason}
+                                                     for p in exc.problems])
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except StoreError as exc:
+        _fail(as_json, str(exc), 2)
+    _emit(as_json, {"loaded": True, "version": cat.version, "content_hash": cat.content_hash},
+          f"catalog {cat.version!r} loaded and active ({cat.content_hash[:16]})")
 
 
 @catalog.command("validate")
@@ -75,6 +134,163 @@ def catalog_validate(file: str, as_json: bool) -> None:
     click.echo(f"  content hash {cat.content_hash[:16]}")
     for w in cat.warnings:
         click.echo(f"  warning: {w}")
+
+
+@main.group()
+def accounts() -> None:
+    """Account administration."""
+
+
+@accounts.command("load")
+@click.argument("file", type=click.Path(dir_okay=False))
+@service_options
+def accounts_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Load accounts from FILE (YAML list or JSONL), all or nothing.
+
+    New accounts get their balance (ledgered as "open"); existing ones keep balance and
+    sessions and take the file's plan, status and allow_negative.
+    """
+    from balances.accounts import AccountsFileError, read_accounts
+    from balances.store import BalanceStore
+    from catalog_cache.store import CatalogCache
+
+    services, client = _connect(redis_url, data_dir)
+    try:
+        cache = CatalogCache(client, prefix=services.prefix)
+        active = cache.refresh()
+        cat = cache.current.catalog if active else None
+        specs = read_accounts(file, cat)
+        created, updated = BalanceStore(client, prefix=services.prefix).upsert_accounts(specs)
+    except AccountsFileError as exc:
+        if as_json:
+            _fail(True, "accounts invalid", problems=[{"path": p.path, "reason": p.reason}
+                                                      for p in exc.problems])
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except StoreError as exc:
+        _fail(as_json, str(exc), 2)
+    _emit(as_json, {"created": created, "updated": updated},
+          f"{created} accounts created, {updated} updated")
+
+
+@main.command("balance")
+@click.argument("account")
+@service_options
+def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Show an account: balance, reserved money, allowances and open sessions."""
+    from balances.store import BalanceStore
+    from charging.decide import format_balance
+
+    services, client = _connect(redis_url, data_dir)
+    try:
+        acct = BalanceStore(client, prefix=services.prefix).view(account)
+    except StoreError as exc:
+        _fail(as_json, str(exc), 2)
+    if acct is None:
+        _fail(as_json, f"no account {account!r}", 1, id=account)
+    allowances = {svc: sum(b.units for b in bs) for svc, bs in acct.allowances.items()}
+    from catalog_cache.store import CatalogCache
+
+    cache = CatalogCache(client, prefix=services.prefix)
+    if cache.refresh() and acct.plan in cache.current.catalog.plans:
+        for a in cache.current.catalog.plans[acct.plan].allowances:
+            if a.service not in acct.allowances:  # untouched yet: the plan's full units
+                allowances[a.service] = allowances.get(a.service, 0) + a.units
+    doc = {
+        "id": acct.id, "plan": acct.plan, "status": acct.status,
+        "allow_negative": acct.allow_negative, "balance": format_balance(acct.balance),
+        "reserved": format_balance(acct.reserved),
+        "available": format_balance(acct.balance - acct.reserved),
+        "allowances": allowances,
+        "allowances_reserved": {svc: sum(b.reserved for b in acct.allowances.get(svc, []))
+                                for svc in allowances},
+        "sessions": [{"session": s.id, "service": s.service, "tariff": s.tariff,
+                      "rate": s.rate_id, "used": s.used, "granted": s.granted,
+                      "reserved": format_balance(s.money_reserved),
+                      "allowance_reserved": sum(s.allowance_reserved),
+                      "last_seen_ms": s.last_seen_ms} for s in acct.sessions.values()],
+    }
+    if as_json:
+        _emit(True, doc, "")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"account {acct.id} — plan {acct.plan}, {acct.status}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key in ("balance", "reserved", "available"):
+        table.add_row(key, doc[key])
+    for svc, units in doc["allowances"].items():
+        table.add_row(f"allowance {svc}", f"{units:,} ({doc['allowances_reserved'][svc]:,} held)")
+    for s in doc["sessions"]:
+        table.add_row(f"session {s['session']}", f"{s['service']} {s['rate']}: used "
+                      f"{s['used']:,}, granted {s['granted']:,}, {s['reserved']} held")
+    Console().print(table)
+
+
+@main.command("topup")
+@click.argument("account")
+@click.argument("amount")
+@click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")
+@service_options
+def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None,
+          data_dir: str | None, as_json: bool) -> None:
+    """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
+    from balances.store import BalanceStore
+    from charging.decide import format_balance
+    from charging.money import MICROS, parse_decimal
+
+    try:
+        micros = parse_decimal(amount) * MICROS
+    except ValueError as exc:
+        _fail(as_json, f"AMOUNT: {exc}")
+    if micros.denominator != 1 or micros == 0:
+        _fail(as_json, f"AMOUNT {amount!r} must be non-zero with at most 6 decimals")
+    services, client = _connect(redis_url, data_dir)
+    try:
+        status, bal = BalanceStore(client, prefix=services.prefix).topup(
+            account, micros.numerator, topup_id=topup_id)
+    except StoreError as exc:
+        _fail(as_json, str(exc), 2)
+    if status == "unknown":
+        _fail(as_json, f"no account {account!r}", 1, id=account)
+    if status == "limit":
+        _fail(as_json, f"top-up of {amount} refused: the balance would leave the supported "
+              "range, or a debit would take money reserved by open sessions", 1, id=account)
+    doc = {"id": account, "applied": status == "ok", "balance": format_balance(bal or 0),
+           "topup_id": topup_id}
+    what = "applied" if status == "ok" else f"already applied earlier (id {topup_id!r})"
+    _emit(as_json, doc, f"top-up {what}; balance {doc['balance']}")
+
+
+@main.command("sweep")
+@service_options
+def sweep_cmd(redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Release the reservations of sessions silent for 2 × their validity."""
+    import time
+
+    from balances.store import BalanceStore
+    from balances.sweeper import sweep
+
+    services, client = _connect(redis_url, data_dir)
+    try:
+        n = sweep(BalanceStore(client, prefix=services.prefix), int(time.time() * 1000))
+    except StoreError as exc:
+        _fail(as_json, str(exc), 2)
+    _emit(as_json, {"released": n}, f"{n} silent sessions released")
+
+
+@main.command("stop")
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stop(data_dir: str | None, as_json: bool) -> None:
+    """Stop the embedded services started for --data-dir."""
+    services = Services.from_options(None, data_dir)
+    stopped = services.embedded.stop()
+    _emit(as_json, {"stopped": {"redis": stopped}},
+          "embedded redis stopped" if stopped else "no embedded redis was running")
 
 
 @main.command("rate")

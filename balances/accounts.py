@@ -1,0 +1,149 @@
+"""Account files (CONTRACT §4): a YAML list or JSONL of ``{id, plan, balance, status,
+allow_negative}``, validated as a whole, every problem listed with where it is.
+
+Loading is all-or-nothing: nothing is written unless every record is valid. A new account is
+created with its balance and an ``open`` ledger entry for it; an account that exists keeps its
+balance, reservations and sessions (balances move only through ledgered operations such as
+``topup``) and takes the file's plan, status and allow_negative.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import yaml
+
+from charging.catalog import Catalog
+from charging.decide import BALANCE_LIMIT
+from charging.errors import Problem
+from charging.money import MICROS, parse_decimal
+from charging.state import ACTIVE, BLOCKED
+from charging.yamlio import load_yaml
+
+_KNOWN = ("id", "plan", "balance", "status", "allow_negative")
+_ID = re.compile(r"^[^\s{}]{1,128}$")
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    id: str
+    plan: str
+    balance: int  # micros
+    status: str = ACTIVE
+    allow_negative: bool = False
+
+
+class AccountsFileError(Exception):
+    def __init__(self, problems: list[Problem], source: str):
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+def read_accounts(path: str | Path, catalog: Catalog | None) -> list[AccountSpec]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AccountsFileError([Problem("", f"cannot read {p}: {exc}")], str(p)) from exc
+    return parse_accounts(text, catalog, source=str(p))
+
+
+def parse_accounts(text: str, catalog: Catalog | None, source: str = "accounts"
+                   ) -> list[AccountSpec]:
+    """Every record of the file, or ``AccountsFileError`` listing every problem."""
+    records, problems = _records(text)
+    if catalog is None:
+        problems.append(Problem("", "no catalog is loaded: run `chargeflow catalog load FILE` "
+                                "first, so plans can be checked"))
+    specs: list[AccountSpec] = []
+    seen: dict[str, str] = {}
+    for where, rec in records:
+        spec = _spec(where, rec, catalog, problems)
+        if spec is None:
+            continue
+        if spec.id in seen:
+            problems.append(Problem(where, f"account {spec.id!r} is listed twice (also at "
+                                    f"{seen[spec.id]})"))
+            continue
+        seen[spec.id] = where
+        specs.append(spec)
+    if not records and not problems:
+        problems.append(Problem("", "the file lists no accounts"))
+    if problems:
+        raise AccountsFileError(problems, source)
+    return specs
+
+
+def _records(text: str) -> tuple[list[tuple[str, object]], list[Problem]]:
+    stripped = text.lstrip()
+    if stripped.startswith("{"):  # JSONL
+        out, problems = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((f"line {n}", orjson.loads(line)))
+            except orjson.JSONDecodeError as exc:
+                problems.append(Problem(f"line {n}", f"not valid JSON: {exc}"))
+        return out, problems
+    try:
+        doc = load_yaml(text)
+    except yaml.YAMLError as exc:
+        return [], [Problem("", f"neither JSONL nor valid YAML: {exc}")]
+    if isinstance(doc, dict) and isinstance(doc.get("accounts"), list):
+        doc = doc["accounts"]
+    if not isinstance(doc, list):
+        return [], [Problem("", "expected a YAML list of accounts (or JSONL, one per line)")]
+    return [(f"[{i}]", rec) for i, rec in enumerate(doc)], []
+
+
+def _spec(where: str, rec: object, catalog: Catalog | None, problems: list[Problem]
+          ) -> AccountSpec | None:
+    if not isinstance(rec, dict):
+        problems.append(Problem(where, f"expected a mapping with {', '.join(_KNOWN)}"))
+        return None
+    start = len(problems)
+    aid = rec.get("id")
+    if not isinstance(aid, str) or not _ID.match(aid):
+        problems.append(Problem(f"{where}.id", f"{aid!r} must be 1-128 characters without "
+                                "spaces or braces"))
+    plan = rec.get("plan")
+    if not isinstance(plan, str):
+        problems.append(Problem(f"{where}.plan", f"is required, got {plan!r}"))
+    elif catalog is not None and plan not in catalog.plans:
+        problems.append(Problem(f"{where}.plan", f"plan {plan!r} is not in catalog "
+                                f"{catalog.version!r} (plans: {', '.join(catalog.plans)})"))
+    balance = _balance(rec.get("balance", "0"), f"{where}.balance", problems)
+    status = rec.get("status", ACTIVE)
+    if status not in (ACTIVE, BLOCKED):
+        problems.append(Problem(f"{where}.status", f"{status!r} is not active or blocked"))
+    neg = rec.get("allow_negative", False)
+    if not isinstance(neg, bool):
+        problems.append(Problem(f"{where}.allow_negative", f"must be true or false, got {neg!r}"))
+    for key in rec:
+        if key not in _KNOWN:
+            problems.append(Problem(f"{where}.{key}", f"unknown field (known: {', '.join(_KNOWN)})"))
+    if len(problems) > start or balance is None:
+        return None
+    return AccountSpec(aid, plan, balance, status, neg)
+
+
+def _balance(value: object, where: str, problems: list[Problem]) -> int | None:
+    try:
+        amount = parse_decimal(value)
+    except ValueError as exc:
+        problems.append(Problem(where, str(exc)))
+        return None
+    micros = amount * MICROS
+    if micros.denominator != 1:
+        problems.append(Problem(where, f"{value!r} has more than 6 decimals"))
+        return None
+    if abs(micros.numerator) > BALANCE_LIMIT:
+        problems.append(Problem(where, f"{value!r} is outside ±{BALANCE_LIMIT / MICROS:,.0f}"))
+        return None
+    return micros.numerator

@@ -1,0 +1,136 @@
+"""Redis key names and the account hash encoding.
+
+Every key of one account carries the account as its hash tag, ``{prefix}:{<account>}:...``,
+so all of them live in one Redis Cluster slot and one script can change them atomically:
+
+    {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>
+    {p}:{a}:idem:<id>     string the decision returned for request <id> (expires)
+    {p}:{a}:ledger        stream one entry per balance change
+    {p}:{<slot>}:expiry   zset   "<account>\\x1f<session>" scored by its release deadline (ms),
+                                 one per cluster slot so it shares the slot of its accounts
+
+Money fields are decimal integers of micros; ``b:`` and ``s:`` fields are MessagePack.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import msgpack
+from redis.crc import key_slot
+
+from charging.state import Account, Bucket, Session
+
+SEP = "\x1f"
+SLOTS = 16384
+
+
+class Keys:
+    def __init__(self, prefix: str = "cf"):
+        self.prefix = prefix
+
+    def account(self, account: str) -> str:
+        return f"{self.prefix}:{{{account}}}:acct"
+
+    def idem(self, account: str, request_id: str) -> str:
+        return f"{self.prefix}:{{{account}}}:idem:{request_id}"
+
+    def ledger(self, account: str) -> str:
+        return f"{self.prefix}:{{{account}}}:ledger"
+
+    def expiry(self, account: str) -> str:
+        slot = key_slot(self.account(account).encode())
+        return f"{self.prefix}:{{{slot_tag(slot)}}}:expiry"
+
+    def expiry_pattern(self) -> str:
+        return f"{self.prefix}:{{*}}:expiry"
+
+
+@cache
+def _slot_tags() -> tuple[str, ...]:
+    """A short hash tag for every cluster slot (found once by trying tags in order)."""
+    tags: list[str | None] = [None] * SLOTS
+    missing = SLOTS
+    n = 0
+    while missing:
+        tag = f"x{n}"
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+def slot_tag(slot: int) -> str:
+    return _slot_tags()[slot]
+
+
+def session_member(account: str, session: str) -> str:
+    return f"{account}{SEP}{session}"
+
+
+def split_member(member: bytes | str) -> tuple[str, str]:
+    text = member.decode() if isinstance(member, bytes) else member
+    account, _, session = text.partition(SEP)
+    return account, session
+
+
+def encode_session(s: Session) -> bytes:
+    return msgpack.packb([s.service, s.catalog_version, s.tariff, s.rate_id, s.chargeable,
+                          s.used, s.granted, s.money_reserved, s.allowance_reserved,
+                          s.validity_s, s.last_seen_ms, s.seq])
+
+
+def decode_session(sid: str, blob: bytes) -> Session:
+    (service, version, tariff, rate_id, chargeable, used, granted, money, alw, validity,
+     last_seen, seq) = msgpack.unpackb(blob)
+    return Session(id=sid, service=service, catalog_version=version, tariff=tariff,
+                   rate_id=rate_id, chargeable=chargeable, used=used, granted=granted,
+                   money_reserved=money, allowance_reserved=list(alw), validity_s=validity,
+                   last_seen_ms=last_seen, seq=seq)
+
+
+def encode_buckets(buckets: list[Bucket]) -> bytes:
+    return msgpack.packb([[b.units, b.reserved, b.period] for b in buckets])
+
+
+def decode_buckets(blob: bytes) -> list[Bucket]:
+    return [Bucket(units=u, reserved=r, period=p) for u, r, p in msgpack.unpackb(blob)]
+
+
+def account_fields(acct: Account, sessions: set[str] | None = None) -> dict[str, bytes | str]:
+    """Hash fields for an account: scalars and allowances always, sessions named (or all)."""
+    fields: dict[str, bytes | str] = {
+        "plan": acct.plan, "status": acct.status, "neg": "1" if acct.allow_negative else "0",
+        "bal": str(acct.balance), "res": str(acct.reserved), "ver": str(acct.version),
+    }
+    for service, buckets in acct.allowances.items():
+        fields[f"b:{service}"] = encode_buckets(buckets)
+    for sid in (acct.sessions if sessions is None else sessions):
+        if sid in acct.sessions:
+            fields[f"s:{sid}"] = encode_session(acct.sessions[sid])
+    return fields
+
+
+def decode_account(account: str, raw: dict | list) -> Account | None:
+    """An ``Account`` from HGETALL (a dict, or the flat list a script returns); None if empty."""
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2]))
+    if not raw:
+        return None
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+    def text(name: str, default: str = "") -> str:
+        v = fields.get(name)
+        return default if v is None else v.decode() if isinstance(v, bytes) else v
+
+    acct = Account(id=account, plan=text("plan"), balance=int(text("bal", "0")),
+                   status=text("status", "active"), allow_negative=text("neg") == "1",
+                   reserved=int(text("res", "0")), version=int(text("ver", "0")))
+    for name, value in fields.items():
+        if name.startswith("b:"):
+            acct.allowances[name[2:]] = decode_buckets(value)
+        elif name.startswith("s:"):
+            acct.sessions[name[2:]] = decode_session(name[2:], value)
+    return acct

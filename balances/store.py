@@ -1,0 +1,253 @@
+"""Redis as the system of record: accounts, allowances, sessions, idempotency, ledger.
+
+``BalanceStore`` has two hot operations, each one round trip per batch:
+
+* ``load`` — the accounts of a batch and any decisions already stored for its request ids;
+* ``save`` — for each account the batch touched, a compare-and-set on the account's version
+  that writes the new state, the decisions (idempotency records), the ledger entries and the
+  session deadlines, atomically per account (``lua/write.lua``). An account that changed
+  since it was read (a top-up, a sweep, another engine) or whose request id was already
+  decided comes back as a ``Conflict`` carrying its fresh state, and the caller decides those
+  requests again: the store never guesses.
+
+On Redis Cluster the write entries are grouped by slot (every key of an account shares its
+``{account}`` hash tag), one script call per slot, in one pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import msgpack
+import orjson
+import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from balances.accounts import AccountSpec
+from balances.codec import (
+    Keys, account_fields, decode_account, session_member, split_member,
+)
+from charging.decide import BALANCE_LIMIT, Change, Outcome
+from charging.errors import StoreError
+from charging.state import Account
+
+DEFAULT_RETENTION_S = 7 * 86400
+
+
+def _lua(name: str) -> str:
+    return (resources.files("balances") / "lua" / name).read_text()
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An account whose write was refused: its current state and already-decided ids."""
+
+    account: Account | None
+    decided: dict[str, dict]
+
+
+class BalanceStore:
+    def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "cf",
+                 retention_s: int = DEFAULT_RETENTION_S):
+        self.r = client
+        self.keys = Keys(prefix)
+        self.retention_s = retention_s
+        self.cluster = isinstance(client, RedisCluster)
+        self._write = client.register_script(_lua("write.lua"))
+        self._topup = client.register_script(_lua("topup.lua"))
+        self._upsert = client.register_script(_lua("upsert.lua"))
+
+    # -- the hot path ----------------------------------------------------------------------
+    def load(self, accounts: Iterable[str], request_ids: dict[str, list[str]] | None = None
+             ) -> tuple[dict[str, Account | None], dict[str, dict]]:
+        """Current state of ``accounts`` and the stored decisions of ``request_ids``
+        (account -> ids), in one pipelined round trip."""
+        names = list(dict.fromkeys(accounts))
+        request_ids = request_ids or {}
+        pipe = self.r.pipeline(transaction=False)
+        for a in names:
+            pipe.hgetall(self.keys.account(a))
+        asked: list[str] = []
+        for a, ids in request_ids.items():
+            for rid in ids:
+                pipe.get(self.keys.idem(a, rid))
+                asked.append(rid)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot read accounts from Redis: {exc}") from exc
+        states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
+        decided = {rid: orjson.loads(blob) for rid, blob in zip(asked, replies[len(names):])
+                   if blob is not None}
+        return states, decided
+
+    def save(self, accounts: dict[str, Account | None], changes: dict[str, Change],
+             outcomes: Sequence[Outcome], now_ms: int,
+             ledger: dict[str, list[dict]] | None = None) -> dict[str, Conflict]:
+        """Write what a batch decided; returns the accounts that conflicted (not written).
+
+        ``accounts`` hold the new states, whose ``version`` is still the one they were read
+        at; written accounts get ``version + 1`` here, in the store and in memory.
+        """
+        per_account: dict[str, list[Outcome]] = {}
+        for out in outcomes:
+            if not out.replay:
+                per_account.setdefault(out.request.account, []).append(out)
+        entries, keys, names = [], [], []
+        for name, change in changes.items():
+            acct = accounts.get(name)
+            outs = per_account.get(name, [])
+            if acct is None and not outs:
+                continue
+            entries.append(self._entry(name, acct, change, outs, now_ms,
+                                       (ledger or {}).get(name, [])))
+            keys.append(self.keys.account(name))
+            names.append(name)
+        if not entries:
+            return {}
+        replies = self._run_write(keys, entries)
+        conflicts: dict[str, Conflict] = {}
+        for name, reply in zip(names, replies):
+            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            if status == "ok":
+                acct = accounts.get(name)
+                if acct is not None and changes[name].changed:
+                    acct.version += 1
+                continue
+            decided = {(rid.decode() if isinstance(rid, bytes) else rid): orjson.loads(blob)
+                       for rid, blob in reply[2]}
+            conflicts[name] = Conflict(decode_account(name, reply[1]), decided)
+        return conflicts
+
+    def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
+               now_ms: int, extra_ledger: list[dict]) -> list:
+        idem = [[o.request.id, orjson.dumps(o.decision)] for o in outs]
+        ledger = [_ledger_fields(name, e, now_ms)
+                  for e in [e for o in outs for e in o.ledger] + extra_ledger]
+        if acct is None or not change.changed:
+            expected = "" if acct is None else str(acct.version)
+            return [name, expected, [], [], idem, ledger, self.keys.expiry(name), [], []]
+        fields = account_fields(acct, change.sessions_written)
+        fields["ver"] = str(acct.version + 1)
+        flat = [x for kv in fields.items() for x in kv]
+        hdel = [f"s:{sid}" for sid in change.sessions_removed]
+        zadd = [[acct.sessions[sid].deadline_ms, session_member(name, sid)]
+                for sid in change.sessions_written if sid in acct.sessions]
+        zrem = [session_member(name, sid) for sid in change.sessions_removed]
+        return [name, str(acct.version), flat, hdel, idem, ledger, self.keys.expiry(name), zadd,
+                zrem]
+
+    def _run_write(self, keys: list[str], entries: list[list]) -> list:
+        try:
+            if not self.cluster:
+                return self._write(keys=keys, args=[self.keys.prefix, self.retention_s,
+                                                    msgpack.packb(entries, use_bin_type=False)])
+            by_slot: dict[int, list[int]] = {}
+            for i, k in enumerate(keys):
+                by_slot.setdefault(key_slot(k.encode()), []).append(i)
+            pipe = self.r.pipeline()
+            order: list[int] = []
+            for idx in by_slot.values():
+                self._write(keys=[keys[i] for i in idx],
+                            args=[self.keys.prefix, self.retention_s,
+                                  msgpack.packb([entries[i] for i in idx])], client=pipe)
+                order.extend(idx)
+            replies = [None] * len(keys)
+            for group, reply in zip(by_slot.values(), pipe.execute()):
+                for i, r in zip(group, reply):
+                    replies[i] = r
+            return replies
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot write to Redis: {exc}") from exc
+
+    # -- administration --------------------------------------------------------------------
+    def upsert_accounts(self, specs: Sequence[AccountSpec]) -> tuple[int, int]:
+        """Create new accounts (with an ``open`` ledger entry) and update existing ones'
+        plan, status and allow_negative; returns (created, updated).
+
+        One atomic script on a single Redis; on a cluster one per slot (the file was fully
+        validated before, so only a server failure can leave it half-applied there).
+        """
+        rows = [[s.id, s.plan, str(s.balance), s.status, "1" if s.allow_negative else "0"]
+                for s in specs]
+        groups: dict[int, list[int]] = {}
+        for i, s in enumerate(specs):
+            slot = key_slot(self.keys.account(s.id).encode()) if self.cluster else 0
+            groups.setdefault(slot, []).append(i)
+        created = updated = 0
+        try:
+            for idx in groups.values():
+                keys = [k for i in idx for k in (self.keys.account(specs[i].id),
+                                                 self.keys.ledger(specs[i].id))]
+                c, u = self._upsert(keys=keys, args=[msgpack.packb([rows[i] for i in idx],
+                                                                   use_bin_type=False)])
+                created += c
+                updated += u
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot write accounts to Redis: {exc}") from exc
+        return created, updated
+
+    def view(self, account: str) -> Account | None:
+        """One account's current state (``chargeflow balance``)."""
+        return self.load([account])[0][account]
+
+    def topup(self, account: str, micros: int, *, topup_id: str | None = None,
+              reason: str = "topup") -> tuple[str, int | None]:
+        """Credit an account (debit with a negative amount), ledgered; idempotent by id.
+
+        Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
+        ``unknown`` (no such account) or ``limit`` (would leave ±2**53 micros, or take
+        money that is reserved).
+        """
+        keys = [self.keys.account(account), self.keys.ledger(account),
+                self.keys.idem(account, f"topup:{topup_id}") if topup_id else ""]
+        try:
+            reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
+                                                 self.retention_s, BALANCE_LIMIT])
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot top up in Redis: {exc}") from exc
+        status = reply[0].decode()
+        return status, int(reply[1]) if len(reply) > 1 else None
+
+    def ledger(self, account: str) -> list[dict]:
+        """The account's ledger entries, oldest first, with integer micros."""
+        rows = self.r.xrange(self.keys.ledger(account))
+        out = []
+        for entry_id, fields in rows:
+            row = {k.decode(): v.decode() for k, v in fields.items()}
+            row["entry"] = entry_id.decode()
+            for name in ("delta", "balance"):
+                if name in row:
+                    row[name] = int(row[name])
+            out.append(row)
+        return out
+
+    def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
+        """Sessions whose release deadline passed: (account, session), up to ``limit``."""
+        found: list[tuple[str, str]] = []
+        for key in self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000):
+            for member in self.r.zrangebyscore(key, "-inf", now_ms, start=0,
+                                               num=limit - len(found)):
+                found.append(split_member(member))
+            if len(found) >= limit:
+                break
+        return found
+
+    def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
+        """Drop expiry-index entries (of sessions that no longer exist)."""
+        pipe = self.r.pipeline(transaction=False)
+        for account, session in members:
+            pipe.zrem(self.keys.expiry(account), session_member(account, session))
+        pipe.execute()
+
+
+def _ledger_fields(account: str, entry: dict, now_ms: int) -> list[str]:
+    fields = ["id", entry["id"], "account", account, "delta", str(entry["delta"]),
+              "balance", str(entry["balance"]), "reason", entry["reason"],
+              "catalog_version", entry.get("catalog_version", ""), "time", str(now_ms)]
+    if "released" in entry:
+        fields += ["released", str(entry["released"])]
+    return fields

@@ -1,0 +1,415 @@
+"""The charging rules of CONTRACT §4.2 applied to in-memory account state, batch by batch.
+
+``decide_batch`` takes validated requests, the current state of their accounts and the
+catalogs, and returns one ``Outcome`` per request (the decision, the charge if money or
+allowance was taken, the ledger entries) while changing the accounts in place. It is pure:
+the balances layer loads the accounts before and persists them after, atomically and only
+if nobody changed them in between (optimistic concurrency), else it reloads and asks again.
+
+Order of checks, per request: a replayed id returns its first decision; an unknown account
+gets USER_UNKNOWN; a blocked account or a service outside the plan END_USER_SERVICE_DENIED;
+then the rules for the kind. Requests of one account are applied in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from charging import kernels
+from charging.catalog import Tariff
+from charging.compiler import CompiledCatalog
+from charging.money import format_amount, format_micros
+from charging.rating import destination_digits
+from charging.requests import Request
+from charging.state import BLOCKED, Account, Bucket, Session, period_label
+
+SUCCESS = "SUCCESS"
+CREDIT_LIMIT_REACHED = "CREDIT_LIMIT_REACHED"
+USER_UNKNOWN = "USER_UNKNOWN"
+SERVICE_DENIED = "END_USER_SERVICE_DENIED"
+RATING_FAILED = "RATING_FAILED"
+SESSION_UNKNOWN = "SESSION_UNKNOWN"
+
+#: Balances stay within ±(2**53 − 1) micros (about 9 billion currency units), the range in
+#: which the Redis scripts' Lua numbers are exact. A charge that would pass the floor on an
+#: account allowed to go negative is taken down to the floor; the rest is reported uncharged.
+BALANCE_LIMIT = 2**53 - 1
+
+
+class Catalogs(Protocol):
+    """Where the charging logic finds catalogs: the active one, and older versions that
+    sessions opened under still use."""
+
+    @property
+    def current(self) -> CompiledCatalog: ...
+
+    def get(self, version: str) -> CompiledCatalog | None: ...
+
+
+@dataclass(frozen=True)
+class FixedCatalogs:
+    """Catalogs that never change: one current version (plus, optionally, older ones)."""
+
+    current: CompiledCatalog
+    older: tuple[CompiledCatalog, ...] = ()
+
+    def get(self, version: str) -> CompiledCatalog | None:
+        if version == self.current.version:
+            return self.current
+        return next((c for c in self.older if c.version == version), None)
+
+
+@dataclass
+class Outcome:
+    request: Request
+    decision: dict  # CONTRACT §3.1 without latency_us (the engine adds it)
+    charge: dict | None = None  # CONTRACT §3.2, when money or allowance was taken or owed
+    ledger: list[dict] = field(default_factory=list)  # balance changes, in order
+    replay: bool = False  # the decision was returned before; nothing changed
+
+
+@dataclass
+class Change:
+    """What a batch changed in one account, for the store to write."""
+
+    sessions_written: set[str] = field(default_factory=set)
+    sessions_removed: set[str] = field(default_factory=set)
+    changed: bool = False  # balance, reservations, allowances or sessions changed
+
+
+def format_balance(micros: int) -> str:
+    """A balance as a decimal string with at least two decimals: ``12.3456``, ``10.00``."""
+    text = format_micros(micros, 6).rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None],
+                 catalogs: Catalogs, now_ms: int,
+                 previous: dict[str, dict] | None = None) -> tuple[list[Outcome], dict[str, Change]]:
+    """Decide a batch. ``previous`` maps request ids already decided to their decision."""
+    d = _Decider(catalogs, accounts, now_ms, dict(previous or {}))
+    d.select_rates(requests)
+    outcomes = [d.one(i, req) for i, req in enumerate(requests)]
+    return outcomes, d.changes
+
+
+class _Decider:
+    def __init__(self, catalogs: Catalogs, accounts: dict[str, Account | None], now_ms: int,
+                 previous: dict[str, dict]):
+        self.catalogs = catalogs
+        self.cc = catalogs.current
+        self.accounts = accounts
+        self.now_ms = now_ms
+        self.previous = previous
+        self.changes: dict[str, Change] = {}
+        self.rate_status = np.zeros(0, dtype=np.int8)
+        self.rate_index = np.zeros(0, dtype=np.int64)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def select_rates(self, requests: Sequence[Request]) -> None:
+        """Rate selection depends on the request alone, so the batch gets one kernel call."""
+        cc = self.cc
+        n = len(requests)
+        plan = np.zeros(n, dtype=np.int64)
+        service = np.full(n, -1, dtype=np.int64)
+        for i, req in enumerate(requests):
+            acct = self.accounts.get(req.account)
+            p = cc.plan_index.get(acct.plan) if acct is not None else None
+            if p is not None:
+                plan[i] = p
+                service[i] = cc.service_index.get(req.service, -1)
+        digits, ndigits = destination_digits([r.destination for r in requests])
+        ts = np.fromiter((r.ts_ms for r in requests), dtype=np.int64, count=n)
+        self.rate_status, self.rate_index, _, _ = kernels.rate_batch(
+            cc.tables, plan, service, ts, digits, ndigits, np.zeros(n, dtype=np.int64))
+
+    # -- one request -----------------------------------------------------------------------
+    def one(self, i: int, req: Request) -> Outcome:
+        if req.id in self.previous:
+            return Outcome(req, self.previous[req.id], replay=True)
+        out = self._decide(i, req)
+        self.previous[req.id] = out.decision
+        return out
+
+    def _decide(self, i: int, req: Request) -> Outcome:
+        acct = self.accounts.get(req.account)
+        if acct is None:
+            return self.refuse(req, USER_UNKNOWN, None)
+        plan = self.cc.catalog.plans.get(acct.plan)
+        if acct.status == BLOCKED or plan is None or req.service not in plan.tariffs:
+            return self.refuse(req, SERVICE_DENIED, acct)
+        tariff = self.cc.catalog.tariffs[plan.tariffs[req.service]]
+        self.refresh_buckets(acct, req)
+        if req.kind == "event":
+            return self.event(i, req, acct, tariff)
+        if req.kind == "initial":
+            return self.initial(i, req, acct, tariff)
+        session = acct.sessions.get(req.session or "")
+        if session is None:
+            return self.unknown_session(i, req, acct, tariff)
+        return self.step(req, acct, session)
+
+    def event(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
+        r = self.selected(i)
+        if r is None:
+            return self.refuse(req, RATING_FAILED, acct)
+        free = self.free_units(acct, req.service)
+        allowance = min(req.used, free)
+        status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
+                                               req.used - allowance)
+        if status != kernels.OK:
+            return self.refuse(req, RATING_FAILED, acct)
+        available = acct.available()
+        if available is not None and cost > available:
+            return self.refuse(req, CREDIT_LIMIT_REACHED, acct)
+        taken, uncharged = self.take(acct, cost)
+        self.consume(acct, req.service, allowance)
+        out = self.decided(req, SUCCESS, acct, charged=taken, decimals=tariff.decimals)
+        self.charged(out, acct, tariff, self.cc, r, req.used, int(rated), allowance, taken,
+                     uncharged, "event")
+        return out
+
+    def initial(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
+        change = self.change(acct)
+        old = acct.sessions.pop(req.session or "", None)
+        if old is not None:  # the gateway restarted the session id: release the old one
+            self.release(acct, old)
+            change.sessions_removed.add(old.id)
+            change.sessions_written.discard(old.id)
+        r = self.selected(i)
+        if r is None:
+            return self.refuse(req, RATING_FAILED, acct)
+        session = Session(id=req.session or "", service=req.service,
+                          catalog_version=self.cc.version, tariff=tariff.name,
+                          rate_id=self.cc.rate_ids[r], validity_s=tariff.validity_s,
+                          allowance_reserved=[0] * len(acct.allowances.get(req.service, [])))
+        granted = self.grant(acct, session, self.cc, r, req, tariff)
+        if granted == 0:
+            return self.refuse(req, CREDIT_LIMIT_REACHED, acct, final=True)
+        session.seq = req.seq or 0
+        session.last_seen_ms = self.now_ms
+        acct.sessions[session.id] = session
+        change.sessions_written.add(session.id)
+        change.sessions_removed.discard(session.id)
+        requested = req.requested or tariff.quota
+        return self.decided(req, SUCCESS, acct, granted=granted, validity=tariff.validity_s,
+                            final=granted < requested, decimals=tariff.decimals)
+
+    def step(self, req: Request, acct: Account, session: Session) -> Outcome:
+        """update / terminate: commit the reported units, release the rest, maybe re-grant."""
+        cc = self.catalogs.get(session.catalog_version) or self.cc
+        try:
+            r = cc.rate_index(session.tariff, session.rate_id)
+        except KeyError:
+            return self.refuse(req, RATING_FAILED, acct)
+        tariff = cc.catalog.tariffs[session.tariff]
+        rt, st = cc.tables.rate, cc.tables.step
+        change = self.change(acct)
+        self.release(acct, session)
+        allowance = min(req.used, self.free_units(acct, req.service))
+        extra = req.used - allowance
+        s1, before, q1 = kernels.units_at(rt, st, r, session.chargeable)
+        s2, after, q2 = kernels.units_at(rt, st, r, session.chargeable + extra)
+        if s1 != kernels.OK or s2 != kernels.OK:
+            # beyond the engine's range: nothing exact can be charged; end the session
+            acct.sessions.pop(session.id, None)
+            change.sessions_removed.add(session.id)
+            change.sessions_written.discard(session.id)
+            return self.refuse(req, RATING_FAILED, acct)
+        taken, uncharged = self.take(acct, int(after - before))
+        self.consume(acct, req.service, allowance)
+        session.chargeable += extra
+        session.used += req.used
+        session.seq = req.seq if req.seq is not None else session.seq
+        session.last_seen_ms = self.now_ms
+        granted = 0
+        result = SUCCESS
+        requested = req.requested or tariff.quota
+        if req.kind == "terminate":
+            acct.sessions.pop(session.id, None)
+            change.sessions_removed.add(session.id)
+            change.sessions_written.discard(session.id)
+        else:
+            granted = self.grant(acct, session, cc, r, req, tariff)
+            result = SUCCESS if granted else CREDIT_LIMIT_REACHED
+            change.sessions_written.add(session.id)
+        out = self.decided(req, result, acct, granted=granted,
+                           validity=tariff.validity_s if granted else 0,
+                           final=req.kind == "update" and granted < requested, charged=taken,
+                           decimals=tariff.decimals)
+        self.charged(out, acct, tariff, cc, r, req.used, int(q2 - q1), allowance, taken,
+                     uncharged, req.kind)
+        return out
+
+    def unknown_session(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
+        """update / terminate of a session the engine does not hold: charge like an event
+        that may not be refused, answer SESSION_UNKNOWN, grant nothing."""
+        r = self.selected(i)
+        if r is None:
+            return self.refuse(req, RATING_FAILED, acct)
+        allowance = min(req.used, self.free_units(acct, req.service))
+        status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
+                                               req.used - allowance)
+        if status != kernels.OK:
+            return self.refuse(req, RATING_FAILED, acct)
+        taken, uncharged = self.take(acct, int(cost))
+        self.consume(acct, req.service, allowance)
+        out = self.decided(req, SESSION_UNKNOWN, acct, charged=taken, decimals=tariff.decimals)
+        self.charged(out, acct, tariff, self.cc, r, req.used, int(rated), allowance, taken,
+                     uncharged, "unknown_session")
+        return out
+
+    # -- money and allowances --------------------------------------------------------------
+    def grant(self, acct: Account, session: Session, cc: CompiledCatalog, r: int, req: Request,
+              tariff: Tariff) -> int:
+        """Reserve the largest affordable grant (CONTRACT §4.2) for the session; its units."""
+        requested = req.requested or tariff.quota
+        free = self.free_units(acct, req.service)
+        available = acct.available()
+        limit = -1 if available is None else max(0, available)
+        g, money = kernels.grant_at(cc.tables.rate, cc.tables.step, r, session.chargeable, free,
+                                    requested, limit)
+        g, money = int(g), int(money)
+        session.granted = g
+        if g == 0:
+            return 0
+        session.money_reserved = money
+        acct.reserved += money
+        held = min(g, free)
+        buckets = acct.allowances.get(req.service, [])
+        session.allowance_reserved = [0] * len(buckets)
+        for k, bucket in enumerate(buckets):
+            part = min(held, bucket.free)
+            bucket.reserved += part
+            session.allowance_reserved[k] = part
+            held -= part
+        return g
+
+    def release(self, acct: Account, session: Session) -> None:
+        """Return a session's held money and allowance units."""
+        acct.reserved -= session.money_reserved
+        session.money_reserved = 0
+        for bucket, held in zip(acct.allowances.get(session.service, []),
+                                session.allowance_reserved):
+            bucket.reserved -= held
+        session.allowance_reserved = [0] * len(session.allowance_reserved)
+        session.granted = 0
+
+    def take(self, acct: Account, cost: int) -> tuple[int, int]:
+        """Take ``cost`` micros as far as the balance allows: (taken, uncharged)."""
+        available = acct.available()
+        if available is None:
+            taken = min(cost, acct.balance + BALANCE_LIMIT)
+        else:
+            taken = min(cost, max(0, available))
+        acct.balance -= taken
+        return taken, cost - taken
+
+    def free_units(self, acct: Account, service: str) -> int:
+        return sum(b.free for b in acct.allowances.get(service, []))
+
+    def consume(self, acct: Account, service: str, units: int) -> None:
+        for bucket in acct.allowances.get(service, []):
+            part = min(units, bucket.free)
+            bucket.units -= part
+            units -= part
+
+    def refresh_buckets(self, acct: Account, req: Request) -> None:
+        """Create the plan's allowance buckets for the service, refill those whose period
+        rolled over (periods in the catalog time zone, by the request's time)."""
+        plan = self.cc.catalog.plans[acct.plan]
+        wanted = [a for a in plan.allowances if a.service == req.service]
+        if not wanted:
+            return
+        buckets = acct.allowances.get(req.service)
+        if buckets is None or len(buckets) != len(wanted):
+            buckets = [Bucket(units=a.units, period=period_label(a.period, req.ts_ms,
+                                                                  self.cc.catalog.zone))
+                       for a in wanted]
+            acct.allowances[req.service] = buckets
+            self.change(acct).changed = True
+            return
+        for bucket, allowance in zip(buckets, wanted):
+            label = period_label(allowance.period, req.ts_ms, self.cc.catalog.zone)
+            if label > bucket.period:
+                bucket.units = allowance.units
+                bucket.period = label
+                self.change(acct).changed = True
+
+    # -- results ---------------------------------------------------------------------------
+    def selected(self, i: int) -> int | None:
+        return int(self.rate_index[i]) if self.rate_status[i] == kernels.OK else None
+
+    def change(self, acct: Account) -> Change:
+        change = self.changes.setdefault(acct.id, Change())
+        change.changed = True
+        return change
+
+    def refuse(self, req: Request, result: str, acct: Account | None, *,
+               final: bool = False) -> Outcome:
+        self.changes.setdefault(req.account, Change())  # the decision itself is stored
+        return self.decided(req, result, acct, final=final)
+
+    def decided(self, req: Request, result: str, acct: Account | None, *, granted: int = 0,
+                validity: int = 0, final: bool = False, charged: int = 0,
+                decimals: int = 2) -> Outcome:
+        self.changes.setdefault(req.account, Change())
+        decision = {
+            "id": req.id, "kind": req.kind, "account": req.account, "service": req.service,
+            "session": req.session, "seq": req.seq, "result": result, "granted": granted,
+            "validity_s": validity, "final": final,
+            "balance": format_balance(acct.balance) if acct is not None else None,
+            "charged": format_amount(charged, decimals),
+        }
+        return Outcome(req, decision)
+
+    def charged(self, out: Outcome, acct: Account, tariff: Tariff, cc: CompiledCatalog, r: int,
+                used: int, rated: int, allowance: int, taken: int, uncharged: int,
+                reason: str) -> None:
+        """Attach the charge (and the ledger entry) when money or allowance was involved."""
+        if taken == 0 and uncharged == 0 and allowance == 0:
+            return
+        req = out.request
+        self.change(acct)
+        out.charge = {
+            "id": req.id, "account": acct.id, "service": req.service, "session": req.session,
+            "seq": req.seq, "ts": _rfc3339(req.ts_ms), "units": used, "rated_units": rated,
+            "allowance_units": allowance, "cost": format_amount(taken, tariff.decimals),
+            "currency": cc.catalog.currency, "tariff": tariff.name, "rate": cc.rate_ids[r],
+            "catalog_version": cc.version, "balance": format_balance(acct.balance),
+            "uncharged": format_amount(uncharged, tariff.decimals) if uncharged else "0",
+        }
+        if taken:
+            out.ledger.append({"id": req.id, "delta": -taken, "balance": acct.balance,
+                               "reason": reason, "catalog_version": cc.version})
+
+
+def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:
+    """Release the sessions silent past 2 × validity (CONTRACT §4.2): their held money and
+    allowance units return to the account; each release is a ledger entry (delta 0)."""
+    change = Change()
+    ledger: list[dict] = []
+    for sid in [sid for sid, s in acct.sessions.items() if s.deadline_ms <= now_ms]:
+        session = acct.sessions.pop(sid)
+        released = session.money_reserved
+        acct.reserved -= session.money_reserved
+        for bucket, held in zip(acct.allowances.get(session.service, []),
+                                session.allowance_reserved):
+            bucket.reserved -= held
+        change.changed = True
+        change.sessions_removed.add(sid)
+        ledger.append({"id": f"release:{sid}", "delta": 0, "balance": acct.balance,
+                       "reason": "release", "catalog_version": session.catalog_version,
+                       "released": released})
+    return change, ledger
+
+
+def _rfc3339(ts_ms: int) -> str:
+    dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ms % 1000:03d}Z"

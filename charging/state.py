@@ -1,0 +1,83 @@
+"""Account, allowance and session state as the charging logic sees it (pure data).
+
+The balances layer loads these from Redis and writes back what the charging logic changed;
+the charging logic (``charging.decide``) reads and mutates them in memory. Money is integer
+micros, units are integers, times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+ACTIVE, BLOCKED = "active", "blocked"
+
+
+@dataclass
+class Bucket:
+    """One allowance of the plan: free units left in the current period, and those held."""
+
+    units: int  # left in this period
+    reserved: int = 0  # held by open sessions
+    period: str = "-"  # label of the period the units belong to (see ``period_label``)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.units - self.reserved)
+
+
+@dataclass
+class Session:
+    """An open charging session (CONTRACT §4.2): its fixed rate, usage so far and grant."""
+
+    id: str
+    service: str
+    catalog_version: str
+    tariff: str
+    rate_id: str
+    chargeable: int = 0  # C: cumulative units rated with money
+    used: int = 0  # cumulative units reported
+    granted: int = 0  # units of the current grant
+    money_reserved: int = 0  # micros held for the current grant
+    allowance_reserved: list[int] = field(default_factory=list)  # units held, per bucket
+    validity_s: int = 600
+    last_seen_ms: int = 0  # engine clock at the last step
+    seq: int = 0
+
+    @property
+    def deadline_ms(self) -> int:
+        """Engine time after which the session is released as silent (2 × validity)."""
+        return self.last_seen_ms + 2 * self.validity_s * 1000
+
+
+@dataclass
+class Account:
+    id: str
+    plan: str
+    balance: int  # micros
+    status: str = ACTIVE
+    allow_negative: bool = False
+    reserved: int = 0  # micros held by all open sessions
+    version: int = 0  # bumped by every change; the store's optimistic-concurrency token
+    allowances: dict[str, list[Bucket]] = field(default_factory=dict)  # service -> buckets
+    sessions: dict[str, Session] = field(default_factory=dict)
+
+    def available(self) -> int | None:
+        """Money that may be taken or reserved now, or None when negative balances are allowed."""
+        return None if self.allow_negative else self.balance - self.reserved
+
+
+def period_label(period: str, ts_ms: int, zone: ZoneInfo) -> str:
+    """The allowance period holding ``ts_ms`` in the catalog zone; labels sort in time order."""
+    if period == "none":
+        return "-"
+    local = datetime.fromtimestamp(ts_ms // 1000, tz=zone)
+    if period == "day":
+        return local.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = local.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if period == "month":
+        return local.strftime("%Y-%m")
+    raise ValueError(f"unknown allowance period {period!r}")

@@ -1,0 +1,53 @@
+"""Which Redis a command talks to, decided once from the command line and the environment.
+
+``--redis URL``, else ``CHARGEFLOW_REDIS_URL``, else the embedded redis-server of
+``--data-dir`` (started on first use). URLs are redis-py's (``redis://``, ``rediss://`` for
+TLS, ``unix://``, with user:password for ACLs); ``redis+cluster://host:port`` connects to a
+Redis Cluster through any of its nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from redis.cluster import RedisCluster
+
+from balances.embedded import EmbeddedRedis
+from charging.errors import StoreError
+
+ENV_URL = "CHARGEFLOW_REDIS_URL"
+DEFAULT_DATA_DIR = ".chargeflow"
+
+
+@dataclass(frozen=True)
+class Services:
+    redis_url: str | None  # None: the embedded server of data_dir
+    data_dir: Path
+    prefix: str = "cf"
+    fsync: str = "everysec"
+
+    @classmethod
+    def from_options(cls, redis_url: str | None, data_dir: str | None, prefix: str = "cf",
+                     fsync: str = "everysec") -> Services:
+        return cls(redis_url or os.environ.get(ENV_URL) or None,
+                   Path(data_dir or DEFAULT_DATA_DIR), prefix, fsync)
+
+    @property
+    def embedded(self) -> EmbeddedRedis:
+        return EmbeddedRedis(self.data_dir, self.fsync)
+
+    def redis(self) -> redis.Redis | RedisCluster:
+        """A connected client (raises ``StoreError`` when the server cannot be reached)."""
+        url = self.redis_url or self.embedded.start()
+        try:
+            if url.startswith("redis+cluster://"):
+                client = RedisCluster.from_url("redis://" + url[len("redis+cluster://"):])
+            else:
+                client = redis.Redis.from_url(url)
+            client.ping()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
+        return client
