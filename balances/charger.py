@@ -8,7 +8,6 @@ and hands back the fresh state, with which only the affected requests are decide
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -37,10 +36,18 @@ class Charger:
         accounts, previous = self._accounts([requests[i] for i in pending])
         for _ in range(MAX_ROUNDS):
             batch = [requests[i] for i in pending]
-            working = {a: copy.deepcopy(accounts[a]) for a in {r.account for r in batch}}
+            # decide_batch changes these objects in place: they become the cached truth once
+            # written; a conflict replaces them with the store's state, and a failed write
+            # drops them from the cache.
+            working = {a: accounts[a] for a in {r.account for r in batch}}
             now = self.clock()
             outcomes, changes = decide_batch(batch, working, self.catalogs, now, previous)
-            conflicts = self.store.save(working, changes, outcomes, now)
+            try:
+                conflicts = self.store.save(working, changes, outcomes, now)
+            except StoreError:
+                for name in working:
+                    self.forget(name)
+                raise
             retry = []
             for i, out in zip(pending, outcomes):
                 if out.request.account in conflicts:

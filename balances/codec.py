@@ -99,15 +99,15 @@ def decode_buckets(blob: bytes) -> list[Bucket]:
     return [Bucket(units=u, reserved=r, period=p) for u, r, p in msgpack.unpackb(blob)]
 
 
-def account_fields(acct: Account, sessions: set[str] | None = None) -> dict[str, bytes | str]:
-    """Hash fields for an account: scalars and allowances always, sessions named (or all)."""
-    fields: dict[str, bytes | str] = {
-        "plan": acct.plan, "status": acct.status, "neg": "1" if acct.allow_negative else "0",
-        "bal": str(acct.balance), "res": str(acct.reserved), "ver": str(acct.version),
-    }
-    for service, buckets in acct.allowances.items():
-        fields[f"b:{service}"] = encode_buckets(buckets)
-    for sid in (acct.sessions if sessions is None else sessions):
+def changed_fields(acct: Account, sessions: set[str], buckets: set[str]
+                   ) -> dict[str, bytes | str]:
+    """The fields a charging write changes: money, version, the named allowances and sessions
+    (plan, status and allow_negative change only through ``accounts load``)."""
+    fields: dict[str, bytes | str] = {"bal": str(acct.balance), "res": str(acct.reserved)}
+    for service in buckets:
+        if service in acct.allowances:
+            fields[f"b:{service}"] = encode_buckets(acct.allowances[service])
+    for sid in sessions:
         if sid in acct.sessions:
             fields[f"s:{sid}"] = encode_session(acct.sessions[sid])
     return fields

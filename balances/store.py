@@ -28,7 +28,7 @@ from redis.crc import key_slot
 
 from balances.accounts import AccountSpec
 from balances.codec import (
-    Keys, account_fields, decode_account, session_member, split_member,
+    Keys, changed_fields, decode_account, session_member, split_member,
 )
 from charging.decide import BALANCE_LIMIT, Change, Outcome
 from charging.errors import StoreError
@@ -102,8 +102,7 @@ class BalanceStore:
             outs = per_account.get(name, [])
             if acct is None and not outs:
                 continue
-            entries.append(self._entry(name, acct, change, outs, now_ms,
-                                       (ledger or {}).get(name, [])))
+            entries.append(self._entry(name, acct, change, outs, (ledger or {}).get(name, [])))
             keys.append(self.keys.account(name))
             names.append(name)
         if not entries:
@@ -117,47 +116,51 @@ class BalanceStore:
                 if acct is not None and changes[name].changed:
                     acct.version += 1
                 continue
+            hits = reply[2]
             decided = {(rid.decode() if isinstance(rid, bytes) else rid): orjson.loads(blob)
-                       for rid, blob in reply[2]}
+                       for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, reply[1]), decided)
         return conflicts
 
     def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
-               now_ms: int, extra_ledger: list[dict]) -> list:
-        idem = [[o.request.id, orjson.dumps(o.decision)] for o in outs]
-        ledger = [_ledger_fields(name, e, now_ms)
-                  for e in [e for o in outs for e in o.ledger] + extra_ledger]
+               extra_ledger: list[dict]) -> list:
+        """The flat script arguments of one account (layout in ``lua/write.lua``)."""
+        idem = [x for o in outs for x in (o.request.id, orjson.dumps(o.decision))]
+        changes = [e for o in outs for e in o.ledger] + extra_ledger
+        ledger: list = []
+        for e in changes:
+            fields = _ledger_fields(e)
+            ledger += [len(fields), *fields]
+        n_ledger = len(changes)
         if acct is None or not change.changed:
             expected = "" if acct is None else str(acct.version)
-            return [name, expected, [], [], idem, ledger, self.keys.expiry(name), [], []]
-        fields = account_fields(acct, change.sessions_written)
+            return [name, expected, 0, 0, len(idem), *idem, n_ledger, *ledger,
+                    self.keys.expiry(name), 0, 0]
+        fields = changed_fields(acct, change.sessions_written, change.buckets)
         fields["ver"] = str(acct.version + 1)
-        flat = [x for kv in fields.items() for x in kv]
+        hset = [x for kv in fields.items() for x in kv]
         hdel = [f"s:{sid}" for sid in change.sessions_removed]
-        zadd = [[acct.sessions[sid].deadline_ms, session_member(name, sid)]
-                for sid in change.sessions_written if sid in acct.sessions]
+        zadd = [x for sid in change.sessions_written if sid in acct.sessions
+                for x in (acct.sessions[sid].deadline_ms, session_member(name, sid))]
         zrem = [session_member(name, sid) for sid in change.sessions_removed]
-        return [name, str(acct.version), flat, hdel, idem, ledger, self.keys.expiry(name), zadd,
-                zrem]
+        return [name, str(acct.version), len(hset), *hset, len(hdel), *hdel, len(idem), *idem,
+                n_ledger, *ledger, self.keys.expiry(name), len(zadd), *zadd, len(zrem), *zrem]
 
     def _run_write(self, keys: list[str], entries: list[list]) -> list:
+        head = [self.keys.prefix, self.retention_s]
         try:
             if not self.cluster:
-                return self._write(keys=keys, args=[self.keys.prefix, self.retention_s,
-                                                    msgpack.packb(entries, use_bin_type=False)])
+                return self._write(keys=keys, args=head + [x for e in entries for x in e])
             by_slot: dict[int, list[int]] = {}
             for i, k in enumerate(keys):
                 by_slot.setdefault(key_slot(k.encode()), []).append(i)
             pipe = self.r.pipeline()
-            order: list[int] = []
             for idx in by_slot.values():
                 self._write(keys=[keys[i] for i in idx],
-                            args=[self.keys.prefix, self.retention_s,
-                                  msgpack.packb([entries[i] for i in idx])], client=pipe)
-                order.extend(idx)
-            replies = [None] * len(keys)
-            for group, reply in zip(by_slot.values(), pipe.execute()):
-                for i, r in zip(group, reply):
+                            args=head + [x for i in idx for x in entries[i]], client=pipe)
+            replies: list = [None] * len(keys)
+            for idx, reply in zip(by_slot.values(), pipe.execute()):
+                for i, r in zip(idx, reply):
                     replies[i] = r
             return replies
         except redis.RedisError as exc:
@@ -219,6 +222,7 @@ class BalanceStore:
         for entry_id, fields in rows:
             row = {k.decode(): v.decode() for k, v in fields.items()}
             row["entry"] = entry_id.decode()
+            row["time_ms"] = int(row["entry"].split("-")[0])
             for name in ("delta", "balance"):
                 if name in row:
                     row[name] = int(row[name])
@@ -244,10 +248,10 @@ class BalanceStore:
         pipe.execute()
 
 
-def _ledger_fields(account: str, entry: dict, now_ms: int) -> list[str]:
-    fields = ["id", entry["id"], "account", account, "delta", str(entry["delta"]),
-              "balance", str(entry["balance"]), "reason", entry["reason"],
-              "catalog_version", entry.get("catalog_version", ""), "time", str(now_ms)]
+def _ledger_fields(entry: dict) -> list[str]:
+    # The stream is the account's and its entry ids carry the server time in ms.
+    fields = ["id", entry["id"], "delta", str(entry["delta"]), "balance", str(entry["balance"]),
+              "reason", entry["reason"], "catalog_version", entry.get("catalog_version", "")]
     if "released" in entry:
         fields += ["released", str(entry["released"])]
     return fields

@@ -79,6 +79,7 @@ class Change:
 
     sessions_written: set[str] = field(default_factory=set)
     sessions_removed: set[str] = field(default_factory=set)
+    buckets: set[str] = field(default_factory=set)  # services whose allowances changed
     changed: bool = False  # balance, reservations, allowances or sessions changed
 
 
@@ -135,6 +136,11 @@ class _Decider:
             return Outcome(req, self.previous[req.id], replay=True)
         out = self._decide(i, req)
         self.previous[req.id] = out.decision
+        change = self.changes.get(req.account)
+        acct = self.accounts.get(req.account)
+        if change is not None and change.changed and acct is not None \
+                and req.service in acct.allowances:
+            change.buckets.add(req.service)
         return out
 
     def _decide(self, i: int, req: Request) -> Outcome:
@@ -180,6 +186,8 @@ class _Decider:
         old = acct.sessions.pop(req.session or "", None)
         if old is not None:  # the gateway restarted the session id: release the old one
             self.release(acct, old)
+            if old.service in acct.allowances:
+                change.buckets.add(old.service)
             change.sessions_removed.add(old.id)
             change.sessions_written.discard(old.id)
         r = self.selected(i)
@@ -404,6 +412,8 @@ def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:
             bucket.reserved -= held
         change.changed = True
         change.sessions_removed.add(sid)
+        if session.service in acct.allowances:
+            change.buckets.add(session.service)
         ledger.append({"id": f"release:{sid}", "delta": 0, "balance": acct.balance,
                        "reason": "release", "catalog_version": session.catalog_version,
                        "released": released})

@@ -15,7 +15,7 @@ for i, s in ipairs(specs) do
   else
     redis.call('HSET', acct, 'plan', s[2], 'status', s[4], 'neg', s[5], 'bal', s[3],
                'res', '0', 'ver', '1')
-    redis.call('XADD', ledger, '*', 'id', 'open', 'account', s[1], 'delta', s[3],
+    redis.call('XADD', ledger, '*', 'id', 'open', 'delta', s[3],
                'balance', s[3], 'reason', 'open')
     created = created + 1
   end

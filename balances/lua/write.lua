@@ -1,43 +1,76 @@
 -- Persist what the charging logic decided, one entry per account, each atomically and only
 -- if the account is still at the version the decision was computed from.
 --
--- KEYS[i]  the account hash of entry i (for routing; every key an entry touches shares its
---          {account} hash tag, so one entry never spans cluster slots)
--- ARGV[1]  key prefix, ARGV[2] idempotency retention in seconds,
--- ARGV[3]  MessagePack list of entries:
---   {account, expected_version, hset_fields, hdel_fields, idem, ledger, expiry_key, zadd, zrem}
---   expected_version  "" for an account that does not exist
---   hset_fields       flat {field, value, ...} (includes the new "ver")
---   idem              {{request_id, decision_blob}, ...}
---   ledger            {{field, value, ...}, ...} appended to the account's stream
---   zadd / zrem       session deadlines in the expiry index: {{score, member}} / {member}
--- Returns one reply per entry: {"ok"} or {"conflict", hgetall, {{id, blob}, ...}}.
-local prefix = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local entries = cmsgpack.unpack(ARGV[3])
+-- KEYS[i]  the account hash of entry i (every key an entry touches shares its {account}
+--          hash tag, so one entry never spans cluster slots)
+-- ARGV     prefix, idempotency retention (s), then per entry, flat (counts before lists):
+--            account, expected_version ("" for an account that does not exist),
+--            n, field, value, ... (n = 2 × fields; includes the new "ver")
+--            n, field, ...                         hash fields to delete (ended sessions)
+--            n, request_id, decision, ...          idempotency records (n = 2 × records)
+--            n, (m, field, value, ...) × n         ledger entries for the account's stream
+--            expiry_key, n, score, member, ...     session deadlines to set (n = 2 × pairs)
+--            n, member, ...                        session deadlines to drop
+-- Returns per entry {"ok"} or {"conflict", hgetall, {request_id, decision, ...}}; a conflict
+-- (the version moved, or a request id was decided already) writes nothing for that entry.
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local p = 3
+local function list()
+  local n = tonumber(ARGV[p])
+  local first = p + 1
+  p = p + 1 + n
+  return first, n
+end
 local out = {}
-for i, e in ipairs(entries) do
-  local tag = prefix .. ':{' .. e[1] .. '}:'
+for i = 1, #KEYS do
+  local account, expected = ARGV[p], ARGV[p + 1]
+  p = p + 2
+  local tag = prefix .. ':{' .. account .. '}:'
   local acct = KEYS[i]
-  local current = redis.call('HGET', acct, 'ver') or ''
-  local hits = {}
-  for _, rec in ipairs(e[5]) do
-    local seen = redis.call('GET', tag .. 'idem:' .. rec[1])
-    if seen then hits[#hits + 1] = {rec[1], seen} end
+  local hset_at, hset_n = list()
+  local hdel_at, hdel_n = list()
+  local idem_at, idem_n = list()
+  local ledger_n = tonumber(ARGV[p])
+  local ledger_at = p + 1
+  p = p + 1
+  for _ = 1, ledger_n do p = p + 1 + tonumber(ARGV[p]) end
+  local expiry = ARGV[p]
+  p = p + 1
+  local zadd_at, zadd_n = list()
+  local zrem_at, zrem_n = list()
+
+  local ok = (redis.call('HGET', acct, 'ver') or '') == expected
+  local taken = 0
+  if ok then  -- claim the request ids; a claimed one means it was decided before
+    for k = idem_at, idem_at + idem_n - 1, 2 do
+      if not redis.call('SET', tag .. 'idem:' .. ARGV[k], ARGV[k + 1], 'NX', 'EX', ttl) then
+        ok = false
+        break
+      end
+      taken = taken + 2
+    end
   end
-  if current ~= e[2] or #hits > 0 then
+  if not ok then
+    for k = idem_at, idem_at + taken - 1, 2 do redis.call('DEL', tag .. 'idem:' .. ARGV[k]) end
+    local hits = {}
+    for k = idem_at, idem_at + idem_n - 1, 2 do
+      local seen = redis.call('GET', tag .. 'idem:' .. ARGV[k])
+      if seen then hits[#hits + 1] = ARGV[k]; hits[#hits + 1] = seen end
+    end
     out[i] = {'conflict', redis.call('HGETALL', acct), hits}
   else
-    if #e[3] > 0 then redis.call('HSET', acct, unpack(e[3])) end
-    if #e[4] > 0 then redis.call('HDEL', acct, unpack(e[4])) end
-    for _, rec in ipairs(e[5]) do
-      redis.call('SET', tag .. 'idem:' .. rec[1], rec[2], 'EX', ttl)
+    if hset_n > 0 then redis.call('HSET', acct, unpack(ARGV, hset_at, hset_at + hset_n - 1)) end
+    if hdel_n > 0 then redis.call('HDEL', acct, unpack(ARGV, hdel_at, hdel_at + hdel_n - 1)) end
+    local q = ledger_at
+    for _ = 1, ledger_n do
+      local m = tonumber(ARGV[q])
+      redis.call('XADD', tag .. 'ledger', '*', unpack(ARGV, q + 1, q + m))
+      q = q + 1 + m
     end
-    for _, fields in ipairs(e[6]) do
-      redis.call('XADD', tag .. 'ledger', '*', unpack(fields))
+    for k = zadd_at, zadd_at + zadd_n - 1, 2 do
+      redis.call('ZADD', expiry, ARGV[k], ARGV[k + 1])
     end
-    for _, z in ipairs(e[8]) do redis.call('ZADD', e[7], z[1], z[2]) end
-    if #e[9] > 0 then redis.call('ZREM', e[7], unpack(e[9])) end
+    if zrem_n > 0 then redis.call('ZREM', expiry, unpack(ARGV, zrem_at, zrem_at + zrem_n - 1)) end
     out[i] = {'ok'}
   end
 end
