@@ -127,7 +127,8 @@ def _spec(where: str, rec: object, catalog: Catalog | None, problems: list[Probl
         problems.append(Problem(f"{where}.allow_negative", f"must be true or false, got {neg!r}"))
     for key in rec:
         if key not in _KNOWN:
-            problems.append(Problem(f"{where}.{key}", f"unknown field (known: {', '.join(_KNOWN)})"))
+            problems.append(Problem(f"{where}.{key}",
+                                    f"unknown field (known: {', '.join(_KNOWN)})"))
     if len(problems) > start or balance is None:
         return None
     return AccountSpec(aid, plan, balance, status, neg)

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from balances.store import BalanceStore
+from charging.compiler import CompiledCatalog
 from charging.decide import Catalogs, Outcome, decide_batch
 from charging.errors import StoreError
 from charging.requests import Request
 from charging.state import Account
 
 MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class _Pinned:
+    """The catalogs as one batch sees them: ``current`` fixed when the batch began."""
+
+    current: CompiledCatalog
+    source: Catalogs
+
+    def get(self, version: str) -> CompiledCatalog | None:
+        return self.current if version == self.current.version else self.source.get(version)
 
 
 class Charger:
@@ -34,17 +47,18 @@ class Charger:
         results: list[Outcome | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         accounts, previous = self._accounts([requests[i] for i in pending])
+        catalogs = _Pinned(self.catalogs.current, self.catalogs)  # one version per batch
         for _ in range(MAX_ROUNDS):
             batch = [requests[i] for i in pending]
             # decide_batch changes these objects in place: they become the cached truth once
-            # written; a conflict replaces them with the store's state, and a failed write
-            # drops them from the cache.
+            # written; a conflict replaces them with the store's state, and any failure before
+            # the write is confirmed drops them from the cache.
             working = {a: accounts[a] for a in {r.account for r in batch}}
             now = self.clock()
-            outcomes, changes = decide_batch(batch, working, self.catalogs, now, previous)
             try:
+                outcomes, changes = decide_batch(batch, working, catalogs, now, previous)
                 conflicts = self.store.save(working, changes, outcomes, now)
-            except StoreError:
+            except Exception:
                 for name in working:
                     self.forget(name)
                 raise
@@ -68,6 +82,7 @@ class Charger:
                          "(accounts changing faster than they can be charged)")
 
     def forget(self, account: str) -> None:
+        """Drop an account from the cache: the next batch reads it from the store."""
         self._cache.pop(account, None)
 
     def _accounts(self, batch: Sequence[Request]) -> tuple[dict[str, Account | None],

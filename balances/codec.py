@@ -5,8 +5,9 @@ so all of them live in one Redis Cluster slot and one script can change them ato
 
     {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>
     {p}:{a}:idem:<id>     string the decision returned for request <id> (expires)
+    {p}:{a}:topup:<id>    string the balance an idempotent top-up left (expires)
     {p}:{a}:ledger        stream one entry per balance change
-    {p}:{<slot>}:expiry   zset   "<account>\\x1f<session>" scored by its release deadline (ms),
+    {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms),
                                  one per cluster slot so it shares the slot of its accounts
 
 Money fields are decimal integers of micros; ``b:`` and ``s:`` fields are MessagePack.
@@ -35,15 +36,19 @@ class Keys:
     def idem(self, account: str, request_id: str) -> str:
         return f"{self.prefix}:{{{account}}}:idem:{request_id}"
 
+    def topup(self, account: str, topup_id: str) -> str:
+        return f"{self.prefix}:{{{account}}}:topup:{topup_id}"
+
     def ledger(self, account: str) -> str:
         return f"{self.prefix}:{{{account}}}:ledger"
 
     def expiry(self, account: str) -> str:
         slot = key_slot(self.account(account).encode())
-        return f"{self.prefix}:{{{slot_tag(slot)}}}:expiry"
+        return f"{self.prefix}:expiry:{{{slot_tag(slot)}}}"
 
     def expiry_pattern(self) -> str:
-        return f"{self.prefix}:{{*}}:expiry"
+        # account keys all start "{prefix}:{", so this matches expiry indexes only
+        return f"{self.prefix}:expiry:{{*}}"
 
 
 @cache

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from charging.errors import StoreError
 
@@ -55,12 +57,17 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"unix://{self.socket.resolve()}"
 
+    def _client(self) -> redis.Redis:
+        # no retries: a server that is gone should be known as gone at once
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1,
+                           retry=Retry(NoBackoff(), 0), retry_on_error=[])
+
     def running(self) -> bool:
         if not self.socket.exists():
             return False
         try:
-            return bool(redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1).ping())
-        except redis.RedisError:
+            return bool(self._client().ping())
+        except (redis.RedisError, OSError):
             return False
 
     def start(self, timeout_s: float = 10.0) -> str:
@@ -96,7 +103,7 @@ class EmbeddedRedis:
         if not self.running():
             return False
         try:
-            redis.Redis(unix_socket_path=str(self.socket)).shutdown(nosave=False)
+            self._client().shutdown(nosave=False)
         except redis.ConnectionError:
             pass  # the connection drops as the server exits
         except redis.RedisError:

@@ -10,8 +10,10 @@
   decided comes back as a ``Conflict`` carrying its fresh state, and the caller decides those
   requests again: the store never guesses.
 
-On Redis Cluster the write entries are grouped by slot (every key of an account shares its
-``{account}`` hash tag), one script call per slot, in one pipeline.
+On Redis Cluster the write entries are grouped by the node that serves their slot (every key
+of an account shares its ``{account}`` hash tag): one script call per node, routed by its
+first account's key; the script names the other accounts' keys itself, which Redis allows
+for scripts without flags as long as the keys live on the node that runs it.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from balances.accounts import AccountSpec
 from balances.codec import (
-    Keys, changed_fields, decode_account, session_member, split_member,
+    Keys,
+    changed_fields,
+    decode_account,
+    session_member,
+    split_member,
 )
 from charging.decide import BALANCE_LIMIT, Change, Outcome
 from charging.errors import StoreError
@@ -147,24 +154,24 @@ class BalanceStore:
                 n_ledger, *ledger, self.keys.expiry(name), len(zadd), *zadd, len(zrem), *zrem]
 
     def _run_write(self, keys: list[str], entries: list[list]) -> list:
-        head = [self.keys.prefix, self.retention_s]
+        """Run lua/write.lua over the entries: one call, or one per node on a cluster."""
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            node = self.r.get_node_from_key(k).name if self.cluster else ""
+            groups.setdefault(node, []).append(i)
+        replies: list = [None] * len(keys)
         try:
-            if not self.cluster:
-                return self._write(keys=keys, args=head + [x for e in entries for x in e])
-            by_slot: dict[int, list[int]] = {}
-            for i, k in enumerate(keys):
-                by_slot.setdefault(key_slot(k.encode()), []).append(i)
-            pipe = self.r.pipeline()
-            for idx in by_slot.values():
-                self._write(keys=[keys[i] for i in idx],
-                            args=head + [x for i in idx for x in entries[i]], client=pipe)
-            replies: list = [None] * len(keys)
-            for idx, reply in zip(by_slot.values(), pipe.execute()):
+            for idx in groups.values():
+                client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
+                          if self.cluster else self.r)
+                args = [self.keys.prefix, self.retention_s, len(idx),
+                        *[x for i in idx for x in entries[i]]]
+                reply = self._write(keys=[keys[idx[0]]], args=args, client=client)
                 for i, r in zip(idx, reply):
                     replies[i] = r
-            return replies
-        except redis.RedisError as exc:
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot write to Redis: {exc}") from exc
+        return replies
 
     # -- administration --------------------------------------------------------------------
     def upsert_accounts(self, specs: Sequence[AccountSpec]) -> tuple[int, int]:
@@ -206,11 +213,12 @@ class BalanceStore:
         money that is reserved).
         """
         keys = [self.keys.account(account), self.keys.ledger(account),
-                self.keys.idem(account, f"topup:{topup_id}") if topup_id else ""]
+                self.keys.topup(account, topup_id or "")]
         try:
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
-                                                 self.retention_s, BALANCE_LIMIT])
-        except redis.RedisError as exc:
+                                                 self.retention_s, BALANCE_LIMIT,
+                                                 "1" if topup_id else "0"])
+        except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot top up in Redis: {exc}") from exc
         status = reply[0].decode()
         return status, int(reply[1]) if len(reply) > 1 else None

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from charging.catalog import Catalog, parse_catalog
 from charging.compiler import CompiledCatalog, compile_catalog
@@ -50,13 +51,13 @@ def load_catalog_text(client: redis.Redis | RedisCluster, text: str, *, prefix: 
             raise CatalogError([Problem("version", f"version {catalog.version!r} is already "
                                         "loaded with different content; give this catalog a "
                                         "new version")], source=source)
-        pipe = client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=True)  # one slot: {catalog}
         pipe.hset(keys.versions, catalog.version, text)
         pipe.hset(keys.hashes, catalog.version, catalog.content_hash)
         pipe.set(keys.active, catalog.version)
-        pipe.publish(keys.events, catalog.version)
         pipe.execute()
-    except redis.RedisError as exc:
+        client.publish(keys.events, catalog.version)
+    except (redis.RedisError, RedisClusterException) as exc:
         raise StoreError(f"cannot store the catalog in Redis: {exc}") from exc
     return catalog
 

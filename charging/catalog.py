@@ -41,7 +41,7 @@ MAX_PREFIX_DIGITS = 18
 MAX_UNIT_FIELD = 2**53
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
-_PREFIX = re.compile(r"^\+?[0-9]{1,%d}$" % MAX_PREFIX_DIGITS)
+_PREFIX = re.compile(rf"^\+?[0-9]{{1,{MAX_PREFIX_DIGITS}}}$")
 
 
 @dataclass(frozen=True)
@@ -272,7 +272,8 @@ class _Validator:
 
     def services(self, node: object) -> dict[str, str]:
         if node is None:
-            self.bad("services", "is required: name at least one service, e.g. voice: {unit: second}")
+            self.bad("services",
+                     "is required: name at least one service, e.g. voice: {unit: second}")
             return {}
         out: dict[str, str] = {}
         for key, spec in self.mapping(node, "services").items():
@@ -328,7 +329,8 @@ class _Validator:
         if node is None:
             return frozenset(range(7))
         if not isinstance(node, list) or not node:
-            self.bad(path, "must be a non-empty list such as [mon, tue] (leave it out for every day)")
+            self.bad(path,
+                     "must be a non-empty list such as [mon, tue] (leave it out for every day)")
             return None
         out = set()
         for i, day in enumerate(node):
@@ -541,7 +543,8 @@ class _Validator:
                 units = self.integer(a, "units", here, lo=1, hi=2**62)
                 period = a.get("period", "none")
                 if period not in PERIODS:
-                    self.bad(_join(here, "period"), f"{period!r} is not one of {', '.join(PERIODS)}")
+                    self.bad(_join(here, "period"),
+                             f"{period!r} is not one of {', '.join(PERIODS)}")
                 if svc in services and units is not None and period in PERIODS:
                     allowances.append(Allowance(svc, units, period))
             out[key] = Plan(key, mapping, tuple(allowances))

@@ -92,7 +92,8 @@ def format_balance(micros: int) -> str:
 
 def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None],
                  catalogs: Catalogs, now_ms: int,
-                 previous: dict[str, dict] | None = None) -> tuple[list[Outcome], dict[str, Change]]:
+                 previous: dict[str, dict] | None = None
+                 ) -> tuple[list[Outcome], dict[str, Change]]:
     """Decide a batch. ``previous`` maps request ids already decided to their decision."""
     d = _Decider(catalogs, accounts, now_ms, dict(previous or {}))
     d.select_rates(requests)
@@ -136,11 +137,6 @@ class _Decider:
             return Outcome(req, self.previous[req.id], replay=True)
         out = self._decide(i, req)
         self.previous[req.id] = out.decision
-        change = self.changes.get(req.account)
-        acct = self.accounts.get(req.account)
-        if change is not None and change.changed and acct is not None \
-                and req.service in acct.allowances:
-            change.buckets.add(req.service)
         return out
 
     def _decide(self, i: int, req: Request) -> Outcome:
@@ -151,7 +147,6 @@ class _Decider:
         if acct.status == BLOCKED or plan is None or req.service not in plan.tariffs:
             return self.refuse(req, SERVICE_DENIED, acct)
         tariff = self.cc.catalog.tariffs[plan.tariffs[req.service]]
-        self.refresh_buckets(acct, req)
         if req.kind == "event":
             return self.event(i, req, acct, tariff)
         if req.kind == "initial":
@@ -165,6 +160,7 @@ class _Decider:
         r = self.selected(i)
         if r is None:
             return self.refuse(req, RATING_FAILED, acct)
+        self.refresh_buckets(acct, req.service, req.ts_ms)
         free = self.free_units(acct, req.service)
         allowance = min(req.used, free)
         status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
@@ -177,8 +173,8 @@ class _Decider:
         taken, uncharged = self.take(acct, cost)
         self.consume(acct, req.service, allowance)
         out = self.decided(req, SUCCESS, acct, charged=taken, decimals=tariff.decimals)
-        self.charged(out, acct, tariff, self.cc, r, req.used, int(rated), allowance, taken,
-                     uncharged, "event")
+        self.charged(out, acct, tariff, self.cc, r,
+                     _Used(req.used, int(rated), allowance, taken, uncharged), "event")
         return out
 
     def initial(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
@@ -186,54 +182,58 @@ class _Decider:
         old = acct.sessions.pop(req.session or "", None)
         if old is not None:  # the gateway restarted the session id: release the old one
             self.release(acct, old)
-            if old.service in acct.allowances:
-                change.buckets.add(old.service)
             change.sessions_removed.add(old.id)
             change.sessions_written.discard(old.id)
         r = self.selected(i)
         if r is None:
             return self.refuse(req, RATING_FAILED, acct)
+        self.refresh_buckets(acct, req.service, req.ts_ms)
         session = Session(id=req.session or "", service=req.service,
                           catalog_version=self.cc.version, tariff=tariff.name,
                           rate_id=self.cc.rate_ids[r], validity_s=tariff.validity_s,
                           allowance_reserved=[0] * len(acct.allowances.get(req.service, [])))
+        # units reported with the initial itself (unusual, but never dropped) are charged first
+        used = self.commit(acct, session, self.cc, r, req.used)
+        if used is None:
+            return self.refuse(req, RATING_FAILED, acct)
         granted = self.grant(acct, session, self.cc, r, req, tariff)
-        if granted == 0:
-            return self.refuse(req, CREDIT_LIMIT_REACHED, acct, final=True)
-        session.seq = req.seq or 0
-        session.last_seen_ms = self.now_ms
-        acct.sessions[session.id] = session
-        change.sessions_written.add(session.id)
-        change.sessions_removed.discard(session.id)
         requested = req.requested or tariff.quota
-        return self.decided(req, SUCCESS, acct, granted=granted, validity=tariff.validity_s,
-                            final=granted < requested, decimals=tariff.decimals)
+        if granted == 0:
+            out = self.decided(req, CREDIT_LIMIT_REACHED, acct, final=True, charged=used.taken,
+                               decimals=tariff.decimals)
+        else:
+            session.seq = req.seq or 0
+            session.last_seen_ms = self.now_ms
+            acct.sessions[session.id] = session
+            change.sessions_written.add(session.id)
+            change.sessions_removed.discard(session.id)
+            out = self.decided(req, SUCCESS, acct, granted=granted, validity=tariff.validity_s,
+                               final=granted < requested, charged=used.taken,
+                               decimals=tariff.decimals)
+        self.charged(out, acct, tariff, self.cc, r, used, "initial")
+        return out
 
     def step(self, req: Request, acct: Account, session: Session) -> Outcome:
-        """update / terminate: commit the reported units, release the rest, maybe re-grant."""
+        """update / terminate: commit the reported units, release the rest, maybe re-grant.
+
+        The session's own service counts (allowances, tariff), whatever the request names.
+        """
         cc = self.catalogs.get(session.catalog_version) or self.cc
         try:
             r = cc.rate_index(session.tariff, session.rate_id)
         except KeyError:
             return self.refuse(req, RATING_FAILED, acct)
         tariff = cc.catalog.tariffs[session.tariff]
-        rt, st = cc.tables.rate, cc.tables.step
         change = self.change(acct)
         self.release(acct, session)
-        allowance = min(req.used, self.free_units(acct, req.service))
-        extra = req.used - allowance
-        s1, before, q1 = kernels.units_at(rt, st, r, session.chargeable)
-        s2, after, q2 = kernels.units_at(rt, st, r, session.chargeable + extra)
-        if s1 != kernels.OK or s2 != kernels.OK:
+        self.refresh_buckets(acct, session.service, req.ts_ms)
+        used = self.commit(acct, session, cc, r, req.used)
+        if used is None:
             # beyond the engine's range: nothing exact can be charged; end the session
             acct.sessions.pop(session.id, None)
             change.sessions_removed.add(session.id)
             change.sessions_written.discard(session.id)
             return self.refuse(req, RATING_FAILED, acct)
-        taken, uncharged = self.take(acct, int(after - before))
-        self.consume(acct, req.service, allowance)
-        session.chargeable += extra
-        session.used += req.used
         session.seq = req.seq if req.seq is not None else session.seq
         session.last_seen_ms = self.now_ms
         granted = 0
@@ -249,11 +249,27 @@ class _Decider:
             change.sessions_written.add(session.id)
         out = self.decided(req, result, acct, granted=granted,
                            validity=tariff.validity_s if granted else 0,
-                           final=req.kind == "update" and granted < requested, charged=taken,
-                           decimals=tariff.decimals)
-        self.charged(out, acct, tariff, cc, r, req.used, int(q2 - q1), allowance, taken,
-                     uncharged, req.kind)
+                           final=req.kind == "update" and granted < requested,
+                           charged=used.taken, decimals=tariff.decimals)
+        self.charged(out, acct, tariff, cc, r, used, req.kind)
         return out
+
+    def commit(self, acct: Account, session: Session, cc: CompiledCatalog, r: int,
+               used: int) -> _Used | None:
+        """Charge ``used`` units to a session whose reservation is released: allowance first,
+        then rating(C + rest) − rating(C) as far as the balance allows. None if unratable."""
+        allowance = min(used, self.free_units(acct, session.service))
+        extra = used - allowance
+        rt, st = cc.tables.rate, cc.tables.step
+        s1, before, q1 = kernels.units_at(rt, st, r, session.chargeable)
+        s2, after, q2 = kernels.units_at(rt, st, r, session.chargeable + extra)
+        if s1 != kernels.OK or s2 != kernels.OK:
+            return None
+        taken, uncharged = self.take(acct, int(after - before))
+        self.consume(acct, session.service, allowance)
+        session.chargeable += extra
+        session.used += used
+        return _Used(used, int(q2 - q1), allowance, taken, uncharged)
 
     def unknown_session(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
         """update / terminate of a session the engine does not hold: charge like an event
@@ -261,6 +277,7 @@ class _Decider:
         r = self.selected(i)
         if r is None:
             return self.refuse(req, RATING_FAILED, acct)
+        self.refresh_buckets(acct, req.service, req.ts_ms)
         allowance = min(req.used, self.free_units(acct, req.service))
         status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
                                                req.used - allowance)
@@ -269,8 +286,8 @@ class _Decider:
         taken, uncharged = self.take(acct, int(cost))
         self.consume(acct, req.service, allowance)
         out = self.decided(req, SESSION_UNKNOWN, acct, charged=taken, decimals=tariff.decimals)
-        self.charged(out, acct, tariff, self.cc, r, req.used, int(rated), allowance, taken,
-                     uncharged, "unknown_session")
+        self.charged(out, acct, tariff, self.cc, r,
+                     _Used(req.used, int(rated), allowance, taken, uncharged), "unknown_session")
         return out
 
     # -- money and allowances --------------------------------------------------------------
@@ -278,7 +295,7 @@ class _Decider:
               tariff: Tariff) -> int:
         """Reserve the largest affordable grant (CONTRACT §4.2) for the session; its units."""
         requested = req.requested or tariff.quota
-        free = self.free_units(acct, req.service)
+        free = self.free_units(acct, session.service)
         available = acct.available()
         limit = -1 if available is None else max(0, available)
         g, money = kernels.grant_at(cc.tables.rate, cc.tables.step, r, session.chargeable, free,
@@ -290,7 +307,9 @@ class _Decider:
         session.money_reserved = money
         acct.reserved += money
         held = min(g, free)
-        buckets = acct.allowances.get(req.service, [])
+        buckets = acct.allowances.get(session.service, [])
+        if held:
+            self.change(acct).buckets.add(session.service)
         session.allowance_reserved = [0] * len(buckets)
         for k, bucket in enumerate(buckets):
             part = min(held, bucket.free)
@@ -306,6 +325,8 @@ class _Decider:
         for bucket, held in zip(acct.allowances.get(session.service, []),
                                 session.allowance_reserved):
             bucket.reserved -= held
+        if any(session.allowance_reserved):
+            self.change(acct).buckets.add(session.service)
         session.allowance_reserved = [0] * len(session.allowance_reserved)
         session.granted = 0
 
@@ -323,32 +344,39 @@ class _Decider:
         return sum(b.free for b in acct.allowances.get(service, []))
 
     def consume(self, acct: Account, service: str, units: int) -> None:
+        if units:
+            self.change(acct).buckets.add(service)
         for bucket in acct.allowances.get(service, []):
             part = min(units, bucket.free)
             bucket.units -= part
             units -= part
 
-    def refresh_buckets(self, acct: Account, req: Request) -> None:
+    def refresh_buckets(self, acct: Account, service: str, ts_ms: int) -> None:
         """Create the plan's allowance buckets for the service, refill those whose period
-        rolled over (periods in the catalog time zone, by the request's time)."""
-        plan = self.cc.catalog.plans[acct.plan]
-        wanted = [a for a in plan.allowances if a.service == req.service]
-        if not wanted:
+        rolled over (periods in the catalog time zone, by the request's time).
+
+        Buckets match the plan's allowances of the service by position. When a new catalog
+        adds one, it is appended; when it drops one, the bucket stays (sessions may still hold
+        units of it) with no units left to give.
+        """
+        plan = self.cc.catalog.plans.get(acct.plan)
+        wanted = [a for a in plan.allowances if a.service == service] if plan else []
+        if not wanted and not acct.allowances.get(service):
             return
-        buckets = acct.allowances.get(req.service)
-        if buckets is None or len(buckets) != len(wanted):
-            buckets = [Bucket(units=a.units, period=period_label(a.period, req.ts_ms,
-                                                                  self.cc.catalog.zone))
-                       for a in wanted]
-            acct.allowances[req.service] = buckets
-            self.change(acct).changed = True
-            return
-        for bucket, allowance in zip(buckets, wanted):
-            label = period_label(allowance.period, req.ts_ms, self.cc.catalog.zone)
-            if label > bucket.period:
-                bucket.units = allowance.units
-                bucket.period = label
-                self.change(acct).changed = True
+        zone = self.cc.catalog.zone
+        buckets = acct.allowances.setdefault(service, [])
+        before = [(b.units, b.period) for b in buckets]
+        for k, allowance in enumerate(wanted):
+            label = period_label(allowance.period, ts_ms, zone)
+            if k == len(buckets):
+                buckets.append(Bucket(units=allowance.units, period=label))
+            elif label > buckets[k].period:
+                buckets[k].units = allowance.units
+                buckets[k].period = label
+        for bucket in buckets[len(wanted):]:
+            bucket.units = 0
+        if [(b.units, b.period) for b in buckets] != before:
+            self.change(acct).buckets.add(service)
 
     # -- results ---------------------------------------------------------------------------
     def selected(self, i: int) -> int | None:
@@ -378,24 +406,36 @@ class _Decider:
         return Outcome(req, decision)
 
     def charged(self, out: Outcome, acct: Account, tariff: Tariff, cc: CompiledCatalog, r: int,
-                used: int, rated: int, allowance: int, taken: int, uncharged: int,
-                reason: str) -> None:
+                used: _Used, reason: str) -> None:
         """Attach the charge (and the ledger entry) when money or allowance was involved."""
-        if taken == 0 and uncharged == 0 and allowance == 0:
+        if used.taken == 0 and used.uncharged == 0 and used.allowance == 0:
             return
         req = out.request
         self.change(acct)
         out.charge = {
             "id": req.id, "account": acct.id, "service": req.service, "session": req.session,
-            "seq": req.seq, "ts": _rfc3339(req.ts_ms), "units": used, "rated_units": rated,
-            "allowance_units": allowance, "cost": format_amount(taken, tariff.decimals),
-            "currency": cc.catalog.currency, "tariff": tariff.name, "rate": cc.rate_ids[r],
-            "catalog_version": cc.version, "balance": format_balance(acct.balance),
-            "uncharged": format_amount(uncharged, tariff.decimals) if uncharged else "0",
+            "seq": req.seq, "ts": _rfc3339(req.ts_ms), "units": used.units,
+            "rated_units": used.rated, "allowance_units": used.allowance,
+            "cost": format_amount(used.taken, tariff.decimals), "currency": cc.catalog.currency,
+            "tariff": tariff.name, "rate": cc.rate_ids[r], "catalog_version": cc.version,
+            "balance": format_balance(acct.balance),
+            "uncharged": format_amount(used.uncharged, tariff.decimals) if used.uncharged else "0",
         }
-        if taken:
-            out.ledger.append({"id": req.id, "delta": -taken, "balance": acct.balance,
+        if used.taken:
+            out.ledger.append({"id": req.id, "delta": -used.taken, "balance": acct.balance,
                                "reason": reason, "catalog_version": cc.version})
+
+
+@dataclass(frozen=True, slots=True)
+class _Used:
+    """What charging reported units did: units, rated units, allowance units, money taken and
+    money owed (micros)."""
+
+    units: int
+    rated: int
+    allowance: int
+    taken: int
+    uncharged: int
 
 
 def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:

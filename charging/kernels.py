@@ -21,9 +21,27 @@ import numpy as np
 from numba import njit
 
 from charging.compiler import (
-    R_BAND, R_CAP_FRAC, R_CAP_N, R_CAP_WHOLE, R_CF_FRAC, R_CF_N, R_CF_WHOLE, R_D,
-    R_FAST_MAX_U, R_HAS_CAP, R_MODE, R_STEP0, R_STEP1, R_UNIT, S_A, S_B, S_D_OVER_B, S_FROM,
-    S_INC, S_M, S_NEXT,
+    R_BAND,
+    R_CAP_FRAC,
+    R_CAP_N,
+    R_CAP_WHOLE,
+    R_CF_FRAC,
+    R_CF_N,
+    R_CF_WHOLE,
+    R_D,
+    R_FAST_MAX_U,
+    R_HAS_CAP,
+    R_MODE,
+    R_STEP0,
+    R_STEP1,
+    R_UNIT,
+    S_A,
+    S_B,
+    S_D_OVER_B,
+    S_FROM,
+    S_INC,
+    S_M,
+    S_NEXT,
 )
 from charging.exact import SATURATE_MICROS
 from charging.money import MAX_COST_MICROS

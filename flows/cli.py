@@ -40,7 +40,26 @@ def _load_or_exit(path: str, as_json: bool) -> Catalog:
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """click exits 2 on a usage error; CONTRACT §5 keeps 2 for unreachable services, so a
+    wrong command line exits 1 like any other wrong input."""
+
+    def main(self, *args, **kwargs):
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(1)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="chargeflow")
 def main() -> None:
     """chargeflow: a real-time online charging engine (rating, balances, quota grants)."""
@@ -229,7 +248,7 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
     Console().print(table)
 
 
-@main.command("topup")
+@main.command("topup", context_settings={"ignore_unknown_options": True})
 @click.argument("account")
 @click.argument("amount")
 @click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")

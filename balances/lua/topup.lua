@@ -1,8 +1,10 @@
 -- Credit (or, with a negative amount, debit) an account's balance, ledgered, idempotent.
--- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] idempotency key ("" when none)
--- ARGV: amount micros, reason, id, idempotency retention s, balance limit micros
+-- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] the top-up's idempotency key
+-- ARGV: amount micros, reason, id, idempotency retention s, balance limit micros,
+--       "1" when the top-up has an id (KEYS[3] is only used then)
 -- Returns {"ok", balance} | {"replay", stored} | {"unknown"} | {"limit", balance}
-if KEYS[3] ~= '' then
+local idempotent = ARGV[6] == '1'
+if idempotent then
   local seen = redis.call('GET', KEYS[3])
   if seen then return {'replay', seen} end
 end
@@ -20,7 +22,7 @@ redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after))
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'delta', ARGV[1],
            'balance', string.format('%.0f', after), 'reason', ARGV[2])
-if KEYS[3] ~= '' then
+if idempotent then
   redis.call('SET', KEYS[3], string.format('%.0f', after), 'EX', tonumber(ARGV[4]))
 end
 return {'ok', string.format('%.0f', after)}

@@ -1,9 +1,11 @@
 -- Persist what the charging logic decided, one entry per account, each atomically and only
 -- if the account is still at the version the decision was computed from.
 --
--- KEYS[i]  the account hash of entry i (every key an entry touches shares its {account}
---          hash tag, so one entry never spans cluster slots)
--- ARGV     prefix, idempotency retention (s), then per entry, flat (counts before lists):
+-- KEYS[1]  the account hash of the first entry, for routing. Every key an entry touches
+--          shares the entry's {account} hash tag and is named here from ARGV, so that on a
+--          Redis Cluster one call can carry the accounts of every slot of one node.
+-- ARGV     prefix, idempotency retention (s), number of entries, then per entry, flat
+--          (counts before lists):
 --            account, expected_version ("" for an account that does not exist),
 --            n, field, value, ... (n = 2 × fields; includes the new "ver")
 --            n, field, ...                         hash fields to delete (ended sessions)
@@ -13,8 +15,8 @@
 --            n, member, ...                        session deadlines to drop
 -- Returns per entry {"ok"} or {"conflict", hgetall, {request_id, decision, ...}}; a conflict
 -- (the version moved, or a request id was decided already) writes nothing for that entry.
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
-local p = 3
+local prefix, ttl, entries = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local p = 4
 local function list()
   local n = tonumber(ARGV[p])
   local first = p + 1
@@ -22,11 +24,11 @@ local function list()
   return first, n
 end
 local out = {}
-for i = 1, #KEYS do
+for i = 1, entries do
   local account, expected = ARGV[p], ARGV[p + 1]
   p = p + 2
   local tag = prefix .. ':{' .. account .. '}:'
-  local acct = KEYS[i]
+  local acct = tag .. 'acct'
   local hset_at, hset_n = list()
   local hdel_at, hdel_n = list()
   local idem_at, idem_n = list()

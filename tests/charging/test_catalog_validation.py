@@ -301,7 +301,8 @@ def test_arithmetic_problems_are_reported_together_with_structural_ones(problems
                             f"{V}.max_cost": "9000000000000.01",
                             f"{R1}.steps[0].price": "0.000000000000000001",
                             f"{R1}.steps[0].per": 999999937})
-    assert sorted(p.path for p in problems) == sorted(["currency", f"{R1}.steps[0]", f"{V}.max_cost"])
+    expected = ["currency", f"{R1}.steps[0]", f"{V}.max_cost"]
+    assert sorted(p.path for p in problems) == sorted(expected)
 
 
 def test_catalog_error_message_lists_every_problem(problems_of, catalog_yaml):

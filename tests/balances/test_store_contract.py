@@ -1,0 +1,421 @@
+"""CONTRACT §4.2 through ``Charger.charge`` on a real Redis: one suite, run against a
+standalone server and against a 3-master Redis Cluster (the ``store_client`` param).
+
+Every test checks, besides the decision, what was persisted: the account hash, the ledger
+(Σ deltas including the ``open`` entry == balance, exactly), the stored decision and the
+session expiry index.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from redis.cluster import RedisCluster
+
+from balances.accounts import parse_accounts
+from tests.conftest import T0_MS, Rig, micros, req
+
+BOTH = ["standalone", "cluster"]
+#: tests that persist charges, on both kinds of Redis
+charging_on = pytest.mark.parametrize(
+    "store_client", BOTH, indirect=True)
+
+ONE = "[{id: a, plan: PREPAID_S, balance: '10.00'}]"
+
+
+def peak(u: int) -> int:
+    """rating(u) of mobile_peak in micros: 0.05 + 0.10 (first minute) + 0.0015/s after."""
+    if u == 0:
+        return 0
+    return min(150_000 + 1_500 * max(0, u - 60), 5_000_000)
+
+
+@pytest.fixture(params=BOTH)
+def store_client(request):
+    if request.param == "cluster":
+        return request.getfixturevalue("redis_cluster")
+    return request.getfixturevalue("redis_client")
+
+
+@pytest.fixture
+def make(rig, store_client):
+    """``make(accounts)``: a rig on the parametrised server (catalog fixed in memory on the
+    cluster, where ``load_catalog_text`` does not work: see tests/catalog_cache)."""
+
+    def build(accounts: str = ONE, **kw) -> Rig:
+        kind = "fixed" if isinstance(store_client, RedisCluster) else "cache"
+        return rig(client=store_client, accounts=accounts, catalogs=kind, **kw)
+
+    return build
+
+
+def check_books(r: Rig, account: str) -> None:
+    """The persisted account agrees with itself: ledger, reservations, expiry index."""
+    acct = r.store.view(account)
+    assert acct is not None
+    ledger = r.store.ledger(account)
+    assert ledger[0]["id"] == "open" and ledger[0]["reason"] == "open"
+    assert sum(e["delta"] for e in ledger) == acct.balance
+    running = 0
+    for e in ledger:  # each entry's balance is the running sum
+        running += e["delta"]
+        assert e["balance"] == running, e
+    assert acct.reserved == sum(s.money_reserved for s in acct.sessions.values())
+    for service, buckets in acct.allowances.items():
+        for k, bucket in enumerate(buckets):
+            held = sum(s.allowance_reserved[k] for s in acct.sessions.values()
+                       if s.service == service and len(s.allowance_reserved) > k)
+            assert bucket.reserved == held, (service, k)
+    members = r.expiry_members(account)
+    assert members == {f"{account}\x1f{sid}": float(s.deadline_ms)
+                       for sid, s in acct.sessions.items()}
+    if not acct.allow_negative:
+        assert acct.balance >= 0 and acct.balance - acct.reserved >= 0
+
+
+def stored(r: Rig, account: str, request_id: str) -> dict:
+    blob = r.decision(account, request_id)
+    assert blob is not None, f"no stored decision for {request_id}"
+    return orjson.loads(blob)
+
+
+# -- administration: works on both -------------------------------------------------------
+
+def test_upsert_creates_with_open_entry_and_updates_without_touching_balance(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '10.50'}, "
+             "{id: b, plan: VOICE_ONLY, balance: '0', allow_negative: true}]")
+    a, b = r.store.view("a"), r.store.view("b")
+    assert (a.plan, a.balance, a.status, a.allow_negative, a.reserved) == (
+        "PREPAID_S", 10_500_000, "active", False, 0)
+    assert (b.plan, b.balance, b.allow_negative) == ("VOICE_ONLY", 0, True)
+    assert [(e["id"], e["delta"], e["reason"]) for e in r.store.ledger("a")] == [
+        ("open", 10_500_000, "open")]
+    created, updated = r.store.upsert_accounts(parse_accounts(
+        "[{id: a, plan: DAILY_SMS, balance: '99.00', status: blocked}]", r.catalog))
+    assert (created, updated) == (0, 1)
+    a2 = r.store.view("a")
+    assert (a2.plan, a2.status, a2.balance) == ("DAILY_SMS", "blocked", 10_500_000)
+    assert a2.version > a.version
+    assert len(r.store.ledger("a")) == 1
+    assert r.store.view("nobody") is None
+
+
+@pytest.mark.parametrize("store_client", BOTH, indirect=True)
+def test_topup_without_id_is_ledgered(make):
+    r = make()
+    assert r.store.topup("a", 2_500_000) == ("ok", 12_500_000)
+    assert r.store.topup("a", -500_000) == ("ok", 12_000_000)
+    assert r.store.topup("nobody", 1) == ("unknown", None)
+    assert [(e["delta"], e["reason"]) for e in r.store.ledger("a")][1:] == [
+        (2_500_000, "topup"), (-500_000, "topup")]
+    check_books(r, "a")
+
+
+def test_topup_with_id_applies_once(make):
+    r = make()
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("ok", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("replay", 11_000_000)
+    assert r.store.topup("a", 7_000_000, topup_id="t1") == ("replay", 11_000_000)
+    assert r.store.view("a").balance == 11_000_000
+    assert len(r.store.ledger("a")) == 2
+    check_books(r, "a")
+
+
+def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
+    r = make()
+    assert r.store.topup("a", -10_000_001, topup_id="d1")[0] == "limit"
+    assert r.store.view("a").balance == 10_000_000
+    assert len(r.store.ledger("a")) == 1
+
+
+# -- charging ------------------------------------------------------------------------------
+
+@charging_on
+def test_initial_reserves_the_grant_and_indexes_the_session(make):
+    r = make()
+    out = r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1"))
+    assert out.decision == {
+        "id": "s1:0", "kind": "initial", "account": "a", "service": "voice", "session": "s1",
+        "seq": 0, "result": "SUCCESS", "granted": 300, "validity_s": 600, "final": False,
+        "balance": "10.00", "charged": "0.0000"}
+    assert out.charge is None and out.ledger == []
+    acct = r.store.view("a")
+    s = acct.sessions["s1"]
+    assert (s.rate_id, s.catalog_version, s.granted, s.money_reserved, s.chargeable) == (
+        "mobile_peak", r.catalog.version, 300, peak(300), 0)
+    assert acct.reserved == peak(300) == 510_000 and acct.balance == 10_000_000
+    assert r.expiry_members("a") == {"a\x1fs1": float(T0_MS + 2 * 600 * 1000)}
+    assert stored(r, "a", "s1:0") == out.decision
+    check_books(r, "a")
+
+
+@charging_on
+def test_session_interim_charges_sum_to_one_rating(make):
+    r = make()
+    r.one(req(id="s:0", kind="initial", account="a", service="voice", session="s"))
+    r.clock.advance(30_000)
+    u1 = r.one(req(id="s:1", kind="update", account="a", service="voice", session="s", seq=1,
+                   used=61))
+    assert r.expiry_members("a") == {"a\x1fs": float(T0_MS + 30_000 + 1_200_000)}
+    u2 = r.one(req(id="s:2", kind="update", account="a", service="voice", session="s", seq=2,
+                   used=59, requested=120))
+    t = r.one(req(id="s:3", kind="terminate", account="a", service="voice", session="s",
+                  seq=3, used=30))
+    assert [o.decision["charged"] for o in (u1, u2, t)] == ["0.1515", "0.0885", "0.0450"]
+    assert sum(micros(o.charge["cost"]) for o in (u1, u2, t)) == peak(150)
+    assert (u2.decision["granted"], u2.decision["final"]) == (120, False)
+    assert (t.decision["result"], t.decision["granted"], t.decision["validity_s"]) == (
+        "SUCCESS", 0, 0)
+    assert t.decision["balance"] == "9.715"
+    assert {o.charge["catalog_version"] for o in (u1, u2, t)} == {r.catalog.version}
+    assert [o.charge["rate"] for o in (u1, u2, t)] == ["mobile_peak"] * 3
+    acct = r.store.view("a")
+    assert acct.sessions == {} and acct.reserved == 0 and acct.balance == 10_000_000 - 285_000
+    assert r.expiry_members("a") == {}
+    assert [(e["id"], e["delta"], e["reason"]) for e in r.store.ledger("a")[1:]] == [
+        ("s:1", -151_500, "update"), ("s:2", -88_500, "update"), ("s:3", -45_000, "terminate")]
+    check_books(r, "a")
+
+
+@charging_on
+def test_partial_grant_is_final_and_a_second_session_gets_credit_limit(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '0.30'}]")
+    out = r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1",
+                    requested=600))
+    # rating(g) <= 0.30  <=>  0.15 + 0.0015 (g - 60) <= 0.30  <=>  g <= 160
+    assert (out.decision["result"], out.decision["granted"], out.decision["final"]) == (
+        "SUCCESS", 160, True)
+    assert r.store.view("a").reserved == 300_000
+    refused = r.one(req(id="s2:0", kind="initial", account="a", service="voice",
+                        session="s2"))
+    assert (refused.decision["result"], refused.decision["granted"],
+            refused.decision["final"]) == ("CREDIT_LIMIT_REACHED", 0, True)
+    acct = r.store.view("a")
+    assert set(acct.sessions) == {"s1"} and acct.reserved == 300_000
+    assert set(r.expiry_members("a")) == {"a\x1fs1"}
+    # an event must not take the money reserved for s1
+    ev = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
+    assert ev.decision["result"] == "CREDIT_LIMIT_REACHED" and ev.charge is None
+    assert stored(r, "a", "s2:0") == refused.decision
+    check_books(r, "a")
+
+
+@charging_on
+def test_event_beyond_the_balance_takes_nothing(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '0.10'}]")
+    out = r.one(req(id="e1", kind="event", account="a", service="sms", used=2))
+    assert out.decision["result"] == "CREDIT_LIMIT_REACHED"
+    assert out.decision["granted"] == 0 and micros(out.decision["charged"]) == 0
+    assert out.charge is None and r.store.view("a").balance == 100_000
+    assert len(r.store.ledger("a")) == 1
+    ok = r.one(req(id="e2", kind="event", account="a", service="sms", used=1))
+    assert (ok.decision["result"], ok.decision["charged"], ok.decision["balance"]) == (
+        "SUCCESS", "0.0900", "0.01")
+    assert (ok.charge["cost"], ok.charge["uncharged"], ok.charge["rated_units"]) == (
+        "0.0900", "0", 1)
+    check_books(r, "a")
+
+
+@charging_on
+def test_unknown_account_changes_nothing(make):
+    r = make()
+    outs = r.charge(req(id="u1", kind="event", account="ghost", service="sms", used=1),
+                    req(id="u2", kind="initial", account="ghost", service="voice",
+                        session="g"))
+    for out in outs:
+        assert out.decision["result"] == "USER_UNKNOWN"
+        assert out.decision["granted"] == 0 and out.decision["balance"] is None
+        assert out.charge is None and out.ledger == []
+        assert stored(r, "ghost", out.request.id) == out.decision
+    assert not r.client.exists(r.store.keys.account("ghost"))
+    assert not r.client.exists(r.store.keys.ledger("ghost"))
+    assert r.expiry_members("ghost") == {}
+
+
+@charging_on
+def test_blocked_account_and_service_outside_the_plan_are_denied(make):
+    r = make("[{id: b, plan: PREPAID_S, balance: '5.00', status: blocked}, "
+             "{id: v, plan: VOICE_ONLY, balance: '5.00'}]")
+    before = {a: r.raw(a) for a in ("b", "v")}
+    outs = r.charge(
+        req(id="b1", kind="event", account="b", service="sms", used=1),
+        req(id="b2", kind="initial", account="b", service="voice", session="bs"),
+        req(id="v1", kind="event", account="v", service="sms", used=1),
+        req(id="v2", kind="initial", account="v", service="data", session="vs"))
+    assert [o.decision["result"] for o in outs] == ["END_USER_SERVICE_DENIED"] * 4
+    assert all(o.decision["granted"] == 0 and o.charge is None for o in outs)
+    assert {a: r.raw(a) for a in ("b", "v")} == before
+    assert r.expiry_members("b") == {} and r.expiry_members("v") == {}
+    # unblocking is seen by the same (warm) Charger: its cached state is re-read
+    r.add_accounts("[{id: b, plan: PREPAID_S, balance: '5.00', status: active}]")
+    ok = r.one(req(id="b3", kind="event", account="b", service="sms", used=1))
+    assert ok.decision["result"] == "SUCCESS" and ok.decision["balance"] == "4.91"
+    # and blocking again stops the warm Charger too
+    r.add_accounts("[{id: b, plan: PREPAID_S, balance: '5.00', status: blocked}]")
+    no = r.one(req(id="b4", kind="event", account="b", service="sms", used=1))
+    assert no.decision["result"] == "END_USER_SERVICE_DENIED"
+    assert r.store.view("b").balance == 4_910_000
+    check_books(r, "b")
+
+
+@charging_on
+def test_allowance_first_then_money_and_daily_rollover_in_the_catalog_zone(make):
+    r = make("[{id: a, plan: DAILY_SMS, balance: '1.00'}]")
+    day1 = [r.one(req(id=f"d1-{i}", kind="event", account="a", service="sms", used=1))
+            for i in range(3)]
+    assert [(o.charge["allowance_units"], o.charge["cost"]) for o in day1] == [
+        (1, "0.0000"), (1, "0.0000"), (0, "0.0900")]
+    assert [o.ledger != [] for o in day1] == [False, False, True]
+    # 23:30 UTC on the 24th is already the 25th in Europe/Berlin: a new day, a new allowance
+    mixed = r.one(req(id="d2", kind="event", account="a", service="sms", used=3,
+                      ts="2026-11-24T23:30:00Z"))
+    assert (mixed.charge["units"], mixed.charge["allowance_units"], mixed.charge["cost"],
+            mixed.charge["rated_units"]) == (3, 2, "0.0900", 1)
+    # a late report from the 24th does not bring the old period back
+    late = r.one(req(id="d1-late", kind="event", account="a", service="sms", used=1))
+    assert late.charge["allowance_units"] == 0 and late.charge["cost"] == "0.0900"
+    acct = r.store.view("a")
+    assert acct.balance == 1_000_000 - 3 * 90_000
+    (bucket,) = acct.allowances["sms"]
+    assert (bucket.units, bucket.period) == (0, "2026-11-25")
+    check_books(r, "a")
+
+
+@charging_on
+def test_session_reserves_allowance_before_money(make):
+    r = make("[{id: a, plan: DAILY_SMS, balance: '1.00'}]")
+    out = r.one(req(id="d:0", kind="initial", account="a", service="data", session="d",
+                    requested=5000))
+    assert (out.decision["granted"], out.decision["final"]) == (5000, False)
+    acct = r.store.view("a")
+    data_bucket = acct.allowances["data"][0]
+    # 1000 free units held, the other 4000 (-> 4096 rated) cost 0.0000390625 -> 0.0001 up
+    assert (data_bucket.units, data_bucket.reserved) == (1000, 1000)
+    assert acct.sessions["d"].money_reserved == 100 == acct.reserved
+    other = r.one(req(id="x:0", kind="initial", account="a", service="data", session="x",
+                      requested=10))
+    assert other.decision["granted"] == 10  # no free units left for it: money only
+    assert r.store.view("a").sessions["x"].allowance_reserved == [0]
+    t = r.one(req(id="d:1", kind="terminate", account="a", service="data", session="d",
+                  used=3000))
+    assert (t.charge["allowance_units"], t.charge["rated_units"], t.charge["cost"]) == (
+        1000, 2048, "0.0001")
+    acct = r.store.view("a")
+    assert (acct.allowances["data"][0].units, acct.allowances["data"][0].reserved) == (0, 0)
+    check_books(r, "a")
+
+
+@charging_on
+def test_overuse_is_charged_as_far_as_possible_and_the_rest_reported_uncharged(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '1.00'}]")
+    r.one(req(id="s:0", kind="initial", account="a", service="voice", session="s",
+              requested=60))
+    t = r.one(req(id="s:1", kind="terminate", account="a", service="voice", session="s",
+                  used=1000))
+    # rating(1000) = 0.15 + 940 * 0.0015 = 1.56, of which only 1.00 can be taken
+    assert t.decision["result"] == "SUCCESS"
+    assert micros(t.decision["charged"]) == 1_000_000 and t.decision["balance"] == "0.00"
+    assert (t.charge["cost"], t.charge["uncharged"], t.charge["units"]) == (
+        "1.0000", "0.5600", 1000)
+    assert r.store.view("a").balance == 0
+    check_books(r, "a")
+
+
+@charging_on
+def test_update_over_the_grant_commits_then_regrants_what_is_left(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '0.50'}]")
+    r.one(req(id="s:0", kind="initial", account="a", service="voice", session="s",
+              requested=60))
+    u = r.one(req(id="s:1", kind="update", account="a", service="voice", session="s",
+                  used=200, requested=300))
+    # rating(200) = 0.36; 0.14 left funds 93 more seconds (0.1395)
+    assert (u.decision["charged"], u.decision["granted"], u.decision["final"]) == (
+        "0.3600", 93, True)
+    assert r.store.view("a").reserved == 139_500
+    u2 = r.one(req(id="s:2", kind="update", account="a", service="voice", session="s",
+                   used=93 + 50))
+    assert micros(u2.charge["cost"]) == 140_000 and u2.charge["uncharged"] == "0.0745"
+    assert (u2.decision["result"], u2.decision["granted"]) == ("CREDIT_LIMIT_REACHED", 0)
+    acct = r.store.view("a")
+    assert acct.balance == 0 and acct.reserved == 0 and "s" in acct.sessions
+    check_books(r, "a")
+
+
+@charging_on
+def test_unknown_session_is_charged_like_an_event_and_answers_session_unknown(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '0.20'}]")
+    r.one(req(id="e:0", kind="initial", account="a", service="sms", session="e"))
+    r.one(req(id="e:1", kind="terminate", account="a", service="sms", session="e", used=1))
+    assert r.store.view("a").balance == 110_000
+    u = r.one(req(id="n:1", kind="update", account="a", service="voice", session="never",
+                  used=61))
+    # rated with the rate this request selects (mobile_peak): 0.1515, of which 0.11 is there
+    assert (u.decision["result"], u.decision["granted"], u.decision["charged"]) == (
+        "SESSION_UNKNOWN", 0, "0.1100")
+    assert (u.charge["rate"], u.charge["cost"], u.charge["uncharged"]) == (
+        "mobile_peak", "0.1100", "0.0415")
+    assert u.ledger[0]["reason"] == "unknown_session"
+    assert r.store.view("a").sessions == {} and r.expiry_members("a") == {}
+    # an ended session is unknown too; nothing left to take: all of it reported uncharged
+    again = r.one(req(id="e:2", kind="terminate", account="a", service="sms", session="e",
+                      seq=2, used=1))
+    assert (again.decision["result"], again.decision["charged"]) == ("SESSION_UNKNOWN",
+                                                                     "0.0000")
+    assert again.charge["cost"] == "0.0000" and again.charge["uncharged"] == "0.0900"
+    assert again.ledger == []
+    assert r.store.view("a").balance == 0
+    check_books(r, "a")
+
+
+@charging_on
+def test_mixed_batch_books_balance_and_decisions(make):
+    r = make("[{id: a, plan: PREPAID_S, balance: '3.00'}, {id: b, plan: DAILY_SMS, "
+             "balance: '0.05'}, {id: c, plan: VOICE_ONLY, balance: '0', allow_negative: true}]")
+    batch = [
+        req(id="1", kind="initial", account="a", service="voice", session="va"),
+        req(id="2", kind="event", account="b", service="sms", used=3),
+        req(id="3", kind="event", account="a", service="data", used=5000),
+        req(id="4", kind="update", account="a", service="voice", session="va", used=75),
+        req(id="5", kind="initial", account="c", service="voice", session="vc",
+            requested=120),
+        req(id="6", kind="event", account="b", service="sms", used=2),
+        req(id="7", kind="terminate", account="c", service="voice", session="vc", used=500),
+        req(id="8", kind="event", account="zz", service="sms", used=1),
+        req(id="9", kind="initial", account="a", service="data", session="da"),
+    ]
+    outs = r.charge(*batch)
+    assert [o.request.id for o in outs] == [b["id"] for b in batch]
+    assert [o.decision["result"] for o in outs] == [
+        "SUCCESS", "CREDIT_LIMIT_REACHED", "SUCCESS", "SUCCESS", "SUCCESS", "SUCCESS",
+        "SUCCESS", "USER_UNKNOWN", "SUCCESS"]
+    # c may go negative: its overuse is charged in full, nothing uncharged
+    assert outs[6].charge["uncharged"] == "0" and micros(outs[6].charge["cost"]) == peak(500)
+    assert r.store.view("c").balance == -peak(500)
+    for out in outs:
+        assert stored(r, out.request.account, out.request.id) == out.decision
+    for acct in ("a", "b", "c"):
+        taken = sum(micros(o.decision["charged"]) for o in outs if o.request.account == acct)
+        assert r.store.view(acct).balance == r.initial[acct] - taken
+        check_books(r, acct)
+    assert set(r.expiry_members("a")) == {"a\x1fva", "a\x1fda"}
+
+
+@charging_on
+def test_load_returns_states_and_stored_decisions(make):
+    r = make()
+    out = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
+    states, decided = r.store.load(["a", "ghost"], {"a": ["e1", "never"]})
+    assert states["ghost"] is None and states["a"].balance == 9_910_000
+    assert decided == {"e1": out.decision}
+
+
+
+def test_session_step_with_another_service_returns_the_allowance_units(rig):
+    r = rig(accounts=ONE)
+    r.one(req(id="d:0", kind="initial", account="a", service="data", session="d",
+              requested=1000))
+    assert r.store.view("a").allowances["data"][0].reserved == 1000
+    r.one(req(id="d:1", kind="terminate", account="a", service="sms", session="d", used=0))
+    acct = r.store.view("a")
+    assert acct.sessions == {}
+    assert acct.allowances["data"][0].reserved == 0
