@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 the input or request was wrong (the message says what a
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from itertools import islice
@@ -392,9 +394,18 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
     click.echo(f"chargeflow engine: kafka {brokers}, redis {config.redis_url}, "
                f"{workers} worker(s){', recovery ' + recovery_dir if recovery_dir else ''}",
                err=True)
-    flow = kafka_flow(brokers, partial(make_engine, config), topics)
+    stop = threading.Event()
+    flow = kafka_flow(brokers, partial(make_engine, config), topics, stop=stop)
+
+    def drain(signum, frame):  # SIGTERM / SIGINT: stop reading, finish what was read, flush
+        click.echo("chargeflow engine: stopping (finishing the batches read)", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
              recovery_config=recovery)
+    click.echo("chargeflow engine: stopped", err=True)
 
 
 @main.command("rate")

@@ -29,6 +29,7 @@ from bytewax.connectors.kafka import (
     KafkaSourceMessage,
 )
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import StatefulSourcePartition
 
 from flows.engine import CHARGES, DECISIONS, REJECTS, Engine, Output
 
@@ -81,13 +82,49 @@ class Topics:
                 "reject": self.rejects}[kind]
 
 
+class _StoppablePartition(StatefulSourcePartition):
+    """A Kafka partition reader that ends when asked to, so the dataflow drains and stops."""
+
+    def __init__(self, inner: StatefulSourcePartition, stop: threading.Event):
+        self.inner = inner
+        self.stop = stop
+
+    def next_batch(self) -> list:
+        if self.stop.is_set():
+            raise StopIteration()
+        return self.inner.next_batch()
+
+    def next_awake(self):
+        return self.inner.next_awake()
+
+    def snapshot(self):
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class StoppableKafkaSource(KafkaSource):
+    """``KafkaSource`` whose partitions end once ``stop`` is set (graceful shutdown: every
+    batch read is decided and written, the outputs are flushed, a last snapshot is taken)."""
+
+    def __init__(self, *args, stop: threading.Event, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+
+    def build_part(self, step_id, for_part, resume_state):
+        return _StoppablePartition(super().build_part(step_id, for_part, resume_state),
+                                   self.stop)
+
+
 def kafka_flow(brokers: str, make_engine: Callable[[], Engine], topics: Topics = Topics(),
-               batch_size: int = 1024) -> Dataflow:
+               batch_size: int = 1024, stop: threading.Event | None = None) -> Dataflow:
     """The dataflow on Kafka: the requests topic in, the three output topics out."""
     consumer = {"fetch.wait.max.ms": "5", "fetch.min.bytes": "1"}  # low latency on tansu
     producer = {"linger.ms": "1", "compression.type": "none"}
-    source = KafkaSource([brokers], [topics.requests], batch_size=batch_size,
-                         add_config=consumer, raise_on_errors=False)
+    source = StoppableKafkaSource([brokers], [topics.requests], batch_size=batch_size,
+                                  add_config=consumer, raise_on_errors=False,
+                                  stop=stop or threading.Event())
     sink = KafkaSink([brokers], topic=None, add_config=producer)
 
     def to_kafka(o: Output) -> KafkaSinkMessage:
