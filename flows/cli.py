@@ -19,7 +19,7 @@ import click
 import orjson
 
 from charging.catalog import Catalog, load_catalog
-from charging.errors import CatalogError, RequestError, StoreError
+from charging.errors import BrokerError, CatalogError, RequestError, StoreError
 from flows.services import Services
 
 BATCH = 4096
@@ -460,18 +460,37 @@ def _rate_chunk(compiled, chunk: list[tuple[int, bytes]], plan: str | None, out:
 
 
 @main.command("demo")
-@click.option("--requests", "n", default=1_000_000, show_default=True,
-              help="How many generated usages to rate.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds of load.")
+@click.option("--rate", default=2000.0, show_default=True, help="Requests per second offered.")
+@click.option("--accounts", "n_accounts", default=10_000, show_default=True)
 @click.option("--catalog", "catalog_file", default=None, type=click.Path(dir_okay=False),
               help="Catalog (default: the sample catalog).")
-@click.option("--seed", default=7, show_default=True)
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+@click.option("--rating-only", is_flag=True,
+              help="Only rate generated usage with the kernels (no services, no engine).")
+@click.option("--requests", "n", default=1_000_000, show_default=True,
+              help="With --rating-only: how many usages to rate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def demo(n: int, catalog_file: str | None, seed: int, as_json: bool) -> None:
-    """Rate the contract's worked examples and a generated day of traffic with the kernels."""
-    from flows.demo import run_rating_demo
-
+def demo(duration: float, rate: float, n_accounts: int, catalog_file: str | None,
+         data_dir: str | None, rating_only: bool, n: int, as_json: bool) -> None:
+    """The engine live on embedded Redis and broker: load, progress, summary."""
     path = catalog_file or str(sample_catalog_path())
-    run_rating_demo(_load_or_exit(path, as_json), n, seed, as_json)
+    cat = _load_or_exit(path, as_json)
+    if rating_only:
+        from flows.demo import run_rating_demo
+
+        run_rating_demo(cat, n, 7, as_json)
+        return
+    from flows.live_demo import run_engine_demo
+
+    try:
+        run_engine_demo(Path(path), Path(data_dir or ".chargeflow"), duration, rate,
+                        n_accounts, as_json)
+    except (StoreError, RuntimeError) as exc:
+        _fail(as_json, str(exc), 2)
+    except BrokerError as exc:
+        _fail(as_json, str(exc), 2)
 
 
 if __name__ == "__main__":

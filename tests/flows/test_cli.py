@@ -104,7 +104,7 @@ def test_validate_missing_file_exits_1(tmp_path):
 
 
 def test_demo_rates_worked_examples_and_traffic():
-    res = run(["demo", "--requests", "3000", "--json"])
+    res = run(["demo", "--rating-only", "--requests", "3000", "--json"])
     assert res.exit_code == 0, res.output
     doc = orjson.loads(res.output.strip().splitlines()[-1])
     assert all(row["ok"] for row in doc["worked_examples"]), doc["worked_examples"]

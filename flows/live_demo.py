@@ -1,0 +1,243 @@
+"""``chargeflow demo``: the engine, live, on embedded services.
+
+Starts (or reuses) the private Redis and broker of the data directory, loads the sample
+catalog and demo accounts, starts the engine (``chargeflow run``) as a child process, and
+plays a gateway at a fixed rate for a while, showing requests/s, latency (produce to decision
+consumed) and decisions by result as they happen. It closes with a summary: throughput,
+latency percentiles, results, revenue, and a reconciliation of the ledger with the balances
+and with the charges that came out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from balances.accounts import AccountSpec
+from balances.store import BalanceStore
+from bench.gateway import Gateway
+from catalog_cache.store import load_catalog_text
+from charging.money import MICROS, format_micros, parse_decimal
+from flows.broker import EmbeddedBroker, ensure_topics
+from flows.dataflow import Topics
+from flows.services import Services
+
+DRY_SHARE = 0.1  # accounts that start with little credit and run dry
+
+
+@dataclass
+class Tally:
+    sent: dict[str, int] = field(default_factory=dict)  # id -> monotonic ns when produced
+    latencies_ms: list[float] = field(default_factory=list)
+    results: Counter = field(default_factory=Counter)
+    decided: set[str] = field(default_factory=set)
+    revenue_micros: int = 0
+    rejects: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate: float,
+                    n_accounts: int, as_json: bool) -> dict:
+    console = Console(stderr=as_json, quiet=as_json)
+    services = Services.from_options(None, str(data_dir))
+    client = services.redis()
+    catalog = load_catalog_text(client, catalog_path.read_text(), prefix=services.prefix,
+                                source=str(catalog_path))
+    plan = "PREPAID_S" if "PREPAID_S" in catalog.plans else catalog.first_plan()
+    accounts = [f"demo-{i:05d}" for i in range(n_accounts)]
+    store = BalanceStore(client, prefix=services.prefix)
+    store.upsert_accounts([
+        AccountSpec(a, plan, 500_000 if i % int(1 / DRY_SHARE) == 0 else 20_000_000)
+        for i, a in enumerate(accounts)])
+    topics = Topics()
+    brokers = EmbeddedBroker(services.data_dir).start()
+    ensure_topics(brokers, {topics.requests: 4, topics.decisions: 4, topics.charges: 4,
+                            topics.rejects: 1})
+    log = open(services.data_dir / "engine.log", "ab")  # noqa: SIM115 - closed below
+    engine = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-dir",
+                               str(services.data_dir)], stdout=log, stderr=subprocess.STDOUT)
+    started = time.time()
+    tally = Tally()
+    stop = threading.Event()
+    reader = threading.Thread(target=_consume, args=(brokers, topics, tally, stop), daemon=True)
+    reader.start()
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 2})
+    try:
+        _await_engine(producer, topics, tally, accounts[0], engine)
+        gateway = Gateway(accounts)
+        _drive(producer, topics, gateway, tally, rate, duration_s, console)
+        _drain(tally, timeout_s=15)
+    finally:
+        stop.set()
+        engine.terminate()
+        try:
+            engine.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+        log.close()
+        reader.join(timeout=5)
+    summary = _summary(tally, store, accounts, catalog.currency, started, duration_s)
+    if as_json:
+        print(orjson.dumps(summary).decode())
+    else:
+        _print_summary(console, summary)
+    return summary
+
+
+def _await_engine(producer: Producer, topics: Topics, tally: Tally, account: str,
+                  engine: subprocess.Popen, timeout_s: float = 90) -> None:
+    """Send a probe until the engine answers it (start-up: broker metadata, kernels)."""
+    deadline = time.monotonic() + timeout_s
+    probes: list[str] = []
+    next_probe = 0.0
+    while time.monotonic() < deadline:
+        if engine.poll() is not None:
+            raise RuntimeError("the engine exited at start; see engine.log in the data dir")
+        if time.monotonic() >= next_probe:  # again every 2 s: the reader may join late
+            probe = {"id": f"probe-{time.time_ns()}", "kind": "event", "account": account,
+                     "service": "sms", "ts": int(time.time() * 1000), "used": 0}
+            _send(producer, topics, tally, probe)
+            producer.flush(5)
+            probes.append(probe["id"])
+            next_probe = time.monotonic() + 2.0
+        with tally.lock:
+            if any(p in tally.decided for p in probes):
+                for p in probes:  # probes are not part of the demo's figures
+                    tally.sent.pop(p, None)
+                    tally.decided.discard(p)
+                tally.latencies_ms.clear()
+                tally.results.clear()
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the engine did not answer within 90 s; see engine.log")
+
+
+def _send(producer: Producer, topics: Topics, tally: Tally, req: dict) -> None:
+    with tally.lock:
+        tally.sent[req["id"]] = time.monotonic_ns()
+    producer.produce(topics.requests, key=req["account"].encode(), value=orjson.dumps(req))
+    producer.poll(0)
+
+
+def _drive(producer, topics, gateway, tally, rate, duration_s, console) -> None:
+    start = time.monotonic()
+    sent = 0
+    with Live(_table(tally, 0.0, sent), console=console, refresh_per_second=4) as live:
+        while (elapsed := time.monotonic() - start) < duration_s:
+            due = int(elapsed * rate) - sent
+            for _ in range(due):
+                _send(producer, topics, tally, gateway.next())
+                sent += 1
+            producer.poll(0)
+            live.update(_table(tally, elapsed, sent))
+            time.sleep(0.002)
+        producer.flush(10)
+        live.update(_table(tally, time.monotonic() - start, sent))
+
+
+def _drain(tally: Tally, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with tally.lock:
+            if len(tally.decided) >= len(tally.sent):
+                return
+        time.sleep(0.05)
+
+
+def _consume(brokers: str, topics: Topics, tally: Tally, stop: threading.Event) -> None:
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": "chargeflow-demo",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+    parts = [TopicPartition(t, p, -1) for t in (topics.decisions, topics.charges)
+             for p in range(4)] + [TopicPartition(topics.rejects, 0, -1)]  # -1: from the end
+    consumer.assign(parts)
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(1000, 0.05):
+                if msg.error():
+                    continue
+                doc = orjson.loads(msg.value())
+                now = time.monotonic_ns()
+                with tally.lock:
+                    if msg.topic() == topics.decisions:
+                        rid = doc["id"]
+                        if rid in tally.decided or rid not in tally.sent:  # late probes too
+                            continue
+                        tally.decided.add(rid)
+                        tally.results[doc["result"]] += 1
+                        tally.latencies_ms.append((now - tally.sent[rid]) / 1e6)
+                    elif msg.topic() == topics.charges:
+                        tally.revenue_micros += int(parse_decimal(doc["cost"]) * MICROS)
+                    else:
+                        tally.rejects += 1
+    finally:
+        consumer.close()
+
+
+def _table(tally: Tally, elapsed: float, sent: int) -> Table:
+    with tally.lock:
+        lat = np.array(tally.latencies_ms[-20000:]) if tally.latencies_ms else None
+        decided = len(tally.decided)
+        results = dict(tally.results)
+    t = Table(title="chargeflow demo — live")
+    t.add_column("")
+    t.add_column("", justify="right")
+    t.add_row("elapsed", f"{elapsed:5.1f} s")
+    t.add_row("sent / decided", f"{sent:,} / {decided:,}")
+    t.add_row("decided per second", f"{decided / elapsed:,.0f}" if elapsed > 0 else "-")
+    if lat is not None:
+        t.add_row("latency p50 / p99", f"{np.percentile(lat, 50):.1f} / "
+                  f"{np.percentile(lat, 99):.1f} ms")
+    for result, count in sorted(results.items()):
+        t.add_row(result, f"{count:,}")
+    return t
+
+
+def _summary(tally: Tally, store: BalanceStore, accounts: list[str], currency: str,
+             started: float, duration_s: float) -> dict:
+    mismatched, charged = 0, 0
+    for a in accounts:
+        acct = store.view(a)
+        ledger = store.ledger(a)
+        if acct is None or sum(e["delta"] for e in ledger) != acct.balance:
+            mismatched += 1
+        charged += sum(-e["delta"] for e in ledger
+                       if e["time_ms"] >= started * 1000 and e["reason"] not in ("open", "topup"))
+    lat = np.array(tally.latencies_ms) if tally.latencies_ms else np.zeros(1)
+    return {
+        "duration_s": duration_s, "sent": len(tally.sent), "decided": len(tally.decided),
+        "decided_per_s": round(len(tally.decided) / duration_s),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "results": dict(tally.results), "rejects": tally.rejects,
+        "revenue": format_micros(tally.revenue_micros), "currency": currency,
+        "ledger_accounts": len(accounts), "ledger_mismatches": mismatched,
+        "revenue_matches_ledger": charged == tally.revenue_micros,
+    }
+
+
+def _print_summary(console: Console, s: dict) -> None:
+    t = Table(title="chargeflow demo — summary")
+    t.add_column("")
+    t.add_column("", justify="right")
+    t.add_row("requests sent / decided", f"{s['sent']:,} / {s['decided']:,}")
+    t.add_row("decided per second", f"{s['decided_per_s']:,}")
+    t.add_row("latency p50 / p99 (produce → decision)", f"{s['p50_ms']} / {s['p99_ms']} ms")
+    for result, count in sorted(s["results"].items()):
+        t.add_row(result, f"{count:,}")
+    t.add_row("revenue (charges)", f"{s['revenue']} {s['currency']}")
+    ok = s["ledger_mismatches"] == 0 and s["revenue_matches_ledger"]
+    t.add_row("ledger reconciles", ("yes" if ok else "NO") +
+              f" ({s['ledger_accounts']:,} accounts: Σ ledger = balance; charges = ledger)")
+    console.print(t)
