@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 the input or request was wrong (the message says what a
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -334,16 +335,27 @@ def stop(data_dir: str | None, as_json: bool) -> None:
               help="Partitions of the topics this command creates when missing.")
 @click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
               show_default=True, help="Encoding of request messages.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or one JSON object each.")
 @click.option("--redis", "redis_url", default=None,
               help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")
 @click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
               help="Directory of the embedded services (default .chargeflow/).")
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
         recovery_dir: str | None, snapshot_s: float, partitions: int, fmt: str,
-        redis_url: str | None, data_dir: str | None) -> None:
+        metrics_port: int | None, log_format: str, redis_url: str | None,
+        data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
     from catalog_cache.store import CatalogCache
+    from flows.observe import EngineMetrics, serve, setup_logging
     from flows.runtime import EngineConfig, make_engine, run_jsonl
+
+    setup_logging(log_format)
+    metrics = EngineMetrics()
+    if metrics_port is not None:
+        serve(metrics_port)
 
     if (input_file is None) != (output_dir is None):
         _fail(False, "--input and --output go together (a JSONL run writes into a directory)")
@@ -355,17 +367,17 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     if input_file is not None:
         stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
         try:
-            run_jsonl(make_engine(config), stream, Path(output_dir))
+            run_jsonl(make_engine(config, metrics), stream, Path(output_dir))
         except OSError as exc:
             _fail(False, f"cannot read or write: {exc}")
         finally:
             stream.close()
         return
-    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions)
+    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics)
 
 
 def _run_kafka(config, services: Services, kafka: str | None, workers: int,
-               recovery_dir: str | None, snapshot_s: float, partitions: int) -> None:
+               recovery_dir: str | None, snapshot_s: float, partitions: int, metrics) -> None:
     from datetime import timedelta
     from functools import partial
 
@@ -391,21 +403,21 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
             rdir.mkdir(parents=True, exist_ok=True)
             init_db_dir(rdir, max(1, workers))
         recovery = RecoveryConfig(str(rdir))
-    click.echo(f"chargeflow engine: kafka {brokers}, redis {config.redis_url}, "
-               f"{workers} worker(s){', recovery ' + recovery_dir if recovery_dir else ''}",
-               err=True)
+    log = logging.getLogger("chargeflow.engine")
+    log.info("starting: kafka %s, redis %s, %d worker(s)%s", brokers, config.redis_url, workers,
+             f", recovery {recovery_dir}" if recovery_dir else "")
     stop = threading.Event()
-    flow = kafka_flow(brokers, partial(make_engine, config), topics, stop=stop)
+    flow = kafka_flow(brokers, partial(make_engine, config, metrics), topics, stop=stop)
 
     def drain(signum, frame):  # SIGTERM / SIGINT: stop reading, finish what was read, flush
-        click.echo("chargeflow engine: stopping (finishing the batches read)", err=True)
+        log.info("stopping: finishing the batches read, flushing outputs")
         stop.set()
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
              recovery_config=recovery)
-    click.echo("chargeflow engine: stopped", err=True)
+    log.info("stopped")
 
 
 @main.command("rate")

@@ -22,6 +22,7 @@ import orjson
 from balances.charger import Charger
 from charging.errors import RequestError, StoreError
 from charging.requests import decode, parse
+from flows.observe import EngineMetrics
 
 log = logging.getLogger("chargeflow.engine")
 
@@ -56,14 +57,15 @@ class Counters:
 class Engine:
     def __init__(self, charger: Charger, *, fmt: str = "json",
                  clock_ns: Callable[[], int] = time.monotonic_ns,
-                 sleep: Callable[[float], None] = time.sleep, max_backoff_s: float = 2.0):
+                 sleep: Callable[[float], None] = time.sleep, max_backoff_s: float = 2.0,
+                 metrics: EngineMetrics | None = None):
         self.charger = charger
+        self.metrics = metrics
         self.fmt = fmt
         self.clock_ns = clock_ns
         self.sleep = sleep
         self.max_backoff_s = max_backoff_s
         self.counters = Counters()
-        self.on_batch: Callable[[int, float], None] | None = None  # (size, redis seconds)
 
     def process(self, payloads: Sequence[bytes | str], entered_ns: Sequence[int] | None = None
                 ) -> list[Output]:
@@ -84,10 +86,15 @@ class Engine:
         now = self.clock_ns()
         c = self.counters
         c.batches += 1
+        m = self.metrics
         for out, t in zip(outcomes, valid_entered):
             key = out.request.account.encode()
-            decision = dict(out.decision, latency_us=max(0, (now - t) // 1000))
+            latency_us = max(0, (now - t) // 1000)
+            decision = dict(out.decision, latency_us=latency_us)
             outputs.append(Output("decision", key, orjson.dumps(decision)))
+            if m is not None:
+                m.decisions.labels(out.decision["result"]).inc()
+                m.latency.observe(latency_us / 1e6)
             c.requests += 1
             c.results[out.decision["result"]] = c.results.get(out.decision["result"], 0) + 1
             if out.charge is not None and not out.replay:
@@ -101,11 +108,14 @@ class Engine:
             try:
                 t0 = time.perf_counter()
                 outcomes = self.charger.charge(requests)
-                if self.on_batch is not None:
-                    self.on_batch(len(requests), time.perf_counter() - t0)
+                if self.metrics is not None:
+                    self.metrics.batch.observe(len(requests))
+                    self.metrics.store.observe(time.perf_counter() - t0)
                 return outcomes
             except StoreError as exc:
                 self.counters.store_retries += 1
+                if self.metrics is not None:
+                    self.metrics.store_retries.inc()
                 log.warning("store unavailable, retrying batch of %d in %.2f s: %s",
                             len(requests), delay, exc)
                 self.sleep(delay)
@@ -114,6 +124,8 @@ class Engine:
     def _reject(self, exc: RequestError, payload: bytes | str) -> Output:
         self.counters.rejects += 1
         self.counters.reject_codes[exc.code] = self.counters.reject_codes.get(exc.code, 0) + 1
+        if self.metrics is not None:
+            self.metrics.rejects.labels(exc.code).inc()
         raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
         doc = {"error": exc.code, "detail": exc.detail, "id": exc.request_id}
         # A reject must fit a Kafka message: payloads past RAW_LIMIT keep their head only.

@@ -21,6 +21,7 @@ from balances.store import DEFAULT_RETENTION_S, BalanceStore
 from catalog_cache.store import CatalogCache
 from charging.rating import warm_up
 from flows.engine import Engine
+from flows.observe import EngineMetrics
 
 OUTPUT_FILES = {"decision": "decisions.jsonl", "charge": "charges.jsonl",
                 "reject": "rejects.jsonl"}
@@ -42,7 +43,7 @@ def connect(url: str) -> redis.Redis | RedisCluster:
     return redis.Redis.from_url(url)
 
 
-def make_engine(config: EngineConfig) -> Engine:
+def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> Engine:
     client = connect(config.redis_url)
     store = BalanceStore(client, prefix=config.prefix, retention_s=config.retention_s)
     catalogs = CatalogCache(client, prefix=config.prefix,
@@ -50,7 +51,7 @@ def make_engine(config: EngineConfig) -> Engine:
     charger = Charger(store, catalogs, lambda: time.time_ns() // 1_000_000,
                       cache_size=config.cache_size)
     warm_up(catalogs.current)  # compile the catalog and load the kernels now, not mid-batch
-    return Engine(charger, fmt=config.fmt)
+    return Engine(charger, fmt=config.fmt, metrics=metrics)
 
 
 def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
