@@ -336,7 +336,9 @@ def stop(data_dir: str | None, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
               show_default=True, help="Encoding of request messages.")
 @click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+              help="Serve Prometheus metrics on HOST:PORT/metrics.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Log lines as text or one JSON object each.")
 @click.option("--redis", "redis_url", default=None,
@@ -345,7 +347,7 @@ def stop(data_dir: str | None, as_json: bool) -> None:
               help="Directory of the embedded services (default .chargeflow/).")
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
         recovery_dir: str | None, snapshot_s: float, partitions: int, fmt: str,
-        metrics_port: int | None, log_format: str, redis_url: str | None,
+        metrics_port: int | None, metrics_host: str, log_format: str, redis_url: str | None,
         data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
     from catalog_cache.store import CatalogCache
@@ -355,7 +357,7 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     setup_logging(log_format)
     metrics = EngineMetrics()
     if metrics_port is not None:
-        serve(metrics_port)
+        serve(metrics_port, metrics_host)
 
     if (input_file is None) != (output_dir is None):
         _fail(False, "--input and --output go together (a JSONL run writes into a directory)")

@@ -36,9 +36,9 @@ class EngineMetrics:
                                      registry=registry)
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str = "127.0.0.1") -> None:
     """Expose the default registry (the engine's and Bytewax's metrics) on :port/metrics."""
-    start_http_server(port, addr="127.0.0.1")
+    start_http_server(port, addr=host)
 
 
 class JsonFormatter(logging.Formatter):
