@@ -8,6 +8,7 @@ as a daemon so that successive commands share it until ``chargeflow stop``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -77,6 +78,13 @@ class EmbeddedRedis:
         if self.running():
             return self.url
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "redis.lock", "w") as lock:  # one server per directory
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> str:
+        if self.running():
+            return self.url
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
         args = [

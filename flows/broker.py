@@ -8,6 +8,7 @@ the data directory so that later commands find it, and is stopped by ``chargeflo
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -66,11 +67,20 @@ class EmbeddedBroker:
         return addr if answers(addr) else None
 
     def start(self, timeout_s: float = 15.0) -> str:
-        """Start the broker unless one runs for this data directory; its HOST:PORT."""
+        """Start the broker unless one runs for this data directory; its HOST:PORT.
+
+        Processes starting at once (a multi-process engine) agree on one broker: the start
+        is serialised by a lock file in the data directory.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / "broker.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> str:
         running = self.address()
         if running:
             return running
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         addr = f"127.0.0.1:{port}"
         log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child

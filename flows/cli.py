@@ -326,7 +326,12 @@ def stop(data_dir: str | None, as_json: bool) -> None:
               help="Decide the requests of a JSONL file (or stdin) with no broker, then exit.")
 @click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
               help="With --input: directory for decisions/charges/rejects.jsonl.")
-@click.option("--workers", default=1, show_default=True, help="Bytewax worker threads.")
+@click.option("--workers", default=1, show_default=True,
+              help="Bytewax worker threads (per process).")
+@click.option("--process-id", "-i", type=int, default=None,
+              help="This process's index in a multi-process cluster (with --addresses).")
+@click.option("--addresses", "-a", default=None,
+              help="HOST:PORT of every process of the cluster, separated by ';'.")
 @click.option("--recovery", "recovery_dir", default=None, type=click.Path(file_okay=False),
               help="Bytewax recovery directory: resume from the last snapshot after a crash.")
 @click.option("--snapshot-s", default=2.0, show_default=True,
@@ -346,7 +351,8 @@ def stop(data_dir: str | None, as_json: bool) -> None:
 @click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
               help="Directory of the embedded services (default .chargeflow/).")
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
-        recovery_dir: str | None, snapshot_s: float, partitions: int, fmt: str,
+        process_id: int | None, addresses: str | None, recovery_dir: str | None,
+        snapshot_s: float, partitions: int, fmt: str,
         metrics_port: int | None, metrics_host: str, log_format: str, redis_url: str | None,
         data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
@@ -375,11 +381,16 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
         finally:
             stream.close()
         return
-    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics)
+    if (process_id is None) != (addresses is None):
+        _fail(False, "--process-id and --addresses go together (a multi-process cluster)")
+    cluster = (process_id, addresses.split(";")) if addresses else None
+    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics,
+               cluster)
 
 
 def _run_kafka(config, services: Services, kafka: str | None, workers: int,
-               recovery_dir: str | None, snapshot_s: float, partitions: int, metrics) -> None:
+               recovery_dir: str | None, snapshot_s: float, partitions: int, metrics,
+               cluster: tuple[int, list[str]] | None) -> None:
     from datetime import timedelta
     from functools import partial
 
@@ -403,7 +414,7 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
         rdir = Path(recovery_dir)
         if not any(rdir.glob("part-*.sqlite3")):
             rdir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(rdir, max(1, workers))
+            init_db_dir(rdir, max(1, workers * (len(cluster[1]) if cluster else 1)))
         recovery = RecoveryConfig(str(rdir))
     log = logging.getLogger("chargeflow.engine")
     log.info("starting: kafka %s, redis %s, %d worker(s)%s", brokers, config.redis_url, workers,
@@ -418,7 +429,8 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
-             recovery_config=recovery)
+             recovery_config=recovery, process_id=cluster[0] if cluster else None,
+             addresses=cluster[1] if cluster else None)
     log.info("stopped")
 
 
