@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.kernels
+	$(BIN)/python -m bench.store
+	$(BIN)/chargeflow bench e2e --out bench/results
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -132,7 +132,7 @@ class BalanceStore:
     def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
                extra_ledger: list[dict]) -> list:
         """The flat script arguments of one account (layout in ``lua/write.lua``)."""
-        idem = [x for o in outs for x in (o.request.id, orjson.dumps(o.decision))]
+        idem = [x for o in outs for x in (o.request.id, orjson.dumps(o.record()))]
         changes = [e for o in outs for e in o.ledger] + extra_ledger
         ledger: list = []
         for e in changes:

@@ -19,7 +19,7 @@ class Gateway:
     accounts: list[str]
     seed: int = 7
     unknown_share: float = 0.01
-    ts_ms: int = 1_795_856_400_000  # Tue 2026-11-24 10:00 Berlin (peak band)
+    ts_ms: int = 1_795_510_800_000  # Tue 2026-11-24 10:00 Berlin (peak band)
     rnd: random.Random = field(init=False)
     open: list[list] = field(default_factory=list)  # [account, session, service, seq]
     n: int = 0

@@ -35,7 +35,7 @@ from charging.requests import Request
 from flows.cli import sample_catalog_path
 
 MIX = (("update", 0.70), ("initial", 0.15), ("terminate", 0.10), ("event", 0.05))
-TS = 1_795_856_400_000  # Tue 2026-11-24 10:00 Berlin
+TS = 1_795_510_800_000  # Tue 2026-11-24 10:00 Berlin
 
 
 class Workload:

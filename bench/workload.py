@@ -14,7 +14,7 @@ import numpy as np
 from charging.compiler import MAX_DIGITS, CompiledCatalog
 
 WEEK_MS = 7 * 86400 * 1000
-START_MS = 1_795_824_000_000  # 2026-11-27T00:00Z
+START_MS = 1_795_824_000_000  # 2026-11-28T00:00Z; the week after it spans every band
 
 
 @dataclass(frozen=True)

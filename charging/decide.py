@@ -70,7 +70,11 @@ class Outcome:
     decision: dict  # CONTRACT §3.1 without latency_us (the engine adds it)
     charge: dict | None = None  # CONTRACT §3.2, when money or allowance was taken or owed
     ledger: list[dict] = field(default_factory=list)  # balance changes, in order
-    replay: bool = False  # the decision was returned before; nothing changed
+    replay: bool = False  # the id was decided before: its first outputs again, nothing changed
+
+    def record(self) -> dict:
+        """What the store keeps per request id, so a replay returns the same outputs."""
+        return {"decision": self.decision, "charge": self.charge}
 
 
 @dataclass
@@ -94,7 +98,8 @@ def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None
                  catalogs: Catalogs, now_ms: int,
                  previous: dict[str, dict] | None = None
                  ) -> tuple[list[Outcome], dict[str, Change]]:
-    """Decide a batch. ``previous`` maps request ids already decided to their decision."""
+    """Decide a batch. ``previous`` maps request ids already decided to their record
+    (``Outcome.record``: the decision, and the charge if there was one)."""
     d = _Decider(catalogs, accounts, now_ms, dict(previous or {}))
     d.select_rates(requests)
     outcomes = [d.one(i, req) for i, req in enumerate(requests)]
@@ -134,9 +139,10 @@ class _Decider:
     # -- one request -----------------------------------------------------------------------
     def one(self, i: int, req: Request) -> Outcome:
         if req.id in self.previous:
-            return Outcome(req, self.previous[req.id], replay=True)
+            first = self.previous[req.id]
+            return Outcome(req, first["decision"], charge=first.get("charge"), replay=True)
         out = self._decide(i, req)
-        self.previous[req.id] = out.decision
+        self.previous[req.id] = out.record()
         return out
 
     def _decide(self, i: int, req: Request) -> Outcome:

@@ -373,7 +373,10 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     url = services.redis_url or services.embedded.url
     config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt)
     if input_file is not None:
-        stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
+        try:
+            stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
+        except OSError as exc:
+            _fail(False, f"cannot read --input {input_file}: {exc.strerror}")
         try:
             run_jsonl(make_engine(config, metrics), stream, Path(output_dir))
         except OSError as exc:
@@ -483,6 +486,21 @@ def _rate_chunk(compiled, chunk: list[tuple[int, bytes]], plan: str | None, out:
     rated = iter(rate_requests(compiled, valid, plan))
     lines = [orjson.dumps(row if row is not None else next(rated).as_json()) for row in rows]
     out.write(b"\n".join(lines).decode() + "\n")
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks (figures are reported, never asserted)."""
+
+
+@bench_group.command("e2e", context_settings={"ignore_unknown_options": True,
+                                              "allow_extra_args": True})
+@click.pass_context
+def bench_e2e(ctx: click.Context) -> None:
+    """Engine and echo floor through a real broker and Redis (see bench/e2e.py --help)."""
+    from bench.e2e import main as e2e_main
+
+    e2e_main(ctx.args)
 
 
 @main.command("demo")

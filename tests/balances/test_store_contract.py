@@ -76,7 +76,7 @@ def check_books(r: Rig, account: str) -> None:
 def stored(r: Rig, account: str, request_id: str) -> dict:
     blob = r.decision(account, request_id)
     assert blob is not None, f"no stored decision for {request_id}"
-    return orjson.loads(blob)
+    return orjson.loads(blob)["decision"]
 
 
 # -- administration: works on both -------------------------------------------------------
@@ -406,7 +406,7 @@ def test_load_returns_states_and_stored_decisions(make):
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
     states, decided = r.store.load(["a", "ghost"], {"a": ["e1", "never"]})
     assert states["ghost"] is None and states["a"].balance == 9_910_000
-    assert decided == {"e1": out.decision}
+    assert decided == {"e1": out.record()}
 
 
 

@@ -37,9 +37,11 @@ TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", 
 SERVICES = ("voice", "data", "sms")
 PERS = (1, 60, 1000, 1048576, 7, 3)
 MODES = ("up", "down", "half_up", "half_even")
+#: Prices 5·10**-k make exact rounding ties (half of the last decimal) at odd usages.
 PRICES = (
-    "0", "0.0000001", "0.000001", "0.00005", "0.0001", "0.001", "0.01", "0.05", "0.09", "0.10",
-    "0.12", "0.2", "0.333333", "1", "2.5", "7", "99.99", "1000", "123456.789", "1000000",
+    "0", "0.0000001", "0.000001", "0.000005", "0.00005", "0.0001", "0.0005", "0.001", "0.005",
+    "0.01", "0.05", "0.09", "0.10", "0.12", "0.2", "0.333333", "0.5", "1", "2.5", "7", "99.99",
+    "1000", "123456.789", "1000000",
 )
 #: 2**62 micros (the kernels' fast-path bound) and the 9e12 limit appear as fees and caps.
 FEES = ("0", "0.0000005", "0.00005", "0.05", "0.5", "1", "0.123", "2500",
@@ -205,7 +207,8 @@ def tariff_specs(draw, service: str, groups: dict[str, list[str]], bands: dict[s
     if draw(st.integers(0, 3)):
         rounding: dict = {}
         if draw(st.integers(0, 5)):
-            rounding["decimals"] = draw(st.integers(0, 6))
+            # 6 decimals (whole micros) most often: an error of one micro then shows
+            rounding["decimals"] = draw(st.one_of(st.just(6), st.integers(0, 6)))
         if draw(st.integers(0, 5)):
             rounding["mode"] = draw(st.sampled_from(MODES))
         spec["rounding"] = rounding
@@ -350,10 +353,12 @@ def _clamp_ts(ms: int) -> int:
 
 @st.composite
 def timestamps(draw, catalog: Catalog) -> int:
-    """Epoch ms in [1970, 2100): anywhere, at DST changes, at band edges (local), or at the
-    ends of the range; near edges within a few seconds either side."""
+    """Epoch ms in [1970, 2100): anywhere; at the catalog zone's UTC-offset changes; at band
+    edges or other clock times (local wall clock, either fold); at the ends of the range.
+    Edges are hit exactly, a millisecond or a second either side, or within two hours."""
     kind = draw(st.integers(0, 9))
-    near = st.one_of(st.integers(-2000, 2000), st.integers(-7_200_000, 7_200_000))
+    near = st.one_of(st.sampled_from((0, -1000, -1, 999, 1000)), st.integers(-2000, 2000),
+                     st.integers(-7_200_000, 7_200_000))
     if kind <= 2:
         return draw(st.integers(MIN_TS_MS, MAX_TS_MS - 1))
     if kind <= 5:
@@ -361,9 +366,12 @@ def timestamps(draw, catalog: Catalog) -> int:
         if len(starts) > 1:
             t = int(starts[draw(st.integers(1, len(starts) - 1))]) * 1000
             return _clamp_ts(t + draw(near))
-    if kind <= 8 and catalog.bands:
-        band = catalog.bands[draw(st.sampled_from(sorted(catalog.bands)))]
-        edge = draw(st.sampled_from((band.start_s, band.end_s)))
+    if kind <= 8:
+        if catalog.bands and kind <= 7:
+            band = catalog.bands[draw(st.sampled_from(sorted(catalog.bands)))]
+            edge = draw(st.sampled_from((band.start_s, band.end_s)))
+        else:
+            edge = _seconds(draw(st.sampled_from(CLOCKS)))
         day = datetime(1970, 1, 1) + timedelta(days=draw(st.integers(0, 47480)))
         local = (day + timedelta(seconds=edge)).replace(
             tzinfo=ZoneInfo(catalog.timezone), fold=draw(st.integers(0, 1)))

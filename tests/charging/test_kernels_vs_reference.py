@@ -31,11 +31,13 @@ from charging.money import MAX_COST_UNITS, format_fraction
 from charging.rating import rate_requests
 from charging.requests import Request
 from tests.charging.strategies import (
+    TIMEZONES,
     CatalogCase,
     catalog_rates,
     rate_usages,
     rejection_rate,
     requests_for,
+    timestamps,
     usages,
     valid_catalogs,
 )
@@ -127,6 +129,38 @@ def test_rate_requests_equals_reference(case: tuple[CatalogCase, list[Request]])
         assert out.as_json()["cost"] == format_fraction(expected.cost, tariff.decimals)
 
 
+@st.composite
+def rate_sweeps(draw) -> tuple[CatalogCase, list[tuple[Tariff, Rate, list[int]]]]:
+    case = draw(valid_catalogs())
+    sweeps = []
+    for tariff in case.catalog.tariffs.values():
+        for rate in tariff.rates:
+            sweeps.append((tariff, rate, draw(st.lists(rate_usages(tariff, rate),
+                                                       min_size=1, max_size=12))))
+    return case, sweeps
+
+
+@PROPERTY
+@given(rate_sweeps())
+def test_rate_units_of_every_rate_equals_reference(case) -> None:
+    """Step 3-6 alone, for every rate of the catalog (selection aside): many usages per rate,
+    aimed at its step bounds, the fast/slow path boundary, the cap and the 9e12 limit."""
+    cat_case, sweeps = case
+    note(cat_case.text)
+    compiled = compile_catalog(cat_case.catalog)
+    for tariff, rate, used in sweeps:
+        r = kernel_rate(compiled, tariff, rate)
+        for u in used:
+            note(f"tariff {tariff.name} rate {rate.id} used {u}")
+            status, cost, rated = kernels.rate_units(compiled.tables, r, u)
+            expected = ref_rating(tariff, rate, u)
+            if expected is None:
+                assert status == kernels.OVER_LIMIT
+            else:
+                assert status == kernels.OK
+                assert (Fraction(int(cost)), int(rated)) == (micros(expected[0]), expected[1])
+
+
 # -- (b) session steps -----------------------------------------------------------------------
 
 @st.composite
@@ -199,17 +233,19 @@ def grant_cases(draw):
                                rate_usages(tariff, rate)))
     kind = draw(st.integers(0, 5))
     if kind == 0:
-        available = -1  # unlimited (allow_negative)
-    elif kind == 1:
-        available = draw(st.integers(0, 10**7))
-    elif kind == 2:
-        available = draw(st.integers(0, 2**62))
-    else:
-        # just at, below or above the money of some grant: where the search must be exact
-        g = draw(st.integers(0, requested))
-        money = ref_grant_money(tariff, rate, chargeable, allowance, g)
-        base = 0 if money is None else int(micros(money))
-        available = max(0, base + draw(st.integers(-2, 2)))
+        return case, tariff, rate, chargeable, allowance, requested, -1  # unlimited
+    if kind == 1:
+        return case, tariff, rate, chargeable, allowance, requested, draw(st.integers(0, 10**7))
+    if kind == 2:
+        return case, tariff, rate, chargeable, allowance, requested, draw(st.integers(0, 2**62))
+    # Where the search must be exact: money just at, below or above the money of some grant
+    # g0, and ``requested`` at, just below or just above the largest grant that money buys.
+    g0 = draw(st.one_of(st.integers(0, 1000), rate_usages(tariff, rate)))
+    money = ref_grant_money(tariff, rate, chargeable, allowance, g0)
+    available = max(0, (0 if money is None else int(micros(money))) + draw(st.integers(-2, 2)))
+    best, _ = reference.max_grant(tariff, rate, chargeable, allowance, MAX_USED,
+                                  Fraction(available, MICROS))
+    requested = min(MAX_USED, max(0, best + draw(st.integers(-2, 2))))
     return case, tariff, rate, chargeable, allowance, requested, available
 
 
@@ -246,6 +282,45 @@ def test_max_grant_equals_reference_and_is_maximal(case) -> None:
     note(cat_case.text)
     note(f"tariff {tariff.name} rate {rate.id} C={c} A={a} r={requested} avail={available}")
     check_grant(compile_catalog(cat_case.catalog), tariff, rate, c, a, requested, available)
+
+
+# -- local time ------------------------------------------------------------------------------
+
+_ZONES: dict[str, tuple[Catalog, CompiledCatalog]] = {}
+
+
+def _zone(tz: str) -> tuple[Catalog, CompiledCatalog]:
+    if tz not in _ZONES:
+        catalog = parse_catalog(f"""
+version: z
+currency: EUR
+timezone: {tz}
+services: {{voice: {{}}}}
+tariffs: {{T: {{service: voice, rates: [{{id: r, steps: [{{from: 0, price: "1"}}]}}]}}}}
+plans: {{P: {{tariffs: {{voice: T}}}}}}
+""")
+        _ZONES[tz] = (catalog, compile_catalog(catalog))
+    return _ZONES[tz]
+
+
+@st.composite
+def zone_times(draw) -> tuple[str, list[int]]:
+    tz = draw(st.sampled_from(TIMEZONES))
+    return tz, draw(st.lists(timestamps(_zone(tz)[0]), min_size=1, max_size=30))
+
+
+@PROPERTY
+@given(zone_times())
+def test_kernel_local_time_equals_zoneinfo(case) -> None:
+    """The kernels' offset table gives the local weekday and clock the reference reads from
+    zoneinfo (what band selection rests on), also at the very second of a DST change."""
+    tz, stamps = case
+    _, compiled = _zone(tz)
+    zone = ZoneInfo(tz)
+    for ts in stamps:
+        local = datetime.fromtimestamp(ts // 1000, tz=zone)
+        want = local.weekday() * 86400 + local.hour * 3600 + local.minute * 60 + local.second
+        assert int(kernels.week_second(compiled.tables, ts)) == want, (tz, ts, local)
 
 
 # -- the generator itself --------------------------------------------------------------------
@@ -364,6 +439,17 @@ def test_cap_bounds_cost_and_grant() -> None:
     assert check_grant(compiled, tariff, rate, 0, 0, MAX_USED, 5 * MICROS - 1) == (
         3299, 4_998_500)
     assert check_grant(compiled, tariff, rate, 3300, 0, MAX_USED, 0) == (MAX_USED, 0)
+
+
+def test_cap_exceeded_by_the_smallest_fraction() -> None:
+    # 1 micro per unit, D = 1: 101 units exceed the 100-micro cap by exactly 1/D micro,
+    # which rounded up would be a whole 0.0001 more
+    compiled, tariff, rate, r = _only(_one_rate("0.000001", max_cost="0.0001"))
+    assert rate_ints(tariff, rate).D == 1
+    for u in (99, 100, 101, 102, MAX_USED):  # 99 micros round up to 0.0001 too
+        want = 100
+        assert kernels.rate_units(compiled.tables, r, u)[:2] == (kernels.OK, want)
+        assert micros(reference.rate_units(tariff, rate, u)[0]) == want
 
 
 def test_huge_price_at_max_usage_fails_without_cap_and_caps_with_cap() -> None:
