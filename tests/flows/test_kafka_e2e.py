@@ -16,7 +16,10 @@ import time
 from collections import defaultdict
 from fractions import Fraction
 
+import pytest
+
 from charging.reference import rate_units, select_rate, tariff_for
+from flows.broker import free_port
 from tests.flows.conftest import accounts_of, wait_for
 from tests.flows.oracle import (
     MOBILE,
@@ -114,11 +117,28 @@ def direct_expectation(catalog, per: dict[str, list[dict]], opening: Fraction) -
     return opening - total
 
 
-def test_kafka_end_to_end_1000_accounts(cf_env):
+def start_cluster(env, processes: int, workers: int):
+    """One engine process, or a Bytewax cluster of several, against the 4-partition topics.
+    Returns the engine whose SIGTERM the test checks (the first)."""
+    if processes == 1:
+        return [env.start_engine("--workers", str(workers))]
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    engines = [env.spawn_engine("--workers", str(workers), "--process-id", str(i),
+                                "--addresses", addresses) for i in range(processes)]
+    addr = env.data_dir / "broker.addr"
+    wait_for(lambda: addr.exists() and addr.read_text().strip() != "", 120,
+             "the embedded broker", engine=engines[0])
+    env.probe(engines[0], 120)
+    return engines
+
+
+@pytest.mark.parametrize("processes", [1, 2], ids=["1proc-2workers", "2procs-2workers"])
+def test_kafka_end_to_end_1000_accounts(cf_env, processes):
     rng = random.Random(20261124)
     accounts, per = scripted_traffic(rng)
     env = cf_env(accounts)
-    engine = env.start_engine("--workers", "2")
+    engines = start_cluster(env, processes, 2)
+    engine = engines[0]
     decisions, charges, rejects = (env.reader(k) for k in ("decisions", "charges", "rejects"))
     requests = list(interleave(per, rng))
     ids = {r["id"] for r in requests}
@@ -192,7 +212,9 @@ def test_kafka_end_to_end_1000_accounts(cf_env):
             assert balance == direct_expectation(env.catalog, per[acct], opening), acct
     for g in range(20):
         assert env.store.view(f"ghost{g}") is None
-    # a graceful stop (SIGTERM): the engine drains and exits 0
-    assert engine.proc.poll() is None  # still running
-    engine.proc.send_signal(signal.SIGTERM)
-    assert engine.proc.wait(timeout=60) == 0, engine.log_tail()
+    # a graceful stop (SIGTERM): the engine (every process of a cluster) drains and exits 0
+    for e in engines:
+        assert e.proc.poll() is None  # still running
+        e.proc.send_signal(signal.SIGTERM)
+    for e in engines:
+        assert e.proc.wait(timeout=60) == 0, e.log_tail()
