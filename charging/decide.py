@@ -115,6 +115,9 @@ class _Decider:
         self.now_ms = now_ms
         self.previous = previous
         self.changes: dict[str, Change] = {}
+        self._allowances: dict[tuple[str, str], list] = {}
+        self._labels: dict[tuple[str, int], str] = {}
+        self._seconds: dict[int, str] = {}
         self.rate_status = np.zeros(0, dtype=np.int8)
         self.rate_index = np.zeros(0, dtype=np.int64)
 
@@ -365,43 +368,75 @@ class _Decider:
         adds one, it is appended; when it drops one, the bucket stays (sessions may still hold
         units of it) with no units left to give.
         """
-        plan = self.cc.catalog.plans.get(acct.plan)
-        wanted = [a for a in plan.allowances if a.service == service] if plan else []
+        wanted = self.allowances_of(acct.plan, service)
         if not wanted and not acct.allowances.get(service):
             return
-        zone = self.cc.catalog.zone
         buckets = acct.allowances.setdefault(service, [])
-        before = [(b.units, b.period) for b in buckets]
+        changed = False
         for k, allowance in enumerate(wanted):
-            label = period_label(allowance.period, ts_ms, zone)
+            label = self.period_label(allowance.period, ts_ms)
             if k == len(buckets):
                 buckets.append(Bucket(units=allowance.units, period=label))
+                changed = True
             elif label > buckets[k].period:
                 buckets[k].units = allowance.units
                 buckets[k].period = label
+                changed = True
         for bucket in buckets[len(wanted):]:
+            changed = changed or bucket.units != 0
             bucket.units = 0
-        if [(b.units, b.period) for b in buckets] != before:
+        if changed:
             self.change(acct).buckets.add(service)
+
+    def allowances_of(self, plan: str, service: str) -> list:
+        key = (plan, service)
+        found = self._allowances.get(key)
+        if found is None:
+            p = self.cc.catalog.plans.get(plan)
+            found = [a for a in p.allowances if a.service == service] if p else []
+            self._allowances[key] = found
+        return found
+
+    def rfc3339(self, ts_ms: int) -> str:
+        second = self._seconds.get(ts_ms // 1000)
+        if second is None:
+            dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
+            second = self._seconds[ts_ms // 1000] = dt.strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{second}.{ts_ms % 1000:03d}Z"
+
+    def period_label(self, period: str, ts_ms: int) -> str:
+        # Every UTC offset is a multiple of 15 minutes, so no local day, week or month
+        # starts inside a 15-minute slot of UTC time: one label per slot.
+        key = (period, ts_ms // 900_000)
+        label = self._labels.get(key)
+        if label is None:
+            label = self._labels[key] = period_label(period, ts_ms, self.cc.catalog.zone)
+        return label
 
     # -- results ---------------------------------------------------------------------------
     def selected(self, i: int) -> int | None:
         return int(self.rate_index[i]) if self.rate_status[i] == kernels.OK else None
 
+    def _change_of(self, account: str) -> Change:
+        change = self.changes.get(account)
+        if change is None:
+            change = self.changes[account] = Change()
+        return change
+
     def change(self, acct: Account) -> Change:
-        change = self.changes.setdefault(acct.id, Change())
+        change = self._change_of(acct.id)
         change.changed = True
         return change
 
     def refuse(self, req: Request, result: str, acct: Account | None, *,
                final: bool = False) -> Outcome:
-        self.changes.setdefault(req.account, Change())  # the decision itself is stored
+        self._change_of(req.account)  # the decision itself is stored
         return self.decided(req, result, acct, final=final)
 
     def decided(self, req: Request, result: str, acct: Account | None, *, granted: int = 0,
                 validity: int = 0, final: bool = False, charged: int = 0,
                 decimals: int = 2) -> Outcome:
-        self.changes.setdefault(req.account, Change())
+        self._change_of(req.account)
         decision = {
             "id": req.id, "kind": req.kind, "account": req.account, "service": req.service,
             "session": req.session, "seq": req.seq, "result": result, "granted": granted,
@@ -420,7 +455,7 @@ class _Decider:
         self.change(acct)
         out.charge = {
             "id": req.id, "account": acct.id, "service": req.service, "session": req.session,
-            "seq": req.seq, "ts": _rfc3339(req.ts_ms), "units": used.units,
+            "seq": req.seq, "ts": self.rfc3339(req.ts_ms), "units": used.units,
             "rated_units": used.rated, "allowance_units": used.allowance,
             "cost": format_amount(used.taken, tariff.decimals), "currency": cc.catalog.currency,
             "tariff": tariff.name, "rate": cc.rate_ids[r], "catalog_version": cc.version,
@@ -464,8 +499,3 @@ def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:
                        "reason": "release", "catalog_version": session.catalog_version,
                        "released": released})
     return change, ledger
-
-
-def _rfc3339(ts_ms: int) -> str:
-    dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ms % 1000:03d}Z"

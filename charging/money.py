@@ -80,12 +80,12 @@ def format_micros(micros: int, decimals: int = 6) -> str:
     """``150000, 4`` → ``"0.1500"``. ``micros`` must be a multiple of 10**(6 - decimals)."""
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), MICROS)
-    digits = f"{frac:06d}"
-    if any(c != "0" for c in digits[decimals:]):
+    cut = 10 ** (6 - decimals)
+    if frac % cut:
         raise ValueError(f"{micros} micros has more than {decimals} decimals")
     if decimals == 0:
         return f"{sign}{whole}"
-    return f"{sign}{whole}.{digits[:decimals]}"
+    return f"{sign}{whole}.{frac // cut:0{decimals}d}"
 
 
 def format_fraction(x: Fraction, decimals: int) -> str:
