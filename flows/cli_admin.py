@@ -1,0 +1,286 @@
+"""Catalog, account and offline-rating commands (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TextIO
+
+import click
+import orjson
+
+from charging.errors import CatalogError, RequestError, StoreError
+from flows.cli_common import (
+    BATCH,
+    connect_services,
+    emit,
+    fail,
+    fail_problems,
+    load_catalog_or_exit,
+    service_options,
+)
+from flows.services import Services
+
+
+@click.group()
+def catalog() -> None:
+    """Validate and load product catalogs."""
+
+
+@catalog.command("load")
+@click.argument("file", type=click.Path(dir_okay=False))
+@service_options
+def catalog_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Validate FILE and make it the active catalog version in Redis (atomically)."""
+    from catalog_cache.store import load_catalog_text
+
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(as_json, f"cannot read {file}: {exc}")
+    services, client = connect_services(redis_url, data_dir)
+    try:
+        cat = load_catalog_text(client, text, prefix=services.prefix, source=file)
+    except CatalogError as exc:
+        fail_problems(as_json, "catalog invalid", exc)
+    except StoreError as exc:
+        fail(as_json, str(exc), 2)
+    emit(as_json, {"loaded": True, "version": cat.version, "content_hash": cat.content_hash},
+          f"catalog {cat.version!r} loaded and active ({cat.content_hash[:16]})")
+
+
+@catalog.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def catalog_validate(file: str, as_json: bool) -> None:
+    """Validate FILE; list every problem with its YAML path (exit 1), or print a summary."""
+    cat = load_catalog_or_exit(file, as_json)
+    n_rates = sum(len(t.rates) for t in cat.tariffs.values())
+    n_prefixes = sum(len(p) for p in cat.destinations.values())
+    summary = {
+        "valid": True, "file": file, "version": cat.version, "currency": cat.currency,
+        "timezone": cat.timezone, "content_hash": cat.content_hash,
+        "services": len(cat.services), "destination_groups": len(cat.destinations),
+        "prefixes": n_prefixes, "bands": len(cat.bands), "tariffs": len(cat.tariffs),
+        "rates": n_rates, "plans": len(cat.plans), "warnings": list(cat.warnings),
+    }
+    if as_json:
+        click.echo(orjson.dumps(summary).decode())
+        return
+    click.echo(f"{file}: valid — version {cat.version!r}, {cat.currency}, {cat.timezone}")
+    click.echo(f"  {len(cat.services)} services, {len(cat.destinations)} destination groups "
+               f"({n_prefixes} prefixes), {len(cat.bands)} bands, {len(cat.tariffs)} tariffs "
+               f"({n_rates} rates), {len(cat.plans)} plans")
+    click.echo(f"  content hash {cat.content_hash[:16]}")
+    for w in cat.warnings:
+        click.echo(f"  warning: {w}")
+
+
+@click.group()
+def accounts() -> None:
+    """Account administration."""
+
+
+@accounts.command("load")
+@click.argument("file", type=click.Path(dir_okay=False))
+@service_options
+def accounts_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Load accounts from FILE (YAML list or JSONL), all or nothing.
+
+    New accounts get their balance (ledgered as "open"); existing ones keep balance and
+    sessions and take the file's plan, status and allow_negative.
+    """
+    from balances.accounts import AccountsFileError, read_accounts
+    from balances.store import BalanceStore
+    from catalog_cache.store import CatalogCache
+
+    services, client = connect_services(redis_url, data_dir)
+    try:
+        cache = CatalogCache(client, prefix=services.prefix)
+        active = cache.refresh()
+        cat = cache.current.catalog if active else None
+        specs = read_accounts(file, cat)
+        created, updated = BalanceStore(client, prefix=services.prefix).upsert_accounts(specs)
+    except AccountsFileError as exc:
+        fail_problems(as_json, "accounts invalid", exc)
+    except StoreError as exc:
+        fail(as_json, str(exc), 2)
+    emit(as_json, {"created": created, "updated": updated},
+          f"{created} accounts created, {updated} updated")
+
+
+@click.command("balance")
+@click.argument("account")
+@service_options
+def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Show an account: balance, reserved money, allowances and open sessions."""
+    from balances.store import BalanceStore
+    from charging.decide import format_balance
+
+    services, client = connect_services(redis_url, data_dir)
+    try:
+        acct = BalanceStore(client, prefix=services.prefix).view(account)
+    except StoreError as exc:
+        fail(as_json, str(exc), 2)
+    if acct is None:
+        fail(as_json, f"no account {account!r}", 1, id=account)
+    allowances = {svc: sum(b.units for b in bs) for svc, bs in acct.allowances.items()}
+    from catalog_cache.store import CatalogCache
+
+    cache = CatalogCache(client, prefix=services.prefix)
+    if cache.refresh() and acct.plan in cache.current.catalog.plans:
+        for a in cache.current.catalog.plans[acct.plan].allowances:
+            if a.service not in acct.allowances:  # untouched yet: the plan's full units
+                allowances[a.service] = allowances.get(a.service, 0) + a.units
+    doc = {
+        "id": acct.id, "plan": acct.plan, "status": acct.status,
+        "allow_negative": acct.allow_negative, "balance": format_balance(acct.balance),
+        "reserved": format_balance(acct.reserved),
+        "available": format_balance(acct.balance - acct.reserved),
+        "allowances": allowances,
+        "allowances_reserved": {svc: sum(b.reserved for b in acct.allowances.get(svc, []))
+                                for svc in allowances},
+        "sessions": [{"session": s.id, "service": s.service, "tariff": s.tariff,
+                      "rate": s.rate_id, "used": s.used, "granted": s.granted,
+                      "reserved": format_balance(s.money_reserved),
+                      "allowance_reserved": sum(s.allowance_reserved),
+                      "last_seen_ms": s.last_seen_ms} for s in acct.sessions.values()],
+    }
+    if as_json:
+        emit(True, doc, "")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"account {acct.id} — plan {acct.plan}, {acct.status}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key in ("balance", "reserved", "available"):
+        table.add_row(key, doc[key])
+    for svc, units in doc["allowances"].items():
+        table.add_row(f"allowance {svc}", f"{units:,} ({doc['allowances_reserved'][svc]:,} held)")
+    for s in doc["sessions"]:
+        table.add_row(f"session {s['session']}", f"{s['service']} {s['rate']}: used "
+                      f"{s['used']:,}, granted {s['granted']:,}, {s['reserved']} held")
+    Console().print(table)
+
+
+@click.command("topup", context_settings={"ignore_unknown_options": True})
+@click.argument("account")
+@click.argument("amount")
+@click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")
+@service_options
+def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None,
+          data_dir: str | None, as_json: bool) -> None:
+    """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
+    from balances.store import BalanceStore
+    from charging.decide import format_balance
+    from charging.money import MICROS, parse_decimal
+
+    try:
+        micros = parse_decimal(amount) * MICROS
+    except ValueError as exc:
+        fail(as_json, f"AMOUNT: {exc}")
+    if micros.denominator != 1 or micros == 0:
+        fail(as_json, f"AMOUNT {amount!r} must be non-zero with at most 6 decimals")
+    services, client = connect_services(redis_url, data_dir)
+    try:
+        status, bal = BalanceStore(client, prefix=services.prefix).topup(
+            account, micros.numerator, topup_id=topup_id)
+    except StoreError as exc:
+        fail(as_json, str(exc), 2)
+    if status == "unknown":
+        fail(as_json, f"no account {account!r}", 1, id=account)
+    if status == "limit":
+        fail(as_json, f"top-up of {amount} refused: the balance would leave the supported "
+              "range, or a debit would take money reserved by open sessions", 1, id=account)
+    doc = {"id": account, "applied": status == "ok", "balance": format_balance(bal or 0),
+           "topup_id": topup_id}
+    what = "applied" if status == "ok" else f"already applied earlier (id {topup_id!r})"
+    emit(as_json, doc, f"top-up {what}; balance {doc['balance']}")
+
+
+@click.command("sweep")
+@service_options
+def sweep_cmd(redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Release the reservations of sessions silent for 2 × their validity."""
+    import time
+
+    from balances.store import BalanceStore
+    from balances.sweeper import sweep
+
+    services, client = connect_services(redis_url, data_dir)
+    try:
+        n = sweep(BalanceStore(client, prefix=services.prefix), int(time.time() * 1000))
+    except StoreError as exc:
+        fail(as_json, str(exc), 2)
+    emit(as_json, {"released": n}, f"{n} silent sessions released")
+
+
+@click.command("stop")
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stop(data_dir: str | None, as_json: bool) -> None:
+    """Stop the embedded services started for --data-dir."""
+    from flows.broker import EmbeddedBroker
+
+    services = Services.from_options(None, data_dir)
+    stopped = {"redis": services.embedded.stop(),
+               "broker": EmbeddedBroker(services.data_dir).stop()}
+    what = [name for name, done in stopped.items() if done]
+    emit(as_json, {"stopped": stopped},
+          f"stopped embedded {' and '.join(what)}" if what else "no embedded service was running")
+
+
+@click.command("rate")
+@click.option("--catalog", "catalog_file", required=True, type=click.Path(dir_okay=False),
+              help="Catalog YAML file.")
+@click.option("--plan", default=None, help="Plan for requests without a 'plan' field "
+              "(default: the catalog's first plan).")
+@click.option("--json", "as_json", is_flag=True, help="Accepted for symmetry: output is JSONL.")
+@click.argument("infile", required=False, type=click.File("rb"), default="-")
+def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
+    """Rate each JSONL request's `used` units offline: no balances, allowances or sessions.
+
+    One JSON line out per request, in order: {"id", "cost", "rated_units", "tariff", "rate"}
+    or {"id", "error", "detail"}.
+    """
+    from charging.compiler import compile_catalog
+
+    cat = load_catalog_or_exit(catalog_file, False)
+    if plan is not None and plan not in cat.plans:
+        click.echo(f"--plan {plan!r} is not in the catalog (plans: {', '.join(cat.plans)})",
+                   err=True)
+        sys.exit(1)
+    compiled = compile_catalog(cat)
+    out = sys.stdout
+    for chunk in _chunks(infile, BATCH):
+        _rate_chunk(compiled, chunk, plan, out)
+    out.flush()
+
+
+def _chunks(stream: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    numbered = ((n, line) for n, line in enumerate(stream, 1) if line.strip())
+    while chunk := list(islice(numbered, size)):
+        yield chunk
+
+
+def _rate_chunk(compiled, chunk: list[tuple[int, bytes]], plan: str | None, out: TextIO) -> None:
+    from charging.rating import rate_requests
+    from charging.requests import decode, parse
+
+    rows: list[dict | None] = []
+    valid = []
+    for lineno, line in chunk:
+        try:
+            valid.append(parse(decode(line.rstrip(b"\r\n")), rating_only=True))
+            rows.append(None)
+        except RequestError as exc:
+            rows.append({"id": exc.request_id, "error": exc.code,
+                         "detail": f"line {lineno}: {exc.detail}"})
+    rated = iter(rate_requests(compiled, valid, plan))
+    lines = [orjson.dumps(row if row is not None else next(rated).as_json()) for row in rows]
+    out.write(b"\n".join(lines).decode() + "\n")

@@ -1,0 +1,73 @@
+"""What the command modules share: service options, connecting, printing, failing."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+import orjson
+
+from charging.catalog import Catalog, load_catalog
+from charging.errors import CatalogError, StoreError
+from flows.services import Services
+
+BATCH = 4096
+
+
+def sample_catalog_path() -> Path:
+    """The sample catalog of CONTRACT §4, shipped with the package."""
+    return Path(str(resources.files("charging") / "samples" / "catalog.yaml"))
+
+
+def load_catalog_or_exit(path: str, as_json: bool) -> Catalog:
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        if as_json:
+            click.echo(orjson.dumps({"valid": False, "file": path, "problems": [
+                {"path": p.path, "reason": p.reason} for p in exc.problems]}).decode())
+        else:
+            click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
+def service_options(fn):
+    """--redis, --data-dir and --json, as every command of CONTRACT §5 takes them."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+    fn = click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+                      help="Directory of the embedded Redis (default .chargeflow/).")(fn)
+    fn = click.option("--redis", "redis_url", default=None,
+                      help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")(fn)
+    return fn
+
+
+def connect_services(redis_url: str | None, data_dir: str | None):
+    """(Services, client), or exit 2 with the reason when Redis cannot be reached."""
+    services = Services.from_options(redis_url, data_dir)
+    try:
+        return services, services.redis()
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def emit(as_json: bool, doc: dict, human: str) -> None:
+    click.echo(orjson.dumps(doc).decode() if as_json else human)
+
+
+def fail(as_json: bool, message: str, code: int = 1, **extra) -> None:
+    if as_json:
+        click.echo(orjson.dumps({"error": message, **extra}).decode())
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def fail_problems(as_json: bool, what: str, exc) -> None:
+    """Exit 1 listing every problem of an invalid file (``exc.problems``), each with where."""
+    if as_json:
+        fail(True, what, problems=[{"path": p.path, "reason": p.reason} for p in exc.problems])
+    click.echo(str(exc), err=True)
+    sys.exit(1)

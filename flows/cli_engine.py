@@ -1,0 +1,182 @@
+"""The engine commands: run, demo, bench (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from charging.errors import BrokerError, StoreError
+from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
+from flows.services import Services
+
+
+@click.command("run")
+@click.option("--kafka", "kafka", default=None, metavar="HOST:PORT",
+              help="Kafka bootstrap servers (default: an embedded broker in --data-dir).")
+@click.option("--input", "input_file", default=None, metavar="FILE|-",
+              help="Decide the requests of a JSONL file (or stdin) with no broker, then exit.")
+@click.option("--output", "output_dir", default=None, type=click.Path(file_okay=False),
+              help="With --input: directory for decisions/charges/rejects.jsonl.")
+@click.option("--workers", default=1, show_default=True,
+              help="Bytewax worker threads (per process).")
+@click.option("--process-id", "-i", type=int, default=None,
+              help="This process's index in a multi-process cluster (with --addresses).")
+@click.option("--addresses", "-a", default=None,
+              help="HOST:PORT of every process of the cluster, separated by ';'.")
+@click.option("--recovery", "recovery_dir", default=None, type=click.Path(file_okay=False),
+              help="Bytewax recovery directory: resume from the last snapshot after a crash.")
+@click.option("--snapshot-s", default=2.0, show_default=True,
+              help="Seconds between recovery snapshots (and output flushes).")
+@click.option("--partitions", default=4, show_default=True,
+              help="Partitions of the topics this command creates when missing.")
+@click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
+              show_default=True, help="Encoding of request messages.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on HOST:PORT/metrics.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics endpoint listens on.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text or one JSON object each.")
+@click.option("--redis", "redis_url", default=None,
+              help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
+        process_id: int | None, addresses: str | None, recovery_dir: str | None,
+        snapshot_s: float, partitions: int, fmt: str,
+        metrics_port: int | None, metrics_host: str, log_format: str, redis_url: str | None,
+        data_dir: str | None) -> None:
+    """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
+    from catalog_cache.store import CatalogCache
+    from flows.observe import EngineMetrics, serve, setup_logging
+    from flows.runtime import EngineConfig, make_engine, run_jsonl
+
+    setup_logging(log_format)
+    metrics = EngineMetrics()
+    if metrics_port is not None:
+        serve(metrics_port, metrics_host)
+
+    if (input_file is None) != (output_dir is None):
+        fail(False, "--input and --output go together (a JSONL run writes into a directory)")
+    services, client = connect_services(redis_url, data_dir)
+    if CatalogCache(client, prefix=services.prefix).refresh() is None:
+        fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
+    url = services.redis_url or services.embedded.url
+    config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt)
+    if input_file is not None:
+        try:
+            stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
+        except OSError as exc:
+            fail(False, f"cannot read --input {input_file}: {exc.strerror}")
+        try:
+            run_jsonl(make_engine(config, metrics), stream, Path(output_dir))
+        except OSError as exc:
+            fail(False, f"cannot read or write: {exc}")
+        finally:
+            stream.close()
+        return
+    if (process_id is None) != (addresses is None):
+        fail(False, "--process-id and --addresses go together (a multi-process cluster)")
+    cluster = (process_id, addresses.split(";")) if addresses else None
+    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics,
+               cluster)
+
+
+def _run_kafka(config, services: Services, kafka: str | None, workers: int,
+               recovery_dir: str | None, snapshot_s: float, partitions: int, metrics,
+               cluster: tuple[int, list[str]] | None) -> None:
+    from datetime import timedelta
+    from functools import partial
+
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    from charging.errors import BrokerError
+    from flows.broker import EmbeddedBroker, ensure_topics
+    from flows.dataflow import Topics, kafka_flow
+    from flows.runtime import make_engine
+
+    topics = Topics()
+    try:
+        brokers = kafka or EmbeddedBroker(services.data_dir).start()
+        ensure_topics(brokers, {topics.requests: partitions, topics.decisions: partitions,
+                                topics.charges: partitions, topics.rejects: 1})
+    except BrokerError as exc:
+        fail(False, str(exc), 2)
+    recovery = None
+    if recovery_dir is not None:
+        rdir = Path(recovery_dir)
+        if not any(rdir.glob("part-*.sqlite3")):
+            rdir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(rdir, max(1, workers * (len(cluster[1]) if cluster else 1)))
+        recovery = RecoveryConfig(str(rdir))
+    log = logging.getLogger("chargeflow.engine")
+    log.info("starting: kafka %s, redis %s, %d worker(s)%s", brokers, config.redis_url, workers,
+             f", recovery {recovery_dir}" if recovery_dir else "")
+    stop = threading.Event()
+    flow = kafka_flow(brokers, partial(make_engine, config, metrics), topics, stop=stop)
+
+    def drain(signum, frame):  # SIGTERM / SIGINT: stop reading, finish what was read, flush
+        log.info("stopping: finishing the batches read, flushing outputs")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
+             recovery_config=recovery, process_id=cluster[0] if cluster else None,
+             addresses=cluster[1] if cluster else None)
+    log.info("stopped")
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks (figures are reported, never asserted)."""
+
+
+@bench_group.command("e2e", context_settings={"ignore_unknown_options": True,
+                                              "allow_extra_args": True})
+@click.pass_context
+def bench_e2e(ctx: click.Context) -> None:
+    """Engine and echo floor through a real broker and Redis (see bench/e2e.py --help)."""
+    from bench.e2e import main as e2e_main
+
+    e2e_main(ctx.args)
+
+
+@click.command("demo")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds of load.")
+@click.option("--rate", default=2000.0, show_default=True, help="Requests per second offered.")
+@click.option("--accounts", "n_accounts", default=10_000, show_default=True)
+@click.option("--catalog", "catalog_file", default=None, type=click.Path(dir_okay=False),
+              help="Catalog (default: the sample catalog).")
+@click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+              help="Directory of the embedded services (default .chargeflow/).")
+@click.option("--rating-only", is_flag=True,
+              help="Only rate generated usage with the kernels (no services, no engine).")
+@click.option("--requests", "n", default=1_000_000, show_default=True,
+              help="With --rating-only: how many usages to rate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def demo(duration: float, rate: float, n_accounts: int, catalog_file: str | None,
+         data_dir: str | None, rating_only: bool, n: int, as_json: bool) -> None:
+    """The engine live on embedded Redis and broker: load, progress, summary."""
+    path = catalog_file or str(sample_catalog_path())
+    cat = load_catalog_or_exit(path, as_json)
+    if rating_only:
+        from flows.demo import run_rating_demo
+
+        run_rating_demo(cat, n, 7, as_json)
+        return
+    from flows.live_demo import run_engine_demo
+
+    try:
+        run_engine_demo(Path(path), Path(data_dir or ".chargeflow"), duration, rate,
+                        n_accounts, as_json)
+    except (StoreError, RuntimeError) as exc:
+        fail(as_json, str(exc), 2)
+    except BrokerError as exc:
+        fail(as_json, str(exc), 2)
