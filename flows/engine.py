@@ -58,9 +58,13 @@ class Engine:
     def __init__(self, charger: Charger, *, fmt: str = "json",
                  clock_ns: Callable[[], int] = time.monotonic_ns,
                  sleep: Callable[[float], None] = time.sleep, max_backoff_s: float = 2.0,
-                 metrics: EngineMetrics | None = None):
+                 metrics: EngineMetrics | None = None,
+                 sweeper: Callable[[int], int] | None = None, sweep_every_s: float = 10.0):
         self.charger = charger
         self.metrics = metrics
+        self.sweeper = sweeper  # releases silent sessions: now_ms -> how many
+        self.sweep_every_ns = int(sweep_every_s * 1e9)
+        self._last_sweep = clock_ns()
         self.fmt = fmt
         self.clock_ns = clock_ns
         self.sleep = sleep
@@ -71,6 +75,8 @@ class Engine:
                 ) -> list[Output]:
         """Decide a batch; ``entered_ns`` (monotonic ns) is when each message entered."""
         start = self.clock_ns()
+        if self.sweeper is not None and start - self._last_sweep >= self.sweep_every_ns:
+            self._sweep(start)
         entered = entered_ns if entered_ns is not None else [start] * len(payloads)
         outputs: list[Output] = []
         valid, valid_entered = [], []
@@ -120,6 +126,18 @@ class Engine:
                             len(requests), delay, exc)
                 self.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2)
+
+    def _sweep(self, now_ns: int) -> None:
+        """Release silent sessions now and then, between batches (a failure only waits for
+        the next turn: the sweep is idempotent)."""
+        self._last_sweep = now_ns
+        try:
+            released = self.sweeper(time.time_ns() // 1_000_000)
+        except StoreError as exc:
+            log.warning("sweep skipped: %s", exc)
+            return
+        if released:
+            log.info("released %d silent session(s)", released)
 
     def _reject(self, exc: RequestError, payload: bytes | str) -> Output:
         self.counters.rejects += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +19,7 @@ from redis.cluster import RedisCluster
 
 from balances.charger import Charger
 from balances.store import DEFAULT_RETENTION_S, BalanceStore
+from balances.sweeper import sweep
 from catalog_cache.store import CatalogCache
 from charging.rating import warm_up
 from flows.engine import Engine
@@ -35,6 +37,7 @@ class EngineConfig:
     retention_s: int = DEFAULT_RETENTION_S
     cache_size: int = 200_000
     catalog_check_s: float = 0.1
+    sweep_every_s: float = 10.0  # how often a worker releases silent sessions
 
 
 def connect(url: str) -> redis.Redis | RedisCluster:
@@ -51,7 +54,8 @@ def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> E
     charger = Charger(store, catalogs, lambda: time.time_ns() // 1_000_000,
                       cache_size=config.cache_size)
     warm_up(catalogs.current)  # compile the catalog and load the kernels now, not mid-batch
-    return Engine(charger, fmt=config.fmt, metrics=metrics)
+    return Engine(charger, fmt=config.fmt, metrics=metrics,
+                  sweeper=partial(sweep, store), sweep_every_s=config.sweep_every_s)
 
 
 def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,

@@ -382,3 +382,15 @@ def test_reprocessing_after_a_lost_output_still_emits_the_charge(setup):
     out = by_kind(engine().process([req]))  # the restarted engine reads the request again
     assert [d["charged"] for d in out["decision"]] == ["0.0900"]
     assert [c["id"] for c in out["charge"]] == ["lost-1"]
+
+
+def test_engine_releases_silent_sessions_between_batches(setup):
+    """The sweeper runs from the engine every sweep_every_s (here: each batch)."""
+    _, engine, store = setup
+    eng = engine()
+    released: list[int] = []
+    eng.sweeper = lambda now_ms: released.append(now_ms) or 0
+    eng.sweep_every_ns = 0
+    eng.process([orjson.dumps(event("sw-1", "alice", "sms", 1, TUE))])
+    eng.process([orjson.dumps(event("sw-2", "alice", "sms", 1, TUE))])
+    assert len(released) == 2 and released[0] <= released[1]
