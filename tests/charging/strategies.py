@@ -122,25 +122,27 @@ def digit_strings(draw, min_size: int = 0, max_size: int = 20) -> str:
 
 @st.composite
 def destination_groups(draw) -> dict[str, list[str]]:
-    """1-4 groups of prefixes drawn from a small pool of nested prefixes.
-
-    The pool holds roots (1-3 digits) and extensions of them, so one group may hold "49" and
-    another "4917"; the same prefix may land in two groups (tariffs then use only one).
-    """
-    roots = draw(st.lists(digit_strings(1, 3), min_size=1, max_size=3, unique=True))
-    pool = list(roots)
-    for root in roots:
-        for ext in draw(st.lists(digit_strings(1, 4), max_size=3)):
-            pool.append(root + ext)
-    if draw(st.integers(0, 4)) == 0:
-        pool.append(draw(digit_strings(10, 18)))  # a long prefix, up to the 18-digit maximum
-    pool = sorted(set(pool))
-    groups: dict[str, list[str]] = {}
-    for g in range(draw(st.integers(1, 4))):
-        prefixes = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3))
+    """1-4 groups of prefixes cut from 1-3 chains of nested prefixes ("49", "4917",
+    "491760"), each prefix put in a random group, so that one group may hold "49" and
+    another "4917"; sometimes the same prefix lands in two groups (a tariff then uses only
+    one of them)."""
+    n_groups = draw(st.integers(1, 4))
+    groups: dict[str, list[str]] = {f"G{g}": [] for g in range(n_groups)}
+    chains = draw(st.lists(digit_strings(1, 3), min_size=1, max_size=3, unique=True))
+    for root in chains:
+        prefix = root
+        for level in range(draw(st.integers(1, 4))):
+            if level:
+                prefix += draw(digit_strings(1, 3))
+            groups[f"G{draw(st.integers(0, n_groups - 1))}"].append(prefix)
+    if draw(st.integers(0, 4)) == 0:  # a long prefix, up to the 18-digit maximum
+        groups[f"G{draw(st.integers(0, n_groups - 1))}"].append(draw(digit_strings(10, 18)))
+    pool = sorted({p for ps in groups.values() for p in ps})
+    for prefixes in groups.values():
+        if not prefixes or draw(st.integers(0, 5)) == 0:
+            prefixes.append(draw(st.sampled_from(pool)))  # never empty; sometimes shared
         if draw(st.integers(0, 9)) == 0:
-            prefixes = ["+" + prefixes[0]] + prefixes  # '+' is allowed and stripped
-        groups[f"G{g}"] = prefixes
+            prefixes.insert(0, "+" + prefixes[0])  # '+' is allowed and stripped
     return groups
 
 
@@ -180,7 +182,7 @@ def tariff_specs(draw, service: str, groups: dict[str, list[str]], bands: dict[s
     band_objs = {name: _band(name, spec) for name, spec in bands.items()}
     rates: list[dict] = []
     for group in [None, *used]:
-        plain = draw(st.booleans())
+        plain = draw(st.integers(0, 2)) > 0
         chosen: list[Band] = []
         for name in draw(st.lists(st.sampled_from(sorted(bands)), max_size=3, unique=True)
                          if bands else st.just([])):
@@ -367,12 +369,17 @@ def timestamps(draw, catalog: Catalog) -> int:
             t = int(starts[draw(st.integers(1, len(starts) - 1))]) * 1000
             return _clamp_ts(t + draw(near))
     if kind <= 8:
+        day = datetime(1970, 1, 1) + timedelta(days=draw(st.integers(0, 47480)))
         if catalog.bands and kind <= 7:
             band = catalog.bands[draw(st.sampled_from(sorted(catalog.bands)))]
             edge = draw(st.sampled_from((band.start_s, band.end_s)))
+            # on a day the band starts (its end: the next day, when it runs past midnight)
+            weekday = draw(st.sampled_from(sorted(band.days)))
+            if edge == band.end_s and band.overnight:
+                weekday = (weekday + 1) % 7
+            day += timedelta(days=(weekday - day.weekday()) % 7)
         else:
             edge = _seconds(draw(st.sampled_from(CLOCKS)))
-        day = datetime(1970, 1, 1) + timedelta(days=draw(st.integers(0, 47480)))
         local = (day + timedelta(seconds=edge)).replace(
             tzinfo=ZoneInfo(catalog.timezone), fold=draw(st.integers(0, 1)))
         return _clamp_ts(int(local.timestamp()) * 1000 + draw(near))
