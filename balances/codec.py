@@ -7,8 +7,9 @@ so all of them live in one Redis Cluster slot and one script can change them ato
     {p}:{a}:idem:<id>     string the decision returned for request <id> (expires)
     {p}:{a}:topup:<id>    string the balance an idempotent top-up left (expires)
     {p}:{a}:ledger        stream one entry per balance change
-    {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms),
-                                 one per cluster slot so it shares the slot of its accounts
+    {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms):
+                                 on a cluster one per slot, so that it shares the slot of its
+                                 accounts; on a single Redis one for all ({p}:expiry:{all})
 
 Money fields are decimal integers of micros; ``b:`` and ``s:`` fields are MessagePack.
 """
@@ -27,8 +28,9 @@ SLOTS = 16384
 
 
 class Keys:
-    def __init__(self, prefix: str = "cf"):
+    def __init__(self, prefix: str = "cf", cluster: bool = False):
         self.prefix = prefix
+        self.cluster = cluster
 
     def account(self, account: str) -> str:
         return f"{self.prefix}:{{{account}}}:acct"
@@ -43,6 +45,8 @@ class Keys:
         return f"{self.prefix}:{{{account}}}:ledger"
 
     def expiry(self, account: str) -> str:
+        if not self.cluster:
+            return f"{self.prefix}:expiry:{{all}}"
         slot = key_slot(self.account(account).encode())
         return f"{self.prefix}:expiry:{{{slot_tag(slot)}}}"
 

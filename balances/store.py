@@ -60,9 +60,9 @@ class BalanceStore:
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "cf",
                  retention_s: int = DEFAULT_RETENTION_S):
         self.r = client
-        self.keys = Keys(prefix)
-        self.retention_s = retention_s
         self.cluster = isinstance(client, RedisCluster)
+        self.keys = Keys(prefix, cluster=self.cluster)
+        self.retention_s = retention_s
         self._write = client.register_script(_lua("write.lua"))
         self._topup = client.register_script(_lua("topup.lua"))
         self._upsert = client.register_script(_lua("upsert.lua"))
@@ -240,7 +240,9 @@ class BalanceStore:
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""
         found: list[tuple[str, str]] = []
-        for key in self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000):
+        keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000) if self.cluster
+                else [self.keys.expiry("")])  # a single Redis has one index
+        for key in keys:
             for member in self.r.zrangebyscore(key, "-inf", now_ms, start=0,
                                                num=limit - len(found)):
                 found.append(split_member(member))

@@ -191,8 +191,9 @@ class Rig:
         return sum(e["delta"] for e in self.store.ledger(account))
 
     def expiry_members(self, account: str) -> dict[str, float]:
-        key = self.store.keys.expiry(account)
-        return {m.decode(): s for m, s in self.client.zrange(key, 0, -1, withscores=True)}
+        key = self.store.keys.expiry(account)  # shared with other accounts: keep this one's
+        return {m.decode(): s for m, s in self.client.zrange(key, 0, -1, withscores=True)
+                if m.decode().startswith(f"{account}\x1f")}
 
     def decision(self, account: str, request_id: str) -> bytes | None:
         return self.client.get(self.store.keys.idem(account, request_id))
