@@ -7,34 +7,17 @@ of a few megabytes, single SMS events, spread over one week so every band is exe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from charging.compiler import MAX_DIGITS, CompiledCatalog
+from charging.rating import RequestArrays
 
 WEEK_MS = 7 * 86400 * 1000
 START_MS = 1_795_824_000_000  # 2026-11-28T00:00Z; the week after it spans every band
 
 
-@dataclass(frozen=True)
-class Batch:
-    plan: np.ndarray
-    service: np.ndarray
-    ts_ms: np.ndarray
-    digits: np.ndarray
-    ndigits: np.ndarray
-    used: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.plan.shape[0])
-
-    def args(self) -> tuple:
-        return (self.plan, self.service, self.ts_ms, self.digits, self.ndigits, self.used)
-
-
 def generate(compiled: CompiledCatalog, n: int, rng: np.random.Generator,
-             plan: str | None = None) -> Batch:
+             plan: str | None = None) -> RequestArrays:
     """n usages against ``plan`` (default: the catalog's first plan)."""
     cat = compiled.catalog
     plan_name = plan or cat.first_plan()
@@ -55,7 +38,7 @@ def generate(compiled: CompiledCatalog, n: int, rng: np.random.Generator,
             p = prefixes[pick[i]]
             digits[i, : len(p)] = np.frombuffer(p.encode(), dtype=np.uint8) - 48
             ndigits[i] = max(ndigits[i], len(p))
-    return Batch(
+    return RequestArrays(
         plan=np.full(n, compiled.plan_index[plan_name], dtype=np.int64),
         service=service,
         ts_ms=START_MS + rng.integers(0, WEEK_MS, size=n, dtype=np.int64),

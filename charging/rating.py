@@ -50,7 +50,7 @@ class Rated:
 
 @dataclass(frozen=True)
 class RequestArrays:
-    """Kernel inputs for a batch; ``plan`` -1 marks rows already decided in Python."""
+    """Kernel inputs for a batch of one-off usages (``kernels.rate_batch``'s arguments)."""
 
     plan: np.ndarray
     service: np.ndarray
@@ -58,6 +58,12 @@ class RequestArrays:
     digits: np.ndarray
     ndigits: np.ndarray
     used: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.plan.shape[0])
+
+    def args(self) -> tuple:
+        return (self.plan, self.service, self.ts_ms, self.digits, self.ndigits, self.used)
 
 
 def destination_digits(destinations: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
