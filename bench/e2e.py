@@ -39,7 +39,6 @@ from flows.cli import sample_catalog_path
 from flows.dataflow import Topics
 from flows.services import Services
 
-PARTITIONS = 4
 ECHO_IN, ECHO_OUT = "bench.echo.in", "bench.echo.out"
 UNTHROTTLED = 0.0
 UNTHROTTLED_COUNT = 100_000  # requests of the unthrottled phase, produced at once
@@ -61,7 +60,7 @@ class Phase:
 
 
 def drive(brokers: str, topic_in: str, topic_out: str, requests, system: str, rate: float,
-          seconds: float, drain_s: float = 60.0) -> Phase:
+          seconds: float, drain_s: float = 60.0, partitions: int = 1) -> Phase:
     """Produce at ``rate`` for ``seconds``, collect replies by id, measure latency."""
     phase = Phase(system, rate, seconds)
     sent: dict[str, int] = {}
@@ -74,7 +73,7 @@ def drive(brokers: str, topic_in: str, topic_out: str, requests, system: str, ra
     def consume() -> None:
         c = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-{system}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-        c.assign([TopicPartition(topic_out, p, OFFSET_END) for p in range(PARTITIONS)])
+        c.assign([TopicPartition(topic_out, p, OFFSET_END) for p in range(partitions)])
         c.consume(1, 0.5)  # resolve the end offsets before any request is produced
         ready.set()
         seen: set[str] = set()
@@ -163,10 +162,12 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
-def _wait_ready(brokers: str, topic_in: str, topic_out: str, requests, timeout_s=90) -> None:
+def _wait_ready(brokers: str, topic_in: str, topic_out: str, requests, partitions: int,
+                timeout_s=90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if drive(brokers, topic_in, topic_out, requests, "probe", 50, 0.2, 3).received:
+        if drive(brokers, topic_in, topic_out, requests, "probe", 50, 0.2, 3,
+                 partitions).received:
             return
     raise RuntimeError(f"nothing came back on {topic_out} within {timeout_s} s")
 
@@ -186,20 +187,20 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
             [AccountSpec(a, "PREPAID_S", 1_000_000_000) for a in accounts])
         brokers = EmbeddedBroker(data).start()
         t = Topics()
-        ensure_topics(brokers, {t.requests: PARTITIONS, t.decisions: PARTITIONS,
-                                t.charges: PARTITIONS, t.rejects: 1,
-                                ECHO_IN: PARTITIONS, ECHO_OUT: PARTITIONS})
+        parts = workers  # one partition per worker: each worker reads one partition
+        ensure_topics(brokers, {t.requests: parts, t.decisions: parts, t.charges: parts,
+                                t.rejects: 1, ECHO_IN: parts, ECHO_OUT: parts})
         procs.append(_start(["-m", "bench.echo", "--kafka", brokers, "--source", ECHO_IN,
                              "--sink", ECHO_OUT], data / "echo.log"))
         procs.append(_start(["-m", "flows.cli", "run", "--data-dir", str(data), "--kafka",
                              brokers, "--workers", str(workers)], data / "engine.log"))
-        _wait_ready(brokers, ECHO_IN, ECHO_OUT, _echo_requests())
-        _wait_ready(brokers, t.requests, t.decisions, _gateway_requests(accounts))
+        _wait_ready(brokers, ECHO_IN, ECHO_OUT, _echo_requests(), parts)
+        _wait_ready(brokers, t.requests, t.decisions, _gateway_requests(accounts), parts)
         for rate in [*rates, UNTHROTTLED]:
             phases.append(drive(brokers, ECHO_IN, ECHO_OUT, _echo_requests(), "echo", rate,
-                                seconds))
+                                seconds, partitions=parts))
             phases.append(drive(brokers, t.requests, t.decisions, _gateway_requests(accounts),
-                                "engine", rate, seconds))
+                                "engine", rate, seconds, partitions=parts))
     finally:
         for p in procs:
             p.terminate()

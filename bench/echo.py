@@ -3,7 +3,7 @@
     python -m bench.echo --kafka HOST:PORT --source TOPIC --sink TOPIC
 
 Kafka source → flat_map_batch (returns each message as it came) → Kafka sink, with the same
-connector settings as the engine, so the benchmark can show how much of a latency or
+source and sink as the engine, so the benchmark can show how much of a latency or
 throughput figure is the broker, Bytewax and the machine rather than charging.
 """
 
@@ -19,16 +19,14 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from flows.dataflow import StoppableKafkaSource
+from flows.dataflow import RequestSource
 
 
 def echo_flow(brokers: str, source: str, sink: str, stop: threading.Event) -> Dataflow:
     flow = Dataflow("echo")
-    inp = op.input("in", flow, StoppableKafkaSource(
-        [brokers], [source], batch_size=1024, raise_on_errors=False, stop=stop,
-        add_config={"fetch.wait.max.ms": "5", "fetch.min.bytes": "1"}))
+    inp = op.input("in", flow, RequestSource(brokers, source, stop))
     out = op.flat_map_batch("echo", inp, lambda items: [
-        KafkaSinkMessage(key=m.key, value=m.value) for m in items if hasattr(m, "value")])
+        KafkaSinkMessage(key=None, value=payload) for payload in items])
     op.output("out", out, KafkaSink([brokers], topic=sink, add_config={"linger.ms": "1"}))
     return flow
 

@@ -32,8 +32,9 @@ from flows.services import Services
               help="Bytewax recovery directory: resume from the last snapshot after a crash.")
 @click.option("--snapshot-s", default=2.0, show_default=True,
               help="Seconds between recovery snapshots (and output flushes).")
-@click.option("--partitions", default=4, show_default=True,
-              help="Partitions of the topics this command creates when missing.")
+@click.option("--partitions", type=int, default=None,
+              help="Partitions of the topics this command creates when missing "
+              "(default: one per worker of the whole cluster).")
 @click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
               show_default=True, help="Encoding of request messages.")
 @click.option("--metrics-port", type=int, default=None,
@@ -83,6 +84,7 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     if (process_id is None) != (addresses is None):
         fail(False, "--process-id and --addresses go together (a multi-process cluster)")
     cluster = (process_id, addresses.split(";")) if addresses else None
+    partitions = partitions or workers * (len(cluster[1]) if cluster else 1)
     _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics,
                cluster)
 

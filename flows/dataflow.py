@@ -21,15 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import (
-    KafkaError,
-    KafkaSink,
-    KafkaSinkMessage,
-    KafkaSource,
-    KafkaSourceMessage,
-)
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import KafkaError as KafkaErrorCode
+from confluent_kafka.admin import AdminClient
 
 from flows.engine import CHARGES, DECISIONS, REJECTS, Engine, Output
 
@@ -47,15 +44,7 @@ class _ChargeStep:
         if engine is None:
             engine = self.local.engine = self.make_engine()
         entered = time.monotonic_ns()
-        payloads = []
-        for item in items:
-            if isinstance(item, KafkaSourceMessage):
-                payloads.append(item.value or b"")
-            elif isinstance(item, KafkaError):  # a broken message: rejected, like bad JSON
-                payloads.append(item.msg.value or b"")
-            else:
-                payloads.append(item)
-        outputs = engine.process(payloads, [entered] * len(payloads))
+        outputs = engine.process(items, [entered] * len(items))
         return [self.to_sink(o) for o in outputs]
 
 
@@ -82,49 +71,72 @@ class Topics:
                 "reject": self.rejects}[kind]
 
 
-class _StoppablePartition(StatefulSourcePartition):
-    """A Kafka partition reader that ends when asked to, so the dataflow drains and stops."""
+class _RequestPartition(StatefulSourcePartition):
+    """One Kafka partition of requests: payloads in offset order; the offset is the snapshot.
 
-    def __init__(self, inner: StatefulSourcePartition, stop: threading.Event):
-        self.inner = inner
+    It never blocks: ``consume(..., 0)`` returns what the client has fetched already, and an
+    empty answer lets Bytewax wait 1 ms before asking again. (Bytewax's own KafkaSource waits
+    up to 1 ms in every poll of every partition, which caps a worker that reads several
+    partitions at paced load.) It ends when ``stop`` is set, so the dataflow drains.
+    """
+
+    def __init__(self, consumer: Consumer, offset: int, batch_size: int,
+                 stop: threading.Event):
+        self.consumer = consumer
+        self.offset = offset
+        self.batch_size = batch_size
         self.stop = stop
 
-    def next_batch(self) -> list:
+    def next_batch(self) -> list[bytes]:
         if self.stop.is_set():
             raise StopIteration()
-        return self.inner.next_batch()
+        out = []
+        for msg in self.consumer.consume(self.batch_size, 0):
+            err = msg.error()
+            if err is not None and err.code() == KafkaErrorCode._PARTITION_EOF:
+                continue
+            out.append(msg.value() or b"")  # a broken message is rejected downstream
+            self.offset = msg.offset() + 1
+        return out
 
-    def next_awake(self):
-        return self.inner.next_awake()
-
-    def snapshot(self):
-        return self.inner.snapshot()
+    def snapshot(self) -> int:
+        return self.offset
 
     def close(self) -> None:
-        self.inner.close()
+        self.consumer.close()
 
 
-class StoppableKafkaSource(KafkaSource):
-    """``KafkaSource`` whose partitions end once ``stop`` is set (graceful shutdown: every
-    batch read is decided and written, the outputs are flushed, a last snapshot is taken)."""
+class RequestSource(FixedPartitionedSource):
+    """The requests topic as a Bytewax source of raw payloads, one partition per Kafka
+    partition, resumable from the offsets in Bytewax's recovery snapshots."""
 
-    def __init__(self, *args, stop: threading.Event, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, brokers: str, topic: str, stop: threading.Event,
+                 batch_size: int = 1024, config: dict | None = None):
+        self.brokers = brokers
+        self.topic = topic
         self.stop = stop
+        self.batch_size = batch_size
+        self.config = {"fetch.wait.max.ms": "5", "fetch.min.bytes": "1", **(config or {})}
 
-    def build_part(self, step_id, for_part, resume_state):
-        return _StoppablePartition(super().build_part(step_id, for_part, resume_state),
-                                   self.stop)
+    def list_parts(self) -> list[str]:
+        meta = AdminClient({"bootstrap.servers": self.brokers}).list_topics(self.topic,
+                                                                            timeout=30)
+        return [f"{p}-{self.topic}" for p in sorted(meta.topics[self.topic].partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+        idx, _, topic = for_part.partition("-")
+        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": "chargeflow",
+                             "enable.auto.commit": "false", **self.config})
+        offset = OFFSET_BEGINNING if resume_state is None else resume_state
+        consumer.assign([TopicPartition(topic, int(idx), offset)])
+        return _RequestPartition(consumer, offset, self.batch_size, self.stop)
 
 
 def kafka_flow(brokers: str, make_engine: Callable[[], Engine], topics: Topics = Topics(),
                batch_size: int = 1024, stop: threading.Event | None = None) -> Dataflow:
     """The dataflow on Kafka: the requests topic in, the three output topics out."""
-    consumer = {"fetch.wait.max.ms": "5", "fetch.min.bytes": "1"}  # low latency on tansu
     producer = {"linger.ms": "1", "compression.type": "none"}
-    source = StoppableKafkaSource([brokers], [topics.requests], batch_size=batch_size,
-                                  add_config=consumer, raise_on_errors=False,
-                                  stop=stop or threading.Event())
+    source = RequestSource(brokers, topics.requests, stop or threading.Event(), batch_size)
     sink = KafkaSink([brokers], topic=None, add_config=producer)
 
     def to_kafka(o: Output) -> KafkaSinkMessage:

@@ -63,8 +63,8 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
         for i, a in enumerate(accounts)])
     topics = Topics()
     brokers = EmbeddedBroker(services.data_dir).start()
-    ensure_topics(brokers, {topics.requests: 4, topics.decisions: 4, topics.charges: 4,
-                            topics.rejects: 1})
+    ensure_topics(brokers, {topics.requests: 1, topics.decisions: 1, topics.charges: 1,
+                            topics.rejects: 1})  # one engine worker: one partition
     log = open(services.data_dir / "engine.log", "ab")  # noqa: SIM115 - closed below
     engine = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-dir",
                                str(services.data_dir)], stdout=log, stderr=subprocess.STDOUT)
@@ -160,7 +160,7 @@ def _consume(brokers: str, topics: Topics, tally: Tally, stop: threading.Event) 
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "chargeflow-demo",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 5})
     parts = [TopicPartition(t, p, -1) for t in (topics.decisions, topics.charges)
-             for p in range(4)] + [TopicPartition(topics.rejects, 0, -1)]  # -1: from the end
+             for p in range(1)] + [TopicPartition(topics.rejects, 0, -1)]  # -1: from the end
     consumer.assign(parts)
     try:
         while not stop.is_set():
