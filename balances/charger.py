@@ -57,7 +57,7 @@ class Charger:
             now = self.clock()
             try:
                 outcomes, changes = decide_batch(batch, working, catalogs, now, previous)
-                conflicts = self.store.save(working, changes, outcomes, now)
+                conflicts = self.store.save(working, changes, outcomes)
             except Exception:
                 for name in working:
                     self.forget(name)

@@ -92,8 +92,8 @@ class BalanceStore:
         return states, decided
 
     def save(self, accounts: dict[str, Account | None], changes: dict[str, Change],
-             outcomes: Sequence[Outcome], now_ms: int,
-             ledger: dict[str, list[dict]] | None = None) -> dict[str, Conflict]:
+             outcomes: Sequence[Outcome], ledger: dict[str, list[dict]] | None = None
+             ) -> dict[str, Conflict]:
         """Write what a batch decided; returns the accounts that conflicted (not written).
 
         ``accounts`` hold the new states, whose ``version`` is still the one they were read

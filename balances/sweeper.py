@@ -33,7 +33,7 @@ def sweep(store: BalanceStore, now_ms: int, limit: int = 1000) -> int:
             if change.changed:
                 changes[name] = change
                 ledger[name] = entries
-        conflicts = store.save(states, changes, [], now_ms, ledger)
+        conflicts = store.save(states, changes, [], ledger)
         released += sum(len(ledger[a]) for a in changes if a not in conflicts)
         accounts = sorted(conflicts)
     store.remove_expiry(stale)  # index entries whose session is gone already

@@ -97,7 +97,7 @@ def write_only(store: BalanceStore, charger: Charger, work: Workload, batch: int
         prepared.append((working, changes, outcomes))
     t0 = time.perf_counter()
     for working, changes, outcomes in prepared:
-        store.save(working, changes, outcomes, 0)
+        store.save(working, changes, outcomes)
     return rounds * batch / (time.perf_counter() - t0)
 
 

@@ -14,9 +14,6 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
-import redis
-from redis.cluster import RedisCluster
-
 from balances.charger import Charger
 from balances.store import DEFAULT_RETENTION_S, BalanceStore
 from balances.sweeper import sweep
@@ -24,6 +21,7 @@ from catalog_cache.store import CatalogCache
 from charging.rating import warm_up
 from flows.engine import Engine
 from flows.observe import EngineMetrics
+from flows.services import connect
 
 OUTPUT_FILES = {"decision": "decisions.jsonl", "charge": "charges.jsonl",
                 "reject": "rejects.jsonl"}
@@ -38,12 +36,6 @@ class EngineConfig:
     cache_size: int = 200_000
     catalog_check_s: float = 0.1
     sweep_every_s: float = 10.0  # how often a worker releases silent sessions
-
-
-def connect(url: str) -> redis.Redis | RedisCluster:
-    if url.startswith("redis+cluster://"):
-        return RedisCluster.from_url("redis://" + url[len("redis+cluster://"):])
-    return redis.Redis.from_url(url)
 
 
 def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> Engine:

@@ -22,6 +22,13 @@ ENV_URL = "CHARGEFLOW_REDIS_URL"
 DEFAULT_DATA_DIR = ".chargeflow"
 
 
+def connect(url: str) -> redis.Redis | RedisCluster:
+    """A client for a Redis URL (``redis+cluster://`` for a cluster); not yet connected."""
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url[len("redis+cluster://"):])
+    return redis.Redis.from_url(url)
+
+
 @dataclass(frozen=True)
 class Services:
     redis_url: str | None  # None: the embedded server of data_dir
@@ -43,10 +50,7 @@ class Services:
         """A connected client (raises ``StoreError`` when the server cannot be reached)."""
         url = self.redis_url or self.embedded.start()
         try:
-            if url.startswith("redis+cluster://"):
-                client = RedisCluster.from_url("redis://" + url[len("redis+cluster://"):])
-            else:
-                client = redis.Redis.from_url(url)
+            client = connect(url)
             client.ping()
         except (redis.RedisError, OSError, ValueError) as exc:
             raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
