@@ -86,7 +86,7 @@ class Charger:
         self._cache.pop(account, None)
 
     def _accounts(self, batch: Sequence[Request]) -> tuple[dict[str, Account | None],
-                                                          dict[str, dict]]:
+                                                          dict[tuple[str, str], dict]]:
         """Cached accounts, plus one load for the rest (with their stored decisions)."""
         accounts: dict[str, Account | None] = {}
         missing: dict[str, list[str]] = {}
@@ -100,7 +100,7 @@ class Charger:
                 accounts[req.account] = self._cache[req.account]
             else:
                 missing[req.account] = [req.id]
-        previous: dict[str, dict] = {}
+        previous: dict[tuple[str, str], dict] = {}
         if missing:
             loaded, previous = self.store.load(missing, missing)
             for name, acct in loaded.items():

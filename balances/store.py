@@ -41,7 +41,8 @@ from charging.decide import BALANCE_LIMIT, Change, Outcome
 from charging.errors import StoreError
 from charging.state import Account
 
-DEFAULT_RETENTION_S = 7 * 86400
+DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
+DEFAULT_LEDGER_RETENTION_S = 90 * 86400  # ledger entries kept in Redis (0: all, unbounded)
 
 
 def _lua(name: str) -> str:
@@ -53,41 +54,44 @@ class Conflict:
     """An account whose write was refused: its current state and already-decided ids."""
 
     account: Account | None
-    decided: dict[str, dict]
+    decided: dict[tuple[str, str], dict]  # (account, request id) -> record
 
 
 class BalanceStore:
     def __init__(self, client: redis.Redis | RedisCluster, *, prefix: str = "cf",
-                 retention_s: int = DEFAULT_RETENTION_S):
+                 retention_s: int = DEFAULT_RETENTION_S,
+                 ledger_retention_s: int = DEFAULT_LEDGER_RETENTION_S):
         self.r = client
         self.cluster = isinstance(client, RedisCluster)
         self.keys = Keys(prefix, cluster=self.cluster)
         self.retention_s = retention_s
+        self.ledger_retention_s = ledger_retention_s
         self._write = client.register_script(_lua("write.lua"))
         self._topup = client.register_script(_lua("topup.lua"))
         self._upsert = client.register_script(_lua("upsert.lua"))
 
     # -- the hot path ----------------------------------------------------------------------
     def load(self, accounts: Iterable[str], request_ids: dict[str, list[str]] | None = None
-             ) -> tuple[dict[str, Account | None], dict[str, dict]]:
+             ) -> tuple[dict[str, Account | None], dict[tuple[str, str], dict]]:
         """Current state of ``accounts`` and the stored decisions of ``request_ids``
-        (account -> ids), in one pipelined round trip."""
+        (account -> ids; the decisions keyed by (account, id)), in one pipelined round
+        trip."""
         names = list(dict.fromkeys(accounts))
         request_ids = request_ids or {}
         pipe = self.r.pipeline(transaction=False)
         for a in names:
             pipe.hgetall(self.keys.account(a))
-        asked: list[str] = []
+        asked: list[tuple[str, str]] = []
         for a, ids in request_ids.items():
             for rid in ids:
                 pipe.get(self.keys.idem(a, rid))
-                asked.append(rid)
+                asked.append((a, rid))
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(f"cannot read accounts from Redis: {exc}") from exc
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
-        decided = {rid: orjson.loads(blob) for rid, blob in zip(asked, replies[len(names):])
+        decided = {key: orjson.loads(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
         return states, decided
 
@@ -124,7 +128,8 @@ class BalanceStore:
                     acct.version += 1
                 continue
             hits = reply[2]
-            decided = {(rid.decode() if isinstance(rid, bytes) else rid): orjson.loads(blob)
+            decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
+                       orjson.loads(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, reply[1]), decided)
         return conflicts
@@ -164,7 +169,8 @@ class BalanceStore:
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
-                args = [self.keys.prefix, self.retention_s, len(idx),
+                args = [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
+                        len(idx),
                         *[x for i in idx for x in entries[i]]]
                 reply = self._write(keys=[keys[idx[0]]], args=args, client=client)
                 for i, r in zip(idx, reply):
@@ -236,6 +242,16 @@ class BalanceStore:
                     row[name] = int(row[name])
             out.append(row)
         return out
+
+    def reconciles(self, account: str, balance: int) -> bool:
+        """True when the account's ledger accounts for ``balance`` exactly: the balance before
+        its oldest kept entry plus every delta since (the whole ledger when nothing was
+        trimmed, where that opening balance is 0)."""
+        entries = self.ledger(account)
+        if not entries:
+            return False
+        opening = entries[0]["balance"] - entries[0]["delta"]
+        return opening + sum(e["delta"] for e in entries) == balance
 
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""

@@ -96,10 +96,12 @@ def format_balance(micros: int) -> str:
 
 def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None],
                  catalogs: Catalogs, now_ms: int,
-                 previous: dict[str, dict] | None = None
+                 previous: dict[tuple[str, str], dict] | None = None
                  ) -> tuple[list[Outcome], dict[str, Change]]:
-    """Decide a batch. ``previous`` maps request ids already decided to their record
-    (``Outcome.record``: the decision, and the charge if there was one)."""
+    """Decide a batch. ``previous`` maps (account, request id) pairs already decided to
+    their record (``Outcome.record``: the decision, and the charge if there was one).
+    Request ids are idempotency keys per account: the same id for another account is
+    another request."""
     d = _Decider(catalogs, accounts, now_ms, dict(previous or {}))
     d.select_rates(requests)
     outcomes = [d.one(i, req) for i, req in enumerate(requests)]
@@ -108,7 +110,7 @@ def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None
 
 class _Decider:
     def __init__(self, catalogs: Catalogs, accounts: dict[str, Account | None], now_ms: int,
-                 previous: dict[str, dict]):
+                 previous: dict[tuple[str, str], dict]):
         self.catalogs = catalogs
         self.cc = catalogs.current
         self.accounts = accounts
@@ -141,11 +143,12 @@ class _Decider:
 
     # -- one request -----------------------------------------------------------------------
     def one(self, i: int, req: Request) -> Outcome:
-        if req.id in self.previous:
-            first = self.previous[req.id]
+        key = (req.account, req.id)
+        if key in self.previous:
+            first = self.previous[key]
             return Outcome(req, first["decision"], charge=first.get("charge"), replay=True)
         out = self._decide(i, req)
-        self.previous[req.id] = out.record()
+        self.previous[key] = out.record()
         return out
 
     def _decide(self, i: int, req: Request) -> Outcome:

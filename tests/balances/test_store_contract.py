@@ -406,7 +406,7 @@ def test_load_returns_states_and_stored_decisions(make):
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
     states, decided = r.store.load(["a", "ghost"], {"a": ["e1", "never"]})
     assert states["ghost"] is None and states["a"].balance == 9_910_000
-    assert decided == {"e1": out.record()}
+    assert decided == {("a", "e1"): out.record()}
 
 
 

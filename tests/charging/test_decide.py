@@ -816,8 +816,8 @@ def test_id_in_previous_is_a_replay():
     before = snapshot(acct)
     outcomes, changes = decide([req("s:0", "initial"), req("s:1", "update", used=30)],
                                {"a": acct}, previous={
-                                   "s:0": first.record(),
-                                   "s:1": {"decision": {"result": "SUCCESS", "x": 1}}})
+                                   ("a", "s:0"): first.record(),
+                                   ("a", "s:1"): {"decision": {"result": "SUCCESS", "x": 1}}})
     assert [o.replay for o in outcomes] == [True, True]
     assert outcomes[0].decision == first.decision
     assert outcomes[1].decision == {"result": "SUCCESS", "x": 1}
@@ -828,8 +828,22 @@ def test_id_in_previous_is_a_replay():
 
 def test_replay_is_checked_before_the_account_exists():
     outcomes, _ = decide([req("z", "event", account="ghost", used=1)], {"ghost": None},
-                         previous={"z": {"decision": {"result": "SUCCESS"}}})
+                         previous={("ghost", "z"): {"decision": {"result": "SUCCESS"}}})
     assert outcomes[0].replay and outcomes[0].decision == {"result": "SUCCESS"}
+
+
+def test_an_id_reused_for_another_account_is_another_request():
+    a, b = account("1.00"), account("1.00", aid="b")
+    outcomes, _ = decide([req("same", "event", service="sms", used=1),
+                          req("same", "event", account="b", service="sms", used=1)],
+                         {"a": a, "b": b})
+    assert [o.replay for o in outcomes] == [False, False]
+    assert [o.decision["account"] for o in outcomes] == ["a", "b"]
+    assert a.balance == b.balance < 1_000_000
+    # a previous record of the id on one account is a replay there only
+    again, _ = decide([req("same", "event", account="b", service="sms", used=1)], {"b": b},
+                      previous={("a", "same"): outcomes[0].record()})
+    assert not again[0].replay and b.balance < a.balance
 
 
 # -- re-initial -------------------------------------------------------------------------------
