@@ -37,6 +37,14 @@ from flows.services import Services
               "(default: one per worker of the whole cluster).")
 @click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
               show_default=True, help="Encoding of request messages.")
+@click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
+              default=7 * 86400, show_default=True,
+              help="Seconds a request id's decision is kept (replays within it are answered "
+              "with the first decision).")
+@click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
+              default=90 * 86400, show_default=True,
+              help="Seconds ledger entries are kept in Redis (0: forever); older ones are "
+              "trimmed as accounts are charged.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on HOST:PORT/metrics.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
@@ -49,7 +57,7 @@ from flows.services import Services
               help="Directory of the embedded services (default .chargeflow/).")
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
         process_id: int | None, addresses: str | None, recovery_dir: str | None,
-        snapshot_s: float, partitions: int, fmt: str,
+        snapshot_s: float, partitions: int, fmt: str, idem_s: int, ledger_s: int,
         metrics_port: int | None, metrics_host: str, log_format: str, redis_url: str | None,
         data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
@@ -68,7 +76,8 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     if CatalogCache(client, prefix=services.prefix).refresh() is None:
         fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
     url = services.redis_url or services.embedded.url
-    config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt)
+    config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt, retention_s=idem_s,
+                          ledger_retention_s=ledger_s)
     if input_file is not None:
         try:
             stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
@@ -141,13 +150,25 @@ def bench_group() -> None:
 
 
 @bench_group.command("e2e", context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True})
+                                              "allow_extra_args": True,
+                                              "help_option_names": []})
 @click.pass_context
 def bench_e2e(ctx: click.Context) -> None:
-    """Engine and echo floor through a real broker and Redis (see bench/e2e.py --help)."""
+    """Engine, baseline and echo floor through one broker and Redis (--help for options)."""
     from bench.e2e import main as e2e_main
 
     e2e_main(ctx.args)
+
+
+@bench_group.command("soak", context_settings={"ignore_unknown_options": True,
+                                               "allow_extra_args": True,
+                                               "help_option_names": []})
+@click.pass_context
+def bench_soak(ctx: click.Context) -> None:
+    """The engine for minutes at a share of its capacity: RSS, drift, what Redis keeps."""
+    from bench.soak import main as soak_main
+
+    soak_main(ctx.args)
 
 
 @click.command("demo")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from balances.charger import Charger
-from balances.store import DEFAULT_RETENTION_S, BalanceStore
+from balances.store import DEFAULT_LEDGER_RETENTION_S, DEFAULT_RETENTION_S, BalanceStore
 from balances.sweeper import sweep
 from catalog_cache.store import CatalogCache
 from charging.rating import warm_up
@@ -32,7 +32,8 @@ class EngineConfig:
     redis_url: str
     prefix: str = "cf"
     fmt: str = "json"  # request encoding: json | msgpack
-    retention_s: int = DEFAULT_RETENTION_S
+    retention_s: int = DEFAULT_RETENTION_S  # idempotency records
+    ledger_retention_s: int = DEFAULT_LEDGER_RETENTION_S  # 0: keep the whole ledger
     cache_size: int = 200_000
     catalog_check_s: float = 0.1
     sweep_every_s: float = 10.0  # how often a worker releases silent sessions
@@ -40,7 +41,8 @@ class EngineConfig:
 
 def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> Engine:
     client = connect(config.redis_url)
-    store = BalanceStore(client, prefix=config.prefix, retention_s=config.retention_s)
+    store = BalanceStore(client, prefix=config.prefix, retention_s=config.retention_s,
+                         ledger_retention_s=config.ledger_retention_s)
     catalogs = CatalogCache(client, prefix=config.prefix,
                             check_interval_s=config.catalog_check_s)
     charger = Charger(store, catalogs, lambda: time.time_ns() // 1_000_000,

@@ -4,7 +4,8 @@
 -- KEYS[1]  the account hash of the first entry, for routing. Every key an entry touches
 --          shares the entry's {account} hash tag and is named here from ARGV, so that on a
 --          Redis Cluster one call can carry the accounts of every slot of one node.
--- ARGV     prefix, idempotency retention (s), number of entries, then per entry, flat
+-- ARGV     prefix, idempotency retention (s), ledger retention (ms, 0: keep every entry),
+--          number of entries, then per entry, flat
 --          (counts before lists):
 --            account, expected_version ("" for an account that does not exist),
 --            n, field, value, ... (n = 2 × fields; includes the new "ver")
@@ -15,8 +16,17 @@
 --            n, member, ...                        session deadlines to drop
 -- Returns per entry {"ok"} or {"conflict", hgetall, {request_id, decision, ...}}; a conflict
 -- (the version moved, or a request id was decided already) writes nothing for that entry.
-local prefix, ttl, entries = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local p = 4
+local prefix, ttl, entries = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+-- Ledger entries older than the retention are trimmed as new ones are appended (MINID ~:
+-- whole stream nodes only, so the cost is O(1) amortised); every entry carries the balance
+-- after it, so a trimmed ledger still reconciles from its oldest entry.
+local xadd_trim = {'*'}
+if tonumber(ARGV[3]) > 0 then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  xadd_trim = {'MINID', '~', string.format('%.0f', now_ms - tonumber(ARGV[3])), '*'}
+end
+local p = 5
 local function list()
   local n = tonumber(ARGV[p])
   local first = p + 1
@@ -66,7 +76,9 @@ for i = 1, entries do
     local q = ledger_at
     for _ = 1, ledger_n do
       local m = tonumber(ARGV[q])
-      redis.call('XADD', tag .. 'ledger', '*', unpack(ARGV, q + 1, q + m))
+      local args = {tag .. 'ledger', unpack(xadd_trim)}
+      for k = q + 1, q + m do args[#args + 1] = ARGV[k] end
+      redis.call('XADD', unpack(args))
       q = q + 1 + m
     end
     for k = zadd_at, zadd_at + zadd_n - 1, 2 do
