@@ -116,9 +116,7 @@ class EmbeddedBroker:
             return False
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -126,6 +124,22 @@ class EmbeddedBroker:
         pid_file.unlink(missing_ok=True)
         (self.data_dir / ADDRFILE).unlink(missing_ok=True)
         return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. When this process started the broker, its exit leaves a
+    zombie child that ``kill(pid, 0)`` still finds: reap it."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: another command started it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def ensure_topics(brokers: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
