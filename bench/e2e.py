@@ -1,313 +1,344 @@
-"""End-to-end benchmark: the engine through a real broker and Redis, next to an echo floor.
+"""End-to-end benchmark: engine, per-request baseline and echo floor on the same services.
 
-    chargeflow bench e2e [--seconds S] [--rates 2000,5000,10000,20000] [--json] [--out DIR]
+    chargeflow bench e2e [--seconds S] [--rates 2000,5000,10000] [--json] [--out DIR]
 
-On private embedded services (a fresh tansu broker and redis-server in a temporary directory,
-sample catalog, 10,000 accounts), for each offered rate: produce gateway traffic at that rate
-for S seconds, read the decisions back (waiting up to 60 s for the last), and measure latency
-from produce to decision consumed (p50/p99/p99.9) and the rate achieved. Then an unthrottled
-phase: 100,000 requests produced at once, the rate at which they are answered is the
-sustained throughput. The same phases run, in the same invocation, through a do-nothing
-echo dataflow on the same broker (``bench.echo``): the floor that broker, Bytewax and this
-machine set.
-Writes a JSON of every figure and a PNG (latency against offered load, latency over time).
+In one invocation, on private embedded services (tansu broker and redis-server in a temporary
+directory, the sample catalog, 10,000 accounts), one phase at a time, each on a fresh broker
+with the system under test freshly started (so an idle system does not tax the broker while
+another is measured, and no phase inherits the record batches of the ones before, which make
+this broker slower as they accumulate):
+
+1. echo (``bench.echo``: the engine's source and sink with a step that returns its input):
+   each offered rate for S seconds, then ``--burst`` requests produced at once;
+2. the engine (``chargeflow run --recovery``): the same phases, then a crash phase: gateway
+   traffic at ``--crash-rate`` while the engine is SIGKILLed and restarted;
+3. the baseline (``bench.baseline``: one request at a time, redis-py round trips, the exact
+   reference rater): ``--baseline-burst`` requests produced at once.
+
+A burst's answer rate is the system's sustained throughput; ``ratio`` = engine / baseline.
+Writes a JSON of every figure (with machine and commit) and two PNGs: throughput and latency
+against offered load, and latency over time through the crash and restart.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from balances.accounts import AccountSpec
 from balances.store import BalanceStore
-from bench.gateway import Gateway
+from bench.baseline import provision
+from bench.harness import (
+    UNTHROTTLED,
+    Phase,
+    Proc,
+    commit,
+    drive,
+    echo_requests,
+    gateway_requests,
+    machine,
+    wait_ready,
+)
 from catalog_cache.store import load_catalog_text
 from flows.broker import EmbeddedBroker, ensure_topics
-from flows.cli import sample_catalog_path
+from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
 from flows.services import Services
 
 ECHO_IN, ECHO_OUT = "bench.echo.in", "bench.echo.out"
-UNTHROTTLED = 0.0
-UNTHROTTLED_COUNT = 100_000  # requests of the unthrottled phase, produced at once
+BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
+BASELINE_PREFIX = "bl"
+OPENING_MICROS = 1_000_000_000  # 1,000.00 per account: nobody runs dry during a run
 
 
-@dataclass
-class Phase:
-    system: str  # engine | echo
-    offered_rps: float  # 0: as fast as the producer goes
-    seconds: float
-    sent: int = 0
-    received: int = 0
-    complete: bool = False  # every request answered before the drain timed out
-    achieved_rps: float = 0.0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    p999_ms: float | None = None
-    series: list[tuple[float, float]] = field(default_factory=list, repr=False)
-
-
-def drive(brokers: str, topic_in: str, topic_out: str, requests, system: str, rate: float,
-          seconds: float, drain_s: float = 60.0, partitions: int = 1) -> Phase:
-    """Produce at ``rate`` for ``seconds``, collect replies by id, measure latency."""
-    phase = Phase(system, rate, seconds)
-    sent: dict[str, int] = {}
-    lock = threading.Lock()
-    latencies: list[tuple[float, float]] = []
-    done = threading.Event()
-    ready = threading.Event()
-    t0 = time.monotonic_ns()
-
-    def consume() -> None:
-        c = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-{system}",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-        c.assign([TopicPartition(topic_out, p, OFFSET_END) for p in range(partitions)])
-        c.consume(1, 0.5)  # resolve the end offsets before any request is produced
-        ready.set()
-        seen: set[str] = set()
-        while not done.is_set():
-            for msg in c.consume(2000, 0.05):
-                if msg.error():
-                    continue
-                now = time.monotonic_ns()
-                rid = orjson.loads(msg.value())["id"]
-                with lock:
-                    start = sent.get(rid)
-                if start is None or rid in seen:
-                    continue
-                seen.add(rid)
-                latencies.append(((now - t0) / 1e9, (now - start) / 1e6))
-        c.close()
-
-    reader = threading.Thread(target=consume, daemon=True)
-    reader.start()
-    ready.wait(30)
-    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 1,
-                         "queue.buffering.max.messages": 1_000_000})
-    begin = time.monotonic()
-    while (elapsed := time.monotonic() - begin) < seconds:
-        if not rate and phase.sent >= UNTHROTTLED_COUNT:
-            break  # as fast as possible, but a bounded amount: the rate is its draining
-        due = int(elapsed * rate) - phase.sent if rate else 2000
-        for _ in range(max(0, due)):
-            rid, key, value = requests()
-            with lock:
-                sent[rid] = time.monotonic_ns()
-            while True:
-                try:
-                    producer.produce(topic_in, key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            phase.sent += 1
-        producer.poll(0)
-        if rate:
-            time.sleep(0.001)
-    producer.flush(30)
-    deadline = time.monotonic() + drain_s
-    while time.monotonic() < deadline and len(latencies) < phase.sent:
-        time.sleep(0.05)
-    done.set()
-    reader.join(10)
-    phase.received = len(latencies)
-    phase.complete = phase.received == phase.sent
-    if latencies:
-        times = np.array([t for t, _ in latencies])
-        lat = np.array([ms for _, ms in latencies])
-        phase.achieved_rps = round(float(len(lat) / max(times.max() - times.min(), 1e-9)), 1)
-        phase.p50_ms, phase.p99_ms, phase.p999_ms = (
-            round(float(np.percentile(lat, q)), 2) for q in (50, 99, 99.9))
-        phase.series = [(round(t, 3), round(ms, 3)) for t, ms in latencies[:: max(1, len(
-            latencies) // 4000)]]
-    return phase
-
-
-def _gateway_requests(accounts: list[str]):
-    gw = Gateway(accounts, seed=int(time.time()))
-
-    def next_request() -> tuple[str, bytes, bytes]:
-        req = gw.next()
-        return req["id"], req["account"].encode(), orjson.dumps(req)
-
-    return next_request
-
-
-def _echo_requests():
-    n = 0
-
-    def next_request() -> tuple[str, bytes, bytes]:
-        nonlocal n
-        n += 1
-        rid = f"e{n}"
-        return rid, b"k", orjson.dumps({"id": rid, "kind": "event", "account": "x",
-                                        "service": "sms", "ts": 1795856400000, "used": 1})
-
-    return next_request
-
-
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=open(log, "ab"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT)
-
-
-def _wait_ready(brokers: str, topic_in: str, topic_out: str, requests, partitions: int,
-                timeout_s=90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if drive(brokers, topic_in, topic_out, requests, "probe", 50, 0.2, 3,
-                 partitions).received:
-            return
-    raise RuntimeError(f"nothing came back on {topic_out} within {timeout_s} s")
-
-
-def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | None,
-        workers: int = 1) -> dict:
+def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | None, *,
+        workers: int = 1, burst: int = 100_000, baseline_burst: int = 20_000,
+        crash_rate: float | None = 2000.0, crash_seconds: float = 20.0,
+        drain_s: float = 60.0, progress=print) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="cf-bench-")
     data = Path(tmp.name)
     services = Services.from_options(None, str(data))
-    procs: list[subprocess.Popen] = []
     phases: list[Phase] = []
+    crash: dict | None = None
     try:
         client = services.redis()
-        load_catalog_text(client, sample_catalog_path().read_text(), prefix=services.prefix)
+        catalog_text = sample_catalog_path().read_text()
+        load_catalog_text(client, catalog_text, prefix=services.prefix)
         accounts = [f"b{i:05d}" for i in range(n_accounts)]
-        BalanceStore(client, prefix=services.prefix).upsert_accounts(
-            [AccountSpec(a, "PREPAID_S", 1_000_000_000) for a in accounts])
-        brokers = EmbeddedBroker(data).start()
+        specs = [AccountSpec(a, "PREPAID_S", OPENING_MICROS) for a in accounts]
+        BalanceStore(client, prefix=services.prefix).upsert_accounts(specs)
+        provision(client, BASELINE_PREFIX, catalog_text, specs)
         t = Topics()
         parts = workers  # one partition per worker: each worker reads one partition
-        ensure_topics(brokers, {t.requests: parts, t.decisions: parts, t.charges: parts,
-                                t.rejects: 1, ECHO_IN: parts, ECHO_OUT: parts})
-        procs.append(_start(["-m", "bench.echo", "--kafka", brokers, "--source", ECHO_IN,
-                             "--sink", ECHO_OUT], data / "echo.log"))
-        procs.append(_start(["-m", "flows.cli", "run", "--data-dir", str(data), "--kafka",
-                             brokers, "--workers", str(workers)], data / "engine.log"))
-        _wait_ready(brokers, ECHO_IN, ECHO_OUT, _echo_requests(), parts)
-        _wait_ready(brokers, t.requests, t.decisions, _gateway_requests(accounts), parts)
-        for rate in [*rates, UNTHROTTLED]:
-            phases.append(drive(brokers, ECHO_IN, ECHO_OUT, _echo_requests(), "echo", rate,
-                                seconds, partitions=parts))
-            phases.append(drive(brokers, t.requests, t.decisions, _gateway_requests(accounts),
-                                "engine", rate, seconds, partitions=parts))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
+        systems = {
+            "echo": (ECHO_IN, ECHO_OUT, parts, lambda b, n: [
+                "-m", "bench.echo", "--kafka", b, "--source", ECHO_IN, "--sink", ECHO_OUT]),
+            "engine": (t.requests, t.decisions, parts, lambda b, n: [
+                "-m", "flows.cli", "run", "--data-dir", str(data), "--kafka", b,
+                "--workers", str(workers), "--recovery", str(data / f"recovery-{n}")]),
+            "baseline": (BASE_IN, BASE_OUT, 1, lambda b, n: [
+                "-m", "bench.baseline", "--kafka", b, "--redis", services.embedded.url,
+                "--prefix", BASELINE_PREFIX, "--source", BASE_IN, "--decisions", BASE_OUT,
+                "--charges", f"{BASE_OUT}.charges", "--rejects", f"{BASE_OUT}.rejects"]),
+        }
+        traffic = {"echo": echo_requests(), "engine": gateway_requests(accounts),
+                   "baseline": gateway_requests(accounts)}
+
+        def measure(system: str, rate: float, count: int = burst,
+                    crash_s: float | None = None) -> None:
+            """One phase on a fresh broker and a freshly started process: the embedded
+            broker's cost per request grows with the record batches it holds (bench/README),
+            so no phase inherits the load of the ones before."""
+            nonlocal crash
+            topic_in, topic_out, n_parts, args = systems[system]
+            what = f"{rate:,.0f}/s for {crash_s or seconds:g} s" if rate else \
+                f"{count:,} at once"
+            progress(f"{system}: {what}" + (", SIGKILL and restart" if crash_s else ""))
+            bdir = data / f"broker-{len(phases)}"
+            bdir.mkdir()
+            brokers = EmbeddedBroker(bdir).start()
+            proc = None
             try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+                ensure_topics(brokers, {t.requests: parts, t.decisions: parts,
+                                        t.charges: parts, t.rejects: 1, topic_in: n_parts,
+                                        topic_out: n_parts})
+                proc = Proc(args(brokers, len(phases)), data / f"{system}.log").start()
+                wait_ready(brokers, topic_in, topic_out, traffic[system], n_parts)
+                if crash_s:
+                    crash = _crash_phase(brokers, t, traffic[system], proc, rate, crash_s,
+                                         n_parts, drain_s)
+                    proc = crash["engine"]
+                    phase = crash["phase"]
+                else:
+                    phase = drive(brokers, topic_in, topic_out, traffic[system], system,
+                                  rate, seconds, count=count, partitions=n_parts,
+                                  drain_s=drain_s if system != "baseline" else
+                                  max(drain_s, 180.0))
+            finally:
+                if proc is not None:
+                    proc.stop()
+                EmbeddedBroker(bdir).stop()
+            phases.append(phase)
+            progress(f"  {_line(phase.summary())}" + (
+                f"; decisions again {crash['recovered_after_s']} s after the kill"
+                if crash_s else ""))
+
+        for system in ("echo", "engine"):
+            for rate in [*rates, UNTHROTTLED]:
+                measure(system, rate)
+        if crash_rate:
+            measure("engine", crash_rate, crash_s=crash_seconds)
+        measure("baseline", UNTHROTTLED, count=baseline_burst)
+    finally:
         services.embedded.stop()
-        EmbeddedBroker(data).stop()
         tmp.cleanup()
-    return _report(phases, seconds, n_accounts, workers, out_dir)
+    return report(phases, crash, seconds=seconds, accounts=n_accounts, workers=workers,
+                  out_dir=out_dir)
 
 
-def _report(phases: list[Phase], seconds: float, n_accounts: int, workers: int,
-            out_dir: Path | None) -> dict:
-    def pick(system: str, rate: float) -> Phase | None:
-        return next((p for p in phases if p.system == system and p.offered_rps == rate), None)
+def _crash_phase(brokers: str, topics: Topics, traffic, engine: Proc, rate: float,
+                 seconds: float, parts: int, drain_s: float) -> dict:
+    """Gateway traffic at ``rate`` while the engine is SIGKILLed a quarter of the way in and
+    started again at once on the same recovery directory."""
+    t0 = time.monotonic_ns()
+    events: dict = {"engine": engine}
 
-    engine_max = pick("engine", UNTHROTTLED)
-    echo_max = pick("echo", UNTHROTTLED)
-    at_10k = pick("engine", 10000.0)
-    floor_10k = pick("echo", 10000.0)
+    def kill_and_restart() -> None:
+        time.sleep(seconds / 4)
+        engine.kill()
+        events["killed_s"] = round((time.monotonic_ns() - t0) / 1e9, 3)
+        events["engine"] = Proc(engine.args, engine.log).start()
+        events["restarted_s"] = round((time.monotonic_ns() - t0) / 1e9, 3)
+
+    killer = threading.Thread(target=kill_and_restart, daemon=True)
+    killer.start()
+    phase = drive(brokers, topics.requests, topics.decisions, traffic, "engine", rate, seconds,
+                  partitions=parts, drain_s=drain_s, label="crash", keep=20_000, t0_ns=t0)
+    killer.join()
+    # Back: the end of the longest silence (no decision at all) that began after the kill.
+    times = sorted(t for t, _ in phase.series)
+    killed = events.get("killed_s")
+    gaps = [(b - a, b) for a, b in zip(times, times[1:]) if killed is not None and
+            b > killed]
+    back = round(max(gaps)[1] - killed, 2) if gaps else None
+    return {"phase": phase, "engine": events["engine"], "killed_s": events.get("killed_s"),
+            "restarted_s": events.get("restarted_s"), "recovered_after_s": back}
+
+
+def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts: int,
+           workers: int, out_dir: Path | None) -> dict:
+    def pick(system: str, rate: float, label: str = "") -> Phase | None:
+        return next((p for p in phases if p.system == system and p.offered_rps == rate
+                     and p.label == label), None)
+
+    paced = sorted({p.offered_rps for p in phases if p.offered_rps and not p.label})
+    reference = 10000.0 if 10000.0 in paced else (paced[-1] if paced else None)
+    engine_max, echo_max = pick("engine", UNTHROTTLED), pick("echo", UNTHROTTLED)
+    base_max = pick("baseline", UNTHROTTLED)
+    at_ref = pick("engine", reference) if reference else None
+    floor_ref = pick("echo", reference) if reference else None
+    engine_rps = engine_max.achieved_rps if engine_max else None
+    baseline_rps = base_max.achieved_rps if base_max else None
     result = {
-        "engine_rps": engine_max.achieved_rps if engine_max else None,
+        "engine_rps": engine_rps,
+        "baseline_rps": baseline_rps,
+        "ratio": round(engine_rps / baseline_rps, 2) if engine_rps and baseline_rps else None,
         "echo_rps": echo_max.achieved_rps if echo_max else None,
-        "offered_rps": [p.offered_rps for p in phases if p.system == "engine"],
-        "p50_ms": at_10k.p50_ms if at_10k else None,
-        "p99_ms": at_10k.p99_ms if at_10k else None,
-        "p999_ms": at_10k.p999_ms if at_10k else None,
-        "floor_p99_ms": floor_10k.p99_ms if floor_10k else None,
-        "phases": [{k: v for k, v in asdict(p).items() if k != "series"} for p in phases],
-        "seconds_per_phase": seconds, "accounts": n_accounts, "workers": workers,
-        "commit": _commit(), "machine": {"cpus": os.cpu_count(),
-                                         "python": platform.python_version()},
+        "offered_rps": reference,
+        "p50_ms": at_ref.p50_ms if at_ref else None,
+        "p99_ms": at_ref.p99_ms if at_ref else None,
+        "p999_ms": at_ref.p999_ms if at_ref else None,
+        "floor_p50_ms": floor_ref.p50_ms if floor_ref else None,
+        "floor_p99_ms": floor_ref.p99_ms if floor_ref else None,
+        "offered_rates": paced,
+        "complete": all(p.complete for p in phases),
+        "phases": [p.summary() for p in phases],
+        "crash": ({k: v for k, v in crash.items() if k not in ("phase", "engine")}
+                  | {"phase": crash["phase"].summary()}) if crash else None,
+        "seconds_per_phase": seconds, "accounts": accounts, "workers": workers,
+        "commit": commit(), "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
+        result["plots"] = [str(plot_load(phases, out_dir / f"e2e-{stamp}-load.png"))]
+        if crash:
+            result["plots"].append(str(plot_crash(crash, out_dir / f"e2e-{stamp}-crash.png")))
         (out_dir / f"e2e-{stamp}.json").write_bytes(
             orjson.dumps(result, option=orjson.OPT_INDENT_2))
-        result["plot"] = str(_plot(phases, out_dir / f"e2e-{stamp}.png"))
     return result
 
 
-def _plot(phases: list[Phase], path: Path) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for system, style in (("engine", "o-"), ("echo", "s--")):
-        ps = [p for p in phases if p.system == system and p.offered_rps and p.p50_ms]
-        for q, alpha in (("p50_ms", 1.0), ("p99_ms", 0.6)):
-            ax1.plot([p.offered_rps for p in ps], [getattr(p, q) for p in ps], style,
-                     alpha=alpha, label=f"{system} {q[:-3]}")
-    ax1.set(xlabel="offered requests/s", ylabel="latency, produce → reply (ms)",
+    return plt
+
+
+def plot_load(phases: list[Phase], path: Path) -> Path:
+    """Throughput and latency percentiles against offered load; latency over time at the
+    highest offered rate."""
+    plt = _pyplot()
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
+    colors = {"engine": "tab:blue", "echo": "tab:gray", "baseline": "tab:red"}
+    for system in ("engine", "echo"):
+        ps = sorted((p for p in phases if p.system == system and p.offered_rps
+                     and not p.label), key=lambda p: p.offered_rps)
+        if ps:
+            ax0.plot([p.offered_rps for p in ps], [p.achieved_rps for p in ps], "o-",
+                     color=colors[system], label=f"{system}, paced")
+        for q, style in (("p50_ms", "o-"), ("p99_ms", "s--"), ("p999_ms", "^:")):
+            pts = [(p.offered_rps, getattr(p, q)) for p in ps if getattr(p, q)]
+            if pts:
+                ax1.plot(*zip(*pts), style, color=colors[system], alpha=0.9,
+                         label=f"{system} {q[:-3].replace('p999', 'p99.9')}")
+    for p in phases:
+        if not p.offered_rps:
+            ax0.axhline(p.achieved_rps, color=colors.get(p.system, "k"), ls="--", lw=1,
+                        label=f"{p.system}, burst of {p.sent:,}: {p.achieved_rps:,.0f}/s")
+    top = max((p.offered_rps for p in phases if p.offered_rps), default=0)
+    if top:
+        ax0.plot([0, top], [0, top], color="k", lw=0.5, alpha=0.4)
+    ax0.set(xlabel="offered requests/s", ylabel="answered requests/s", title="throughput")
+    ax1.set(xlabel="offered requests/s", ylabel="ms, produce → reply consumed",
             title="latency against offered load", yscale="log")
-    ax1.legend()
-    ax1.grid(alpha=0.3)
-    rated = [p for p in phases if p.system == "engine" and p.offered_rps]
+    ax1.axhline(50, color="green", lw=0.8, alpha=0.6)
+    for ax in (ax0, ax1):
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    rated = [p for p in phases if p.system == "engine" and p.offered_rps and not p.label]
     if rated:
-        top = max(rated, key=lambda p: p.offered_rps)
-        if top.series:
-            t, ms = zip(*top.series)
-            ax2.plot(np.array(t) - t[0], ms, ".", markersize=2)
+        last = max(rated, key=lambda p: p.offered_rps)
+        if last.series:
+            ts, ms = zip(*last.series)
+            ax2.plot(np.array(ts) - ts[0], ms, ".", markersize=2)
         ax2.set(xlabel="seconds", ylabel="latency (ms)", yscale="log",
-                title=f"engine latency over time at {top.offered_rps:,.0f} req/s offered")
+                title=f"engine latency over time at {last.offered_rps:,.0f}/s offered")
         ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+def plot_crash(crash: dict, path: Path) -> Path:
+    """Latency of every request over time while the engine is killed and restarted."""
+    plt = _pyplot()
+    phase: Phase = crash["phase"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    if phase.series:
+        ts, ms = zip(*phase.series)
+        ax.plot(ts, ms, ".", markersize=2, label="latency of each request (by reply time)")
+    for key, color, text in (("killed_s", "red", "SIGKILL"), ("restarted_s", "orange",
+                                                                "restart")):
+        if crash.get(key) is not None:
+            ax.axvline(crash[key], color=color, lw=1, label=f"{text} at {crash[key]:.1f} s")
+    ax.set(xlabel="seconds since the phase began", ylabel="ms, produce → decision",
+           yscale="log", title=f"engine at {phase.offered_rps:,.0f}/s offered, killed and "
+           f"restarted with --recovery: {phase.received:,} of {phase.sent:,} answered, "
+           f"back {crash.get('recovered_after_s')} s after the kill")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _line(p: dict) -> str:
+    offered = f"{p['offered_rps']:>8,.0f}/s" if p["offered_rps"] else "   burst "
+    return (f"{p['system']:>8} {p['label']:>5} offered {offered}: sent {p['sent']:>7,} "
+            f"received {p['received']:>7,} achieved {p['achieved_rps']:>9,.0f}/s  p50 "
+            f"{p['p50_ms']} p99 {p['p99_ms']} p99.9 {p['p999_ms']} ms")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--rates", default="2000,5000,10000,20000")
+    ap = argparse.ArgumentParser(prog="chargeflow bench e2e",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds per paced phase")
+    ap.add_argument("--rates", default="2000,5000,10000,15000",
+                    help="offered rates of the paced phases, comma-separated")
+    ap.add_argument("--burst", type=int, default=100_000,
+                    help="requests produced at once to measure engine and echo throughput")
+    ap.add_argument("--baseline-burst", type=int, default=20_000,
+                    help="requests produced at once to measure the baseline")
+    ap.add_argument("--crash-rate", type=float, default=2000.0,
+                    help="offered rate of the crash phase (0: no crash phase)")
+    ap.add_argument("--crash-seconds", type=float, default=20.0)
+    ap.add_argument("--drain", type=float, default=60.0,
+                    help="seconds to wait for the last replies of a phase")
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--out", default="bench/results")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default="bench/results", help="directory for JSON and PNGs "
+                    "('' to write nothing)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = ap.parse_args(argv)
-    rates = [float(r) for r in args.rates.split(",") if r]
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    quiet = args.json
     result = run(args.seconds, rates, args.accounts, Path(args.out) if args.out else None,
-                 args.workers)
+                 workers=args.workers, burst=args.burst, baseline_burst=args.baseline_burst,
+                 crash_rate=args.crash_rate or None, crash_seconds=args.crash_seconds,
+                 drain_s=args.drain, progress=(lambda *_: None) if quiet else print)
     if args.json:
         print(orjson.dumps(result).decode())
     else:
-        for p in result["phases"]:
-            offered = f"{p['offered_rps']:>8,.0f}" if p["offered_rps"] else "     max"
-            print(f"{p['system']:>6} offered {offered}/s: sent {p['sent']:>7,} received "
-                  f"{p['received']:>7,} achieved {p['achieved_rps']:>9,.0f}/s  p50 "
-                  f"{p['p50_ms']} p99 {p['p99_ms']} p99.9 {p['p999_ms']} ms")
-        print(f"engine sustained {result['engine_rps']:,} req/s (echo floor "
-              f"{result['echo_rps']:,}); at 10,000/s p99 {result['p99_ms']} ms (floor "
-              f"{result['floor_p99_ms']} ms); plot {result.get('plot')}")
+        print(f"engine {result['engine_rps']} req/s, baseline {result['baseline_rps']} req/s: "
+              f"ratio {result['ratio']}; echo floor {result['echo_rps']} req/s")
+        print(f"at {result['offered_rps']} req/s offered: engine p50/p99/p99.9 "
+              f"{result['p50_ms']}/{result['p99_ms']}/{result['p999_ms']} ms, echo floor p99 "
+              f"{result['floor_p99_ms']} ms; every request answered: {result['complete']}")
+        for plot in result.get("plots", []):
+            print(f"plot: {plot}")
     return result
 
 

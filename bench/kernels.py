@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=2.0, help="per timed run")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON into DIR")
     args = ap.parse_args(argv)
 
     cat = parse_catalog(realistic_catalog())
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "processor": platform.machine()},
     }
+    if args.out:
+        from bench.harness import save_result
+
+        save_result(Path(args.out), "kernels", result)
     if args.json:
         print(orjson.dumps(result).decode())
     else:

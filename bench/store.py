@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batches", default="1,64,512")
     ap.add_argument("--redis", default=None, help="Redis URL (default: embedded, AOF)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON into DIR")
     args = ap.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
         "write_only_ops_per_s": {str(b): v for b, v in writes.items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
+    if args.out:
+        from bench.harness import save_result
+
+        save_result(Path(args.out), "store", out)
     if args.json:
         print(orjson.dumps(out).decode())
     else:

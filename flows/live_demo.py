@@ -164,7 +164,7 @@ def _consume(brokers: str, topics: Topics, tally: Tally, stop: threading.Event) 
     consumer.assign(parts)
     try:
         while not stop.is_set():
-            for msg in consumer.consume(1000, 0.05):
+            for msg in consumer.consume(1000, 0.002):  # a longer wait would add to latency
                 if msg.error():
                     continue
                 doc = orjson.loads(msg.value())

@@ -1,0 +1,72 @@
+"""The benchmark commands run end to end in a tiny configuration and produce their figures
+(issue 5: "asserting that decisions arrive and figures are produced — never asserting
+speed"). Each starts its own embedded broker and Redis in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import psutil
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(args: list[str], timeout: float) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "bench", *args],
+                          capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return orjson.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _no_leftovers(tmp_dirs: str) -> None:
+    """No broker, redis-server or engine of the run is left behind."""
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+            if any(tmp_dirs in part for part in p.info["cmdline"] or [])]
+    assert left == []
+
+
+def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
+    out = tmp_path / "results"
+    r = _run(["e2e", "--seconds", "1", "--rates", "300", "--burst", "1000",
+              "--baseline-burst", "200", "--crash-rate", "300", "--crash-seconds", "6",
+              "--accounts", "200", "--drain", "40", "--json", "--out", str(out)], 600)
+    for key in ("engine_rps", "baseline_rps", "ratio", "echo_rps", "p50_ms", "p99_ms",
+                "p999_ms", "floor_p99_ms"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["offered_rps"] == 300.0 and r["commit"] and r["machine"]["cpus"] >= 1
+    assert r["ratio"] == round(r["engine_rps"] / r["baseline_rps"], 2)
+    systems = {(p["system"], p["offered_rps"], p["label"]) for p in r["phases"]}
+    assert systems == {("echo", 300.0, ""), ("echo", 0.0, ""), ("engine", 300.0, ""),
+                       ("engine", 0.0, ""), ("engine", 300.0, "crash"),
+                       ("baseline", 0.0, "")}
+    # every request of every phase was answered, through the SIGKILL and restart too
+    assert r["complete"], [p for p in r["phases"] if not p["complete"]]
+    crash = r["crash"]
+    assert crash["killed_s"] < crash["restarted_s"] < 6
+    assert crash["phase"]["received"] == crash["phase"]["sent"] > 1000
+    json_files = list(out.glob("e2e-*.json"))
+    assert len(json_files) == 1 and orjson.loads(json_files[0].read_bytes())["ratio"]
+    plots = sorted(out.glob("e2e-*.png"))
+    assert [p.name.rsplit("-", 1)[1] for p in plots] == ["crash.png", "load.png"]
+    assert all(p.read_bytes().startswith(PNG) for p in plots)
+    _no_leftovers("cf-bench-")
+
+
+def test_soak_reports_growth_drift_and_retention(tmp_path):
+    r = _run(["soak", "--minutes", "0.25", "--window", "4", "--rate", "200",
+              "--accounts", "50", "--idempotency-retention-s", "3", "--ledger-retention-s",
+              "3", "--json", "--out", str(tmp_path)], 300)
+    windows = r["windows"]
+    assert len(windows) >= 3
+    assert all(w["received"] == w["sent"] > 0 for w in windows)
+    assert all(w["engine_rss_mb"] > 0 and w["redis_used_mb"] > 0 for w in windows)
+    for key in ("rss_growth_pct", "p99_drift_pct", "redis_bytes_per_account_end"):
+        assert isinstance(r[key], int | float), key
+    # idempotency records expire: at 200/s with 3 s retention, about 600 live at a time
+    assert 0 < r["idem_records_last"] <= r["idem_records_bound"] == 750
+    assert r["idem_bounded"] and r["every_request_answered"]
+    assert Path(r["plot"]).read_bytes().startswith(PNG)
+    _no_leftovers("cf-soak-")
