@@ -6,6 +6,8 @@ into an ``Engine`` with its own Redis connection, balance store, catalog cache a
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -53,14 +55,24 @@ def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> E
 
 
 def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
-              batch: int = 1024) -> None:
-    """Decide every request of a JSONL stream, in order, into the three output files."""
+              batch: int = 1024, wait_s: float = 0.002) -> None:
+    """Decide every request of a JSONL stream, in order, into the three output files.
+
+    A stream with a file descriptor (a file, a pipe, stdin) is read as it arrives: a batch
+    is what came within ``wait_s`` (at most ``batch`` lines), and its outputs are flushed
+    before the next read, so a process feeding a pipe gets each decision within a batch's
+    time. Other iterables are read in chunks of ``batch`` lines.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {kind: open(out_dir / name, "wb") for kind, name in OUTPUT_FILES.items()}  # noqa: SIM115
     try:
-        for chunk in _chunks(lines, batch):
+        fileno = getattr(lines, "fileno", None)
+        chunks = _stream_chunks(fileno(), batch, wait_s) if fileno else _chunks(lines, batch)
+        for chunk in chunks:
             for out in engine.process(chunk):
                 files[out.kind].write(out.value + b"\n")
+            for f in files.values():
+                f.flush()
     finally:
         for f in files.values():
             f.close()
@@ -70,3 +82,35 @@ def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
     payloads = (line.rstrip(b"\r\n") for line in lines if line.strip())
     while chunk := list(islice(payloads, size)):
         yield chunk
+
+
+def _stream_chunks(fd: int, size: int, wait_s: float) -> Iterator[list[bytes]]:
+    """Non-empty lines of ``fd`` in batches: a batch closes ``wait_s`` after its first line
+    arrived (or at ``size`` lines, or at end of input)."""
+    pending: list[bytes] = []
+    tail = b""
+    opened = 0.0  # when the first pending line arrived
+    while True:
+        timeout = max(0.0, opened + wait_s - time.monotonic()) if pending else None
+        ready, _, _ = select.select([fd], [], [], timeout)
+        data = os.read(fd, 1 << 20) if ready else None
+        if data:
+            lines = (tail + data).split(b"\n")
+            tail = lines.pop()
+            if not pending:
+                opened = time.monotonic()
+            pending += [x.rstrip(b"\r") for x in lines if x.strip()]
+        elif data == b"" and tail.strip():  # end of input without a final newline
+            pending.append(tail.rstrip(b"\r"))
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+            opened = time.monotonic()
+        if pending and (data is not None and data != b"" and
+                        time.monotonic() - opened < wait_s):
+            continue
+        if pending:
+            yield pending
+            pending = []
+        if data == b"":
+            return
