@@ -162,7 +162,8 @@ class KafkaEngine:
 def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         window_s: float = 30.0, n_accounts: int = 1000, idem_s: int = 60,
         ledger_s: int = 60, burst: int = 30_000, transport: str = "pipe",
-        out_dir: Path | None = None, progress=print) -> dict:
+        redis_config: dict[str, str] | None = None, out_dir: Path | None = None,
+        progress=print) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="cf-soak-")
     data = Path(tmp.name)
     services = Services.from_options(None, str(data))
@@ -170,6 +171,8 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
     windows: list[dict] = []
     try:
         client = services.redis()
+        for key, value in (redis_config or {}).items():  # e.g. AOF rewrite thresholds
+            client.config_set(key, value)
         load_catalog_text(client, sample_catalog_path().read_text(), prefix=services.prefix)
         accounts = [f"s{i:05d}" for i in range(n_accounts)]
         BalanceStore(client, prefix=services.prefix).upsert_accounts(
@@ -227,7 +230,8 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
     result = summarise(windows, rate=rate, capacity=capacity, n_accounts=n_accounts,
                        idem_s=idem_s, ledger_s=ledger_s, memory_before=memory_before)
     result |= {"minutes": minutes, "window_s": window_s, "fraction": fraction,
-               "transport": transport, "commit": commit(), "machine": machine(),
+               "transport": transport, "redis_config": redis_config or {},
+               "commit": commit(), "machine": machine(),
                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -347,6 +351,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--transport", choices=("pipe", "kafka"), default="pipe",
                     help="pipe: requests through the engine's stdin (JSONL mode), no broker; "
                     "kafka: through the embedded broker")
+    ap.add_argument("--redis-config", action="append", default=[], metavar="KEY=VALUE",
+                    help="CONFIG SET on the embedded Redis before the run (repeatable), e.g. "
+                    "auto-aof-rewrite-percentage=1000")
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -354,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
                  n_accounts=args.accounts, idem_s=args.idempotency_retention_s,
                  ledger_s=args.ledger_retention_s, burst=args.burst,
                  transport=args.transport,
+                 redis_config=dict(kv.split("=", 1) for kv in args.redis_config),
                  out_dir=Path(args.out) if args.out else None,
                  progress=(lambda *_: None) if args.json else print)
     if args.json:
