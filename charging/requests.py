@@ -8,10 +8,13 @@ reject code and a detail that names the field and what to send instead:
     MALFORMED       not JSON / MessagePack, not UTF-8, or not an object
     MISSING_FIELD   a required field is absent
     INVALID_FIELD   a field has the wrong type or an out-of-range value
+
+``reject_record`` is the message a rejected payload becomes (``chargeflow.rejects``).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +26,7 @@ from charging.errors import RequestError
 from charging.timezones import MAX_TS_MS, MIN_TS_MS
 
 MAX_PAYLOAD = 64 * 1024
+RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in its reject
 MAX_UNITS = 2**40
 KINDS = ("event", "initial", "update", "terminate")
 SESSION_KINDS = ("initial", "update", "terminate")
@@ -163,3 +167,20 @@ def _destination(obj: dict, rid: str | None) -> str | None:
 def _show(val: object) -> str:
     text = repr(val)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def reject_record(exc: RequestError, payload: bytes | str) -> dict:
+    """A reject: ``{error, detail, id, raw}``, ``raw`` being the payload as UTF-8 text, or
+    base64 with ``raw_encoding: "base64"``. A reject must fit a Kafka message: payloads past
+    ``RAW_LIMIT`` keep their head only and say ``raw_truncated_from``."""
+    raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
+    doc: dict = {"error": exc.code, "detail": exc.detail, "id": exc.request_id}
+    head = raw[:RAW_LIMIT]
+    try:
+        doc["raw"] = head.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["raw"] = base64.b64encode(head).decode()
+        doc["raw_encoding"] = "base64"
+    if len(raw) > RAW_LIMIT:
+        doc["raw_truncated_from"] = len(raw)
+    return doc

@@ -11,7 +11,6 @@ again, so nothing is lost or decided twice (the retries are idempotent) — the 
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ import orjson
 
 from balances.charger import Charger
 from charging.errors import RequestError, StoreError
-from charging.requests import decode, parse
+from charging.requests import decode, parse, reject_record
 from flows.observe import EngineMetrics
 
 log = logging.getLogger("chargeflow.engine")
@@ -29,7 +28,6 @@ log = logging.getLogger("chargeflow.engine")
 DECISIONS = "chargeflow.decisions"
 CHARGES = "chargeflow.charges"
 REJECTS = "chargeflow.rejects"
-RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in the reject
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +142,4 @@ class Engine:
         self.counters.reject_codes[exc.code] = self.counters.reject_codes.get(exc.code, 0) + 1
         if self.metrics is not None:
             self.metrics.rejects.labels(exc.code).inc()
-        raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
-        doc = {"error": exc.code, "detail": exc.detail, "id": exc.request_id}
-        # A reject must fit a Kafka message: payloads past RAW_LIMIT keep their head only.
-        head = raw[:RAW_LIMIT]
-        try:
-            doc["raw"] = head.decode("utf-8")
-        except UnicodeDecodeError:
-            doc["raw"] = base64.b64encode(head).decode()
-            doc["raw_encoding"] = "base64"
-        if len(raw) > RAW_LIMIT:
-            doc["raw_truncated_from"] = len(raw)
-        return Output("reject", None, orjson.dumps(doc))
+        return Output("reject", None, orjson.dumps(reject_record(exc, payload)))

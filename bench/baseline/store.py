@@ -32,7 +32,6 @@ sweeper), top-ups.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -47,13 +46,12 @@ from bench.baseline.rules import Rules
 from bench.baseline.state import AccountState, dump_state, load_state
 from charging.catalog import Catalog, parse_catalog
 from charging.errors import ChargeflowError, RequestError
-from charging.requests import decode, parse
+from charging.requests import decode, parse, reject_record
 
 log = logging.getLogger("chargeflow.baseline")
 
 IDEMPOTENCY_S = 7 * 86400
 LEDGER_RETENTION_MS = 90 * 86400 * 1000
-RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in the reject
 MAX_CONFLICTS = 100  # rounds a request may lose to other writers before it gives up
 
 
@@ -197,7 +195,7 @@ class Baseline:
         try:
             req = parse(decode(raw, self.fmt))
         except RequestError as exc:
-            return [("reject", None, reject_doc(exc, raw))]
+            return [("reject", None, orjson.dumps(reject_record(exc, raw)))]
         record = self._charge_retrying(req)
         key = req.account.encode()
         latency_us = max(0, (time.monotonic_ns() - start) // 1000)
@@ -277,19 +275,3 @@ class Baseline:
             row = {k.decode(): v.decode() for k, v in fields.items()}
             out.append(dict(row, delta=int(row["delta"]), balance=int(row["balance"])))
         return out
-
-
-def reject_doc(exc: RequestError, payload: bytes | str) -> bytes:
-    """The reject message of the engine's contract (README "Bad input"): error, detail, id and
-    the payload as UTF-8 text (or base64), its head only past 64 KiB."""
-    raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
-    doc: dict = {"error": exc.code, "detail": exc.detail, "id": exc.request_id}
-    head = raw[:RAW_LIMIT]
-    try:
-        doc["raw"] = head.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["raw"] = base64.b64encode(head).decode()
-        doc["raw_encoding"] = "base64"
-    if len(raw) > RAW_LIMIT:
-        doc["raw_truncated_from"] = len(raw)
-    return orjson.dumps(doc)
