@@ -169,24 +169,31 @@ class _Decider:
         return self.step(req, acct, session)
 
     def event(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
+        return self.usage(i, req, acct, tariff, SUCCESS, "event")
+
+    def usage(self, i: int, req: Request, acct: Account, tariff: Tariff, result: str,
+              reason: str) -> Outcome:
+        """Usage outside a held session: the service's free allowance first, then money.
+        An event (``result`` SUCCESS) is refused when the money is not there; usage of a
+        session the engine does not hold (SESSION_UNKNOWN) was consumed already and is
+        charged as far as the balance allows."""
         r = self.selected(i)
         if r is None:
             return self.refuse(req, RATING_FAILED, acct)
         self.refresh_buckets(acct, req.service, req.ts_ms)
-        free = self.free_units(acct, req.service)
-        allowance = min(req.used, free)
+        allowance = min(req.used, self.free_units(acct, req.service))
         status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
                                                req.used - allowance)
         if status != kernels.OK:
             return self.refuse(req, RATING_FAILED, acct)
         available = acct.available()
-        if available is not None and cost > available:
+        if result == SUCCESS and available is not None and cost > available:
             return self.refuse(req, CREDIT_LIMIT_REACHED, acct)
-        taken, uncharged = self.take(acct, cost)
+        taken, uncharged = self.take(acct, int(cost))
         self.consume(acct, req.service, allowance)
-        out = self.decided(req, SUCCESS, acct, charged=taken, decimals=tariff.decimals)
+        out = self.decided(req, result, acct, charged=taken, decimals=tariff.decimals)
         self.charged(out, acct, tariff, self.cc, r,
-                     _Used(req.used, int(rated), allowance, taken, uncharged), "event")
+                     _Used(req.used, int(rated), allowance, taken, uncharged), reason)
         return out
 
     def initial(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
@@ -286,21 +293,7 @@ class _Decider:
     def unknown_session(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
         """update / terminate of a session the engine does not hold: charge like an event
         that may not be refused, answer SESSION_UNKNOWN, grant nothing."""
-        r = self.selected(i)
-        if r is None:
-            return self.refuse(req, RATING_FAILED, acct)
-        self.refresh_buckets(acct, req.service, req.ts_ms)
-        allowance = min(req.used, self.free_units(acct, req.service))
-        status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
-                                               req.used - allowance)
-        if status != kernels.OK:
-            return self.refuse(req, RATING_FAILED, acct)
-        taken, uncharged = self.take(acct, int(cost))
-        self.consume(acct, req.service, allowance)
-        out = self.decided(req, SESSION_UNKNOWN, acct, charged=taken, decimals=tariff.decimals)
-        self.charged(out, acct, tariff, self.cc, r,
-                     _Used(req.used, int(rated), allowance, taken, uncharged), "unknown_session")
-        return out
+        return self.usage(i, req, acct, tariff, SESSION_UNKNOWN, "unknown_session")
 
     # -- money and allowances --------------------------------------------------------------
     def grant(self, acct: Account, session: Session, cc: CompiledCatalog, r: int, req: Request,

@@ -140,6 +140,12 @@ class Rules:
 
     # -- kinds
     def _event(self, req: Request, acct: AccountState, plan: Plan, tariff: Tariff) -> Outcome:
+        return self._usage(req, acct, plan, tariff, SUCCESS, "event")
+
+    def _usage(self, req: Request, acct: AccountState, plan: Plan, tariff: Tariff,
+               result: str, reason: str) -> Outcome:
+        """Usage outside a held session, allowances first: an event is refused without the
+        money; a step of a session not held is charged as far as the balance allows."""
         rate = self._select(tariff, req)
         if rate is None:
             return self._refuse(req, RATING_FAILED, acct)
@@ -151,13 +157,13 @@ class Rules:
             return self._refuse(req, RATING_FAILED, acct)
         cost_micros = to_micros(cost)
         available = acct.available()
-        if available is not None and cost_micros > available:
+        if result == SUCCESS and available is not None and cost_micros > available:
             return self._refuse(req, CREDIT_LIMIT_REACHED, acct)
         taken, uncharged = self._take(acct, cost_micros)
         self._consume(acct, req.service, allowance)
-        out = self._decided(req, SUCCESS, acct, charged=taken, decimals=tariff.decimals)
+        out = self._decided(req, result, acct, charged=taken, decimals=tariff.decimals)
         self._charged(out, req, acct, tariff, rate,
-                      _Used(req.used, rated, allowance, taken, uncharged), "event")
+                      _Used(req.used, rated, allowance, taken, uncharged), reason)
         return out
 
     def _initial(self, req: Request, acct: AccountState, plan: Plan, tariff: Tariff,
@@ -227,22 +233,7 @@ class Rules:
     def _unknown_session(self, req: Request, acct: AccountState, plan: Plan,
                          tariff: Tariff) -> Outcome:
         """update / terminate of a session not held: an event that may not be refused."""
-        rate = self._select(tariff, req)
-        if rate is None:
-            return self._refuse(req, RATING_FAILED, acct)
-        self._refresh(acct, plan, req.service, req.ts_ms)
-        allowance = min(req.used, acct.free_units(req.service))
-        try:
-            cost, rated = rate_units(tariff, rate, req.used - allowance)
-        except RatingError:
-            return self._refuse(req, RATING_FAILED, acct)
-        taken, uncharged = self._take(acct, to_micros(cost))
-        self._consume(acct, req.service, allowance)
-        out = self._decided(req, SESSION_UNKNOWN, acct, charged=taken,
-                            decimals=tariff.decimals)
-        self._charged(out, req, acct, tariff, rate,
-                      _Used(req.used, rated, allowance, taken, uncharged), "unknown_session")
-        return out
+        return self._usage(req, acct, plan, tariff, SESSION_UNKNOWN, "unknown_session")
 
     # -- money and allowances
     def _select(self, tariff: Tariff, req: Request) -> Rate | None:
