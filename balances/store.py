@@ -45,6 +45,16 @@ DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per re
 DEFAULT_LEDGER_RETENTION_S = 90 * 86400  # ledger entries kept in Redis (0: all, unbounded)
 
 
+def ledger_reconciles(entries: Sequence[dict], balance: int) -> bool:
+    """True when ledger ``entries`` (oldest first) account for ``balance`` exactly: the
+    balance before the oldest kept entry plus every delta since (the whole ledger when
+    nothing was trimmed, where that opening balance is 0)."""
+    if not entries:
+        return False
+    opening = entries[0]["balance"] - entries[0]["delta"]
+    return opening + sum(e["delta"] for e in entries) == balance
+
+
 def _lua(name: str) -> str:
     return (resources.files("balances") / "lua" / name).read_text()
 
@@ -244,14 +254,8 @@ class BalanceStore:
         return out
 
     def reconciles(self, account: str, balance: int) -> bool:
-        """True when the account's ledger accounts for ``balance`` exactly: the balance before
-        its oldest kept entry plus every delta since (the whole ledger when nothing was
-        trimmed, where that opening balance is 0)."""
-        entries = self.ledger(account)
-        if not entries:
-            return False
-        opening = entries[0]["balance"] - entries[0]["delta"]
-        return opening + sum(e["delta"] for e in entries) == balance
+        """True when the account's ledger accounts for ``balance`` exactly."""
+        return ledger_reconciles(self.ledger(account), balance)
 
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""

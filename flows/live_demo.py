@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 
 from balances.accounts import AccountSpec
-from balances.store import BalanceStore
+from balances.store import BalanceStore, ledger_reconciles
 from bench.gateway import Gateway
 from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
@@ -210,7 +210,7 @@ def _summary(tally: Tally, store: BalanceStore, accounts: list[str], currency: s
     for a in accounts:
         acct = store.view(a)
         ledger = store.ledger(a)
-        if acct is None or sum(e["delta"] for e in ledger) != acct.balance:
+        if acct is None or not ledger_reconciles(ledger, acct.balance):
             mismatched += 1
         charged += sum(-e["delta"] for e in ledger
                        if e["time_ms"] >= started * 1000 and e["reason"] not in ("open", "topup"))
