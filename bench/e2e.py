@@ -38,11 +38,12 @@ from bench.harness import (
     UNTHROTTLED,
     Phase,
     Proc,
-    commit,
     drive,
     echo_requests,
     gateway_requests,
-    machine,
+    run_facts,
+    save_result,
+    stamp,
     wait_ready,
 )
 from catalog_cache.store import load_catalog_text
@@ -202,17 +203,15 @@ def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts:
         "crash": ({k: v for k, v in crash.items() if k not in ("phase", "engine")}
                   | {"phase": crash["phase"].summary()}) if crash else None,
         "seconds_per_phase": seconds, "accounts": accounts, "workers": workers,
-        "commit": commit(), "machine": machine(),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_facts(),
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        result["plots"] = [str(plot_load(phases, out_dir / f"e2e-{stamp}-load.png"))]
+        when = stamp()
+        result["plots"] = [str(plot_load(phases, out_dir / f"e2e-{when}-load.png"))]
         if crash:
-            result["plots"].append(str(plot_crash(crash, out_dir / f"e2e-{stamp}-crash.png")))
-        (out_dir / f"e2e-{stamp}.json").write_bytes(
-            orjson.dumps(result, option=orjson.OPT_INDENT_2))
+            result["plots"].append(str(plot_crash(crash, out_dir / f"e2e-{when}-crash.png")))
+        save_result(out_dir, "e2e", result, when)
     return result
 
 

@@ -124,11 +124,12 @@ def drive(brokers: str, topic_in: str, topic_out: str, requests: Requests, syste
         time.sleep(0.05)
     done.set()
     reader.join(10)
-    _measure(phase, latencies, keep)
+    measure(phase, latencies, keep)
     return phase
 
 
-def _measure(phase: Phase, latencies: list[tuple[float, float]], keep: int) -> None:
+def measure(phase: Phase, latencies: list[tuple[float, float]], keep: int) -> None:
+    """Fill ``phase`` from its replies' (reply time s, latency ms), in reply order."""
     phase.received = len(latencies)
     phase.complete = phase.received == phase.sent
     if not latencies:
@@ -241,12 +242,25 @@ def commit() -> str | None:
     return sha + ("+dirty" if dirty.strip() else "")
 
 
-def save_result(out_dir: Path, name: str, result: dict) -> Path:
-    """Write ``result`` with the machine and commit as ``out_dir/name-<time>.json``."""
+def run_facts() -> dict:
+    """What every result file carries: the commit, the machine, the time of measurement."""
+    return {"commit": commit(), "machine": machine(),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def stamp() -> str:
+    """The time part of result file names (one per run: its JSON and PNGs share it)."""
+    return time.strftime("%Y%m%dT%H%M%S")
+
+
+def save_result(out_dir: Path, name: str, result: dict, when: str | None = None) -> Path:
+    """Write ``result`` with the run's facts as ``out_dir/name-<when>.json``; a ``machine``
+    the result has already is kept, completed by the facts'."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.setdefault("commit", commit())
-    result["machine"] = machine() | result.get("machine", {})
-    result.setdefault("measured_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    facts = run_facts()
+    result.setdefault("commit", facts["commit"])
+    result["machine"] = facts["machine"] | result.get("machine", {})
+    result.setdefault("measured_at", facts["measured_at"])
+    path = out_dir / f"{name}-{when or stamp()}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return path

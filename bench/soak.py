@@ -29,20 +29,30 @@ import time
 from pathlib import Path
 from statistics import median
 
-import numpy as np
 import orjson
 import psutil
 
 from balances.accounts import AccountSpec
 from balances.codec import Keys
 from balances.store import BalanceStore
-from bench.harness import Proc, commit, drive, gateway_requests, machine, wait_ready
+from bench.harness import (
+    Phase,
+    Proc,
+    drive,
+    gateway_requests,
+    measure,
+    run_facts,
+    save_result,
+    stamp,
+    wait_ready,
+)
 from catalog_cache.store import load_catalog_text
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
 from flows.services import Services
 
+WINDOW_FIGURES = ("sent", "received", "achieved_rps", "p50_ms", "p99_ms")
 SAMPLE_LEDGERS = 200  # accounts whose ledger length is read each window
 
 
@@ -59,7 +69,7 @@ class PipeEngine:
             stdout=open(data / "engine.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
         self.pid = self.p.pid
         self.sent: dict[str, int] = {}
-        self.replies: list[tuple[int, float]] = []  # (reply monotonic ns, latency ms)
+        self.replies: list[tuple[float, float]] = []  # (reply monotonic s, latency ms)
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -84,18 +94,18 @@ class PipeEngine:
                     with self.lock:
                         start = self.sent.pop(rid, None)
                         if start is not None:
-                            self.replies.append((now, (now - start) / 1e6))
+                            self.replies.append((now / 1e9, (now - start) / 1e6))
 
-    def window(self, traffic, rate: float, seconds: float, count: int = 0) -> dict:
+    def window(self, traffic, rate: float, seconds: float, count: int = 0) -> Phase:
         """Offer ``rate`` for ``seconds`` (``rate`` 0: ``count`` at once); wait for the
         replies (up to 30 s) and return the window's figures."""
         first = len(self.replies)
-        sent = 0
+        phase = Phase("engine", rate, seconds)
         begin = time.monotonic()
         while True:
             elapsed = time.monotonic() - begin
-            due = (int(elapsed * rate) if rate else count) - sent
-            if (rate and elapsed >= seconds) or (not rate and sent >= count):
+            due = (int(elapsed * rate) if rate else count) - phase.sent
+            if (rate and elapsed >= seconds) or (not rate and phase.sent >= count):
                 break
             lines = []
             for _ in range(max(0, due)):
@@ -106,19 +116,15 @@ class PipeEngine:
             if lines:
                 self.p.stdin.write(b"\n".join(lines) + b"\n")
                 self.p.stdin.flush()
-                sent += len(lines)
+                phase.sent += len(lines)
             time.sleep(0.001)
         deadline = time.monotonic() + 30
-        while len(self.replies) - first < sent and time.monotonic() < deadline:
+        while len(self.replies) - first < phase.sent and time.monotonic() < deadline:
             time.sleep(0.02)
         with self.lock:
             got = self.replies[first:]
-        lat = np.array([ms for _, ms in got]) if got else np.zeros(0)
-        span = (got[-1][0] - got[0][0]) / 1e9 if len(got) > 1 else 0
-        return {"sent": sent, "received": len(got),
-                "achieved_rps": round(len(got) / span, 1) if span else 0.0,
-                "p50_ms": round(float(np.percentile(lat, 50)), 2) if got else None,
-                "p99_ms": round(float(np.percentile(lat, 99)), 2) if got else None}
+        measure(phase, got, keep=1)
+        return phase
 
     def stop(self) -> None:
         try:
@@ -148,11 +154,9 @@ class KafkaEngine:
     def ready(self, traffic) -> None:
         wait_ready(self.brokers, self.t.requests, self.t.decisions, traffic, 1)
 
-    def window(self, traffic, rate: float, seconds: float, count: int = 0) -> dict:
-        phase = drive(self.brokers, self.t.requests, self.t.decisions, traffic, "engine",
-                      rate, seconds, count=count, drain_s=30, keep=1)
-        return {k: getattr(phase, k) for k in ("sent", "received", "achieved_rps", "p50_ms",
-                                               "p99_ms")}
+    def window(self, traffic, rate: float, seconds: float, count: int = 0) -> Phase:
+        return drive(self.brokers, self.t.requests, self.t.decisions, traffic, "engine",
+                     rate, seconds, count=count, drain_s=30, keep=1)
 
     def stop(self) -> None:
         self.proc.stop()
@@ -190,7 +194,7 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         capacity = None
         if rate is None:
             progress(f"capacity: {burst:,} requests at once")
-            capacity = engine.window(traffic, 0, 0, count=burst)["achieved_rps"]
+            capacity = engine.window(traffic, 0, 0, count=burst).achieved_rps
             rate = round(fraction * capacity)
             progress(f"  {capacity:,.0f}/s: soaking at {rate:,}/s")
         keys = Keys(services.prefix)
@@ -199,7 +203,8 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         begin = time.monotonic()
         cpu, clock = sum(proc.cpu_times()[:2]), time.monotonic()
         while time.monotonic() - begin < minutes * 60:
-            w = {"t_s": 0.0, **engine.window(traffic, rate, window_s)}
+            phase = engine.window(traffic, rate, window_s)
+            w = {"t_s": 0.0} | {k: getattr(phase, k) for k in WINDOW_FIGURES}
             cpu_now, clock_now = sum(proc.cpu_times()[:2]), time.monotonic()
             w["engine_cpu_pct"] = round(100 * (cpu_now - cpu) / (clock_now - clock), 1)
             cpu, clock = cpu_now, clock_now
@@ -230,15 +235,12 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
     result = summarise(windows, rate=rate, capacity=capacity, n_accounts=n_accounts,
                        idem_s=idem_s, ledger_s=ledger_s, memory_before=memory_before)
     result |= {"minutes": minutes, "window_s": window_s, "fraction": fraction,
-               "transport": transport, "redis_config": redis_config or {},
-               "commit": commit(), "machine": machine(),
-               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "transport": transport, "redis_config": redis_config or {}, **run_facts()}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        result["plot"] = str(plot(result, out_dir / f"soak-{stamp}.png"))
-        (out_dir / f"soak-{stamp}.json").write_bytes(
-            orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        when = stamp()
+        result["plot"] = str(plot(result, out_dir / f"soak-{when}.png"))
+        save_result(out_dir, "soak", result, when)
     return result
 
 

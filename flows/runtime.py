@@ -106,9 +106,8 @@ def _stream_chunks(fd: int, size: int, wait_s: float) -> Iterator[list[bytes]]:
             yield pending[:size]
             pending = pending[size:]
             opened = time.monotonic()
-        if pending and (data is not None and data != b"" and
-                        time.monotonic() - opened < wait_s):
-            continue
+        if pending and data and time.monotonic() - opened < wait_s:
+            continue  # the batch is still open: read on
         if pending:
             yield pending
             pending = []
