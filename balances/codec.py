@@ -4,7 +4,8 @@ Every key of one account carries the account as its hash tag, ``{prefix}:{<accou
 so all of them live in one Redis Cluster slot and one script can change them atomically:
 
     {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>
-    {p}:{a}:idem:<id>     string the decision returned for request <id> (expires)
+    {p}:{a}:idem:<id>     string the decision (and charge) returned for request <id>, as
+                                 ``encode_record`` packs them (expires)
     {p}:{a}:topup:<id>    string the balance an idempotent top-up left (expires)
     {p}:{a}:ledger        stream one entry per balance change
     {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms):
@@ -19,8 +20,10 @@ from __future__ import annotations
 from functools import cache
 
 import msgpack
+import orjson
 from redis.crc import key_slot
 
+from charging.decide import CHARGE_FIELDS, DECISION_FIELDS
 from charging.state import Account, Bucket, Session
 
 SEP = "\x1f"
@@ -143,3 +146,26 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
         elif name.startswith("s:"):
             acct.sessions[name[2:]] = decode_session(name[2:], value)
     return acct
+
+
+def encode_record(record: dict) -> bytes:
+    """An idempotency record (``Outcome.record``) as MessagePack values in field order: a
+    third of its JSON size, which Redis holds for the retention and writes to its AOF."""
+    decision, charge = record["decision"], record["charge"]
+    if tuple(decision) != DECISION_FIELDS or (charge is not None
+                                              and tuple(charge) != CHARGE_FIELDS):
+        return msgpack.packb(record)  # not the usual shape: keep the names
+    return msgpack.packb([[decision[k] for k in DECISION_FIELDS],
+                          None if charge is None else [charge[k] for k in CHARGE_FIELDS]])
+
+
+def decode_record(blob: bytes) -> dict:
+    """The record ``encode_record`` packed (or JSON, as records were stored before)."""
+    if blob[:1] == b"{":
+        return orjson.loads(blob)
+    obj = msgpack.unpackb(blob)
+    if isinstance(obj, dict):
+        return obj
+    decision, charge = obj
+    return {"decision": dict(zip(DECISION_FIELDS, decision)),
+            "charge": None if charge is None else dict(zip(CHARGE_FIELDS, charge))}

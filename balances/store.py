@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from importlib import resources
 
 import msgpack
-import orjson
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
@@ -34,6 +33,8 @@ from balances.codec import (
     Keys,
     changed_fields,
     decode_account,
+    decode_record,
+    encode_record,
     session_member,
     split_member,
 )
@@ -101,7 +102,7 @@ class BalanceStore:
         except redis.RedisError as exc:
             raise StoreError(f"cannot read accounts from Redis: {exc}") from exc
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
-        decided = {key: orjson.loads(blob) for key, blob in zip(asked, replies[len(names):])
+        decided = {key: decode_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
         return states, decided
 
@@ -139,34 +140,29 @@ class BalanceStore:
                 continue
             hits = reply[2]
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
-                       orjson.loads(blob)
+                       decode_record(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, reply[1]), decided)
         return conflicts
 
     def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
                extra_ledger: list[dict]) -> list:
-        """The flat script arguments of one account (layout in ``lua/write.lua``)."""
-        idem = [x for o in outs for x in (o.request.id, orjson.dumps(o.record()))]
-        changes = [e for o in outs for e in o.ledger] + extra_ledger
-        ledger: list = []
-        for e in changes:
-            fields = _ledger_fields(e)
-            ledger += [len(fields), *fields]
-        n_ledger = len(changes)
+        """One account's entry for ``lua/write.lua`` (layout there)."""
+        idem = [x for o in outs for x in (o.request.id, encode_record(o.record()))]
+        ledger = [_ledger_fields(e) for o in outs for e in o.ledger]
+        ledger += [_ledger_fields(e) for e in extra_ledger]
+        expiry = self.keys.expiry(name)
         if acct is None or not change.changed:
             expected = "" if acct is None else str(acct.version)
-            return [name, expected, 0, 0, len(idem), *idem, n_ledger, *ledger,
-                    self.keys.expiry(name), 0, 0]
+            return [name, expected, [], [], idem, ledger, expiry, [], []]
         fields = changed_fields(acct, change.sessions_written, change.buckets)
         fields["ver"] = str(acct.version + 1)
         hset = [x for kv in fields.items() for x in kv]
         hdel = [f"s:{sid}" for sid in change.sessions_removed]
         zadd = [x for sid in change.sessions_written if sid in acct.sessions
-                for x in (acct.sessions[sid].deadline_ms, session_member(name, sid))]
+                for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
         zrem = [session_member(name, sid) for sid in change.sessions_removed]
-        return [name, str(acct.version), len(hset), *hset, len(hdel), *hdel, len(idem), *idem,
-                n_ledger, *ledger, self.keys.expiry(name), len(zadd), *zadd, len(zrem), *zrem]
+        return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
 
     def _run_write(self, keys: list[str], entries: list[list]) -> list:
         """Run lua/write.lua over the entries: one call, or one per node on a cluster."""
@@ -179,9 +175,9 @@ class BalanceStore:
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
-                args = [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
-                        len(idx),
-                        *[x for i in idx for x in entries[i]]]
+                # bytes go as MessagePack raw strings: the scripts' cmsgpack reads no bin type
+                batch = msgpack.packb([entries[i] for i in idx], use_bin_type=False)
+                args = [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000, batch]
                 reply = self._write(keys=[keys[idx[0]]], args=args, client=client)
                 for i, r in zip(idx, reply):
                     replies[i] = r

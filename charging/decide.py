@@ -64,6 +64,15 @@ class FixedCatalogs:
         return next((c for c in self.older if c.version == version), None)
 
 
+#: The fields of a decision (CONTRACT §3.1, without latency_us) and of a charge (§3.2), in the
+#: order ``decided`` and ``charged`` build them; the store keeps records in this order.
+DECISION_FIELDS = ("id", "kind", "account", "service", "session", "seq", "result", "granted",
+                   "validity_s", "final", "balance", "charged")
+CHARGE_FIELDS = ("id", "account", "service", "session", "seq", "ts", "units", "rated_units",
+                 "allowance_units", "cost", "currency", "tariff", "rate", "catalog_version",
+                 "balance", "uncharged")
+
+
 @dataclass
 class Outcome:
     request: Request

@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 from balances.accounts import parse_accounts
 from balances.charger import Charger
+from balances.codec import decode_record
 from balances.embedded import PIDFILE, EmbeddedRedis
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
@@ -180,7 +181,7 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
         acct = decision["account"]
         blob = client.get(store.keys.idem(acct, rid))
         assert blob is not None, f"acknowledged request {rid} lost"
-        assert orjson.loads(blob)["decision"] == decision
+        assert decode_record(blob)["decision"] == decision
     for name in ACCOUNTS:
         acct = store.view(name)
         ledger = store.ledger(name)

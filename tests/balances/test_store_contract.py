@@ -8,11 +8,11 @@ session expiry index.
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from redis.cluster import RedisCluster
 
 from balances.accounts import parse_accounts
+from balances.codec import decode_record
 from tests.conftest import T0_MS, Rig, micros, req
 
 BOTH = ["standalone", "cluster"]
@@ -76,7 +76,7 @@ def check_books(r: Rig, account: str) -> None:
 def stored(r: Rig, account: str, request_id: str) -> dict:
     blob = r.decision(account, request_id)
     assert blob is not None, f"no stored decision for {request_id}"
-    return orjson.loads(blob)["decision"]
+    return decode_record(blob)["decision"]
 
 
 # -- administration: works on both -------------------------------------------------------
