@@ -23,7 +23,7 @@ import numpy as np
 from charging import kernels
 from charging.catalog import Tariff
 from charging.compiler import CompiledCatalog
-from charging.money import format_amount, format_micros
+from charging.money import MICROS, format_amount
 from charging.rating import destination_digits
 from charging.requests import Request
 from charging.state import BLOCKED, Account, Bucket, Session, period_label
@@ -98,9 +98,11 @@ class Change:
 
 def format_balance(micros: int) -> str:
     """A balance as a decimal string with at least two decimals: ``12.3456``, ``10.00``."""
-    text = format_micros(micros, 6).rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS)
+    if frac % 10_000 == 0:
+        return f"{sign}{whole}.{frac // 10_000:02d}"
+    return f"{sign}{whole}.{frac:06d}".rstrip("0")
 
 
 def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None],
@@ -355,11 +357,13 @@ class _Decider:
         return taken, cost - taken
 
     def free_units(self, acct: Account, service: str) -> int:
-        return sum(b.free for b in acct.allowances.get(service, []))
+        buckets = acct.allowances.get(service)
+        return sum(b.free for b in buckets) if buckets else 0
 
     def consume(self, acct: Account, service: str, units: int) -> None:
-        if units:
-            self.change(acct).buckets.add(service)
+        if not units:
+            return
+        self.change(acct).buckets.add(service)
         for bucket in acct.allowances.get(service, []):
             part = min(units, bucket.free)
             bucket.units -= part

@@ -96,7 +96,15 @@ def format_fraction(x: Fraction, decimals: int) -> str:
 def format_amount(micros: int, decimals: int) -> str:
     """At least ``decimals`` places, more when the amount has them (a partial take of an
     unrounded balance): ``(1500, 4)`` → ``"0.0015"``, ``(123456, 4)`` → ``"0.123456"``."""
-    places = decimals
-    while places < 6 and micros % 10 ** (6 - places):
-        places += 1
-    return format_micros(micros, places)
+    cut = _CUTS[decimals]
+    if micros % cut:
+        places = decimals
+        while places < 6 and micros % 10 ** (6 - places):
+            places += 1
+        return format_micros(micros, places)
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS)
+    return f"{sign}{whole}.{frac // cut:0{decimals}d}" if decimals else f"{sign}{whole}"
+
+
+_CUTS = tuple(10 ** (6 - d) for d in range(7))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from balances.charger import Charger
@@ -90,20 +91,24 @@ class Engine:
         now = self.clock_ns()
         c = self.counters
         c.batches += 1
-        m = self.metrics
-        for out, t in zip(outcomes, valid_entered):
+        c.requests += len(outcomes)
+        results: dict[str, int] = {}
+        latencies = [max(0, (now - t) // 1000) for t in valid_entered]
+        dumps = orjson.dumps
+        for out, latency_us in zip(outcomes, latencies):
             key = out.request.account.encode()
-            latency_us = max(0, (now - t) // 1000)
-            decision = dict(out.decision, latency_us=latency_us)
-            outputs.append(Output("decision", key, orjson.dumps(decision)))
-            if m is not None:
-                m.decisions.labels(out.decision["result"]).inc()
-                m.latency.observe(latency_us / 1e6)
-            c.requests += 1
-            c.results[out.decision["result"]] = c.results.get(out.decision["result"], 0) + 1
+            decision = out.decision
+            result = decision["result"]
+            results[result] = results.get(result, 0) + 1
+            outputs.append(Output("decision", key, dumps({**decision, "latency_us": latency_us})))
             if out.charge is not None:  # a replay re-emits it: outputs are at-least-once
-                outputs.append(Output("charge", key, orjson.dumps(out.charge)))
-                c.charged_micros += sum(-e["delta"] for e in out.ledger)
+                outputs.append(Output("charge", key, dumps(out.charge)))
+                for entry in out.ledger:
+                    c.charged_micros -= entry["delta"]
+        for result, n in results.items():
+            c.results[result] = c.results.get(result, 0) + n
+        if self.metrics is not None:
+            self.metrics.record_batch(results, np.array(latencies, dtype=np.float64) / 1e6)
         return outputs
 
     def _charge(self, requests):

@@ -394,3 +394,38 @@ def test_engine_releases_silent_sessions_between_batches(setup):
     eng.process([orjson.dumps(event("sw-1", "alice", "sms", 1, TUE))])
     eng.process([orjson.dumps(event("sw-2", "alice", "sms", 1, TUE))])
     assert len(released) == 2 and released[0] <= released[1]
+
+
+def test_metrics_count_decisions_rejects_and_latency_per_request(redis_client, prefix):
+    from prometheus_client import CollectorRegistry
+
+    from flows.observe import EngineMetrics
+
+    prepare(redis_client, prefix, ACCOUNTS)
+    registry = CollectorRegistry()
+    eng = make_engine(EngineConfig(redis_url=REDIS_URL, prefix=prefix),
+                      EngineMetrics(registry))
+    try:
+        batch = mixed_batch()
+        now = time.monotonic_ns()
+        entered = [now - 3_000_000] * (len(batch) - 1) + [now - 3_000_000_000]  # 3 ms, 3 s
+        outputs = eng.process([orjson.dumps(r) for r in batch] + [b"{"], entered + [now])
+    finally:
+        eng.charger.store.r.close()
+    results: dict[str, int] = {}
+    for d in by_kind(outputs)["decision"]:
+        results[d["result"]] = results.get(d["result"], 0) + 1
+
+    def sample(name: str, **labels) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for result, n in results.items():
+        assert sample("chargeflow_decisions_total", result=result) == n
+    assert sample("chargeflow_rejects_total", code="MALFORMED") == 1
+    n = len(batch)
+    assert sample("chargeflow_decision_latency_seconds_count") == n
+    assert sample("chargeflow_decision_latency_seconds_bucket", le="0.002") == 0
+    assert sample("chargeflow_decision_latency_seconds_bucket", le="2.5") == n - 1
+    assert sample("chargeflow_decision_latency_seconds_bucket", le="+Inf") == n
+    assert 3.0 < sample("chargeflow_decision_latency_seconds_sum") < 4.0 + n
+    assert sample("chargeflow_batch_size_count") == 1
