@@ -15,19 +15,24 @@ import threading
 from datetime import timedelta
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
-from flows.dataflow import RequestSource
+from flows.dataflow import OutputSink, RequestSource, split_marks
+from flows.engine import Output
 
 
 def echo_flow(brokers: str, source: str, sink: str, stop: threading.Event) -> Dataflow:
+    """The engine's flow with nothing in the middle: same source, same sink."""
     flow = Dataflow("echo")
     inp = op.input("in", flow, RequestSource(brokers, source, stop))
-    out = op.flat_map_batch("echo", inp, lambda items: [
-        KafkaSinkMessage(key=None, value=payload) for payload in items])
-    op.output("out", out, KafkaSink([brokers], topic=sink, add_config={"linger.ms": "1"}))
+
+    def echo(items: list) -> list:
+        payloads, marks = split_marks(items)
+        return [Output("echo", None, p) for p in payloads] + marks
+
+    out = op.flat_map_batch("echo", inp, echo)
+    op.output("out", out, OutputSink(brokers, lambda kind: sink))
     return flow
 
 

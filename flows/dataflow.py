@@ -11,24 +11,62 @@ decides again); only the order between partitions is then undefined.
 
 Bytewax runs worker threads in one process; each thread builds its own ``Engine`` (its own
 Redis connection and account cache) on first use.
+
+Outputs are produced without waiting for the broker's acknowledgement batch by batch (that
+wait was a third of the engine's time under load); instead a source partition's snapshot, the
+offset a restarted engine resumes from, first flushes the producer and then names only
+requests whose outputs were produced: the end of each source batch travels through the
+flow as a ``Consumed`` mark behind that batch's outputs, and the sink records it once it
+has handed them to the producer. A request is thus never skipped on resume unless its
+outputs reached the broker.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka import KafkaError as KafkaErrorCode
 from confluent_kafka.admin import AdminClient
 
+from charging.errors import BrokerError
 from flows.engine import CHARGES, DECISIONS, REJECTS, Engine, Output
+
+log = logging.getLogger("chargeflow.engine")
+
+
+class _Partition:
+    """What one source partition has read, and how far its requests' outputs were produced."""
+
+    def __init__(self, offset: int):
+        self.produced = offset  # every request before this offset has its outputs produced
+        self.producer: Producer | None = None  # the producer that took them (the sink's)
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """Follows a source batch through the flow: its requests end before ``offset``."""
+
+    partition: _Partition
+    offset: int
+
+
+def split_marks(items: list) -> tuple[list, list[Consumed]]:
+    """A step's input: the payloads, and the ``Consumed`` marks to pass on after their
+    outputs (a step must emit every mark it receives, behind the outputs of the items
+    before it)."""
+    payloads = [x for x in items if type(x) is not Consumed]
+    if len(payloads) == len(items):
+        return items, []
+    return payloads, [x for x in items if type(x) is Consumed]
 
 
 class _ChargeStep:
@@ -43,9 +81,11 @@ class _ChargeStep:
         engine = getattr(self.local, "engine", None)
         if engine is None:
             engine = self.local.engine = self.make_engine()
+        payloads, marks = split_marks(items)
         entered = time.monotonic_ns()
-        outputs = engine.process(items, [entered] * len(items))
-        return [self.to_sink(o) for o in outputs]
+        outputs = engine.process(payloads, [entered] * len(payloads)) if payloads else []
+        to_sink = self.to_sink
+        return [to_sink(o) for o in outputs] + marks
 
 
 def build_flow(source, sink, make_engine: Callable[[], Engine],
@@ -75,7 +115,9 @@ POLL_S = 0.001
 
 
 class _RequestPartition(StatefulSourcePartition):
-    """One Kafka partition of requests: payloads in offset order; the offset is the snapshot.
+    """One Kafka partition of requests: payloads in offset order, each batch followed by its
+    ``Consumed`` mark. The snapshot is the offset up to which outputs were produced, taken
+    after a flush of the producer that took them.
 
     Each poll waits at most ``POLL_S`` for messages: long enough that a burst arrives in large
     batches, short enough not to hold up a worker. It ends when ``stop`` is set, so the
@@ -87,24 +129,30 @@ class _RequestPartition(StatefulSourcePartition):
     def __init__(self, consumer: Consumer, offset: int, batch_size: int,
                  stop: threading.Event):
         self.consumer = consumer
-        self.offset = offset
         self.batch_size = batch_size
         self.stop = stop
+        self.part = _Partition(offset)
 
-    def next_batch(self) -> list[bytes]:
+    def next_batch(self) -> list:
         if self.stop.is_set():
             raise StopIteration()
-        out = []
+        out: list = []
+        offset = None
         for msg in self.consumer.consume(self.batch_size, POLL_S):
             err = msg.error()
             if err is not None and err.code() == KafkaErrorCode._PARTITION_EOF:
                 continue
             out.append(msg.value() or b"")  # a broken message is rejected downstream
-            self.offset = msg.offset() + 1
+            offset = msg.offset() + 1
+        if offset is not None:
+            out.append(Consumed(self.part, offset))
         return out
 
     def snapshot(self) -> int:
-        return self.offset
+        producer = self.part.producer
+        if producer is not None:
+            _flush(producer)
+        return self.part.produced
 
     def close(self) -> None:
         self.consumer.close()
@@ -136,14 +184,64 @@ class RequestSource(FixedPartitionedSource):
         return _RequestPartition(consumer, offset, self.batch_size, self.stop)
 
 
+PRODUCER_CONFIG = {"linger.ms": "1", "compression.type": "none",
+                   "delivery.report.only.error": True}
+
+
+def _flush(producer: Producer) -> None:
+    while producer.flush(10.0):
+        log.warning("outputs still waiting for the broker after 10 s; flushing on")
+
+
+class _OutputPartition(StatelessSinkPartition):
+    def __init__(self, producer: Producer, topic_of: Callable[[str], str]):
+        self.producer = producer
+        self.topic_of = topic_of
+        self.failed: str | None = None
+
+    def write_batch(self, items: list) -> None:
+        if self.failed is not None:
+            raise BrokerError(f"an output could not be delivered: {self.failed}")
+        produce = self.producer.produce
+        topic_of = self.topic_of
+        for o in items:
+            if type(o) is Consumed:
+                o.partition.producer = self.producer
+                o.partition.produced = o.offset
+                continue
+            while True:
+                try:
+                    produce(topic_of(o.kind), o.value, o.key, on_delivery=self._failed)
+                    break
+                except BufferError:  # the producer's queue is full: let it drain
+                    self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def _failed(self, err, msg) -> None:  # delivery reports come for failures only
+        if err is not None:
+            log.error("output to %s lost by the broker: %s", msg.topic(), err)
+            self.failed = str(err)
+
+    def close(self) -> None:
+        _flush(self.producer)
+
+
+class OutputSink(DynamicSink):
+    """``Output``s to their topics, produced as they come (no wait per batch); the flushes
+    are the snapshots' (see ``_RequestPartition``) and the close's."""
+
+    def __init__(self, brokers: str, topic_of: Callable[[str], str],
+                 config: dict | None = None):
+        self.brokers = brokers
+        self.topic_of = topic_of
+        self.config = {"bootstrap.servers": brokers, **PRODUCER_CONFIG, **(config or {})}
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutputPartition:
+        return _OutputPartition(Producer(self.config), self.topic_of)
+
+
 def kafka_flow(brokers: str, make_engine: Callable[[], Engine], topics: Topics = Topics(),
                batch_size: int = 1024, stop: threading.Event | None = None) -> Dataflow:
     """The dataflow on Kafka: the requests topic in, the three output topics out."""
-    producer = {"linger.ms": "1", "compression.type": "none"}
     source = RequestSource(brokers, topics.requests, stop or threading.Event(), batch_size)
-    sink = KafkaSink([brokers], topic=None, add_config=producer)
-
-    def to_kafka(o: Output) -> KafkaSinkMessage:
-        return KafkaSinkMessage(key=o.key, value=o.value, topic=topics.of(o.kind))
-
-    return build_flow(source, sink, make_engine, to_kafka)
+    return build_flow(source, OutputSink(brokers, topics.of), make_engine)
