@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from balances.store import BalanceStore
+from balances.store import BalanceStore, Conflict, PendingSave
 from charging.compiler import CompiledCatalog
 from charging.decide import Catalogs, Outcome, decide_batch
 from charging.errors import StoreError
@@ -20,6 +20,8 @@ from charging.requests import Request
 from charging.state import Account
 
 MAX_ROUNDS = 8
+GROUP_SIZE = 128  # requests per write in flight (a first round pipelines up to MAX_GROUPS)
+MAX_GROUPS = 4
 
 
 @dataclass(frozen=True)
@@ -43,43 +45,86 @@ class Charger:
         self._cache: OrderedDict[str, Account | None] = OrderedDict()
 
     def charge(self, requests: Sequence[Request]) -> list[Outcome]:
-        """Decide and persist a batch; one outcome per request, in order."""
+        """Decide and persist a batch; one outcome per request, in order.
+
+        The first round splits the batch into groups of whole accounts and sends each
+        group's write as soon as it is decided, so Redis runs one group's script while the
+        next group is decided; later rounds (conflicts only) go one write at a time.
+        """
         results: list[Outcome | None] = [None] * len(requests)
-        pending = list(range(len(requests)))
-        accounts, previous = self._accounts([requests[i] for i in pending])
+        accounts, previous = self._accounts(requests)
         catalogs = _Pinned(self.catalogs.current, self.catalogs)  # one version per batch
-        for _ in range(MAX_ROUNDS):
-            batch = [requests[i] for i in pending]
-            # decide_batch changes these objects in place: they become the cached truth once
-            # written; a conflict replaces them with the store's state, and any failure before
-            # the write is confirmed drops them from the cache.
-            working = {a: accounts[a] for a in {r.account for r in batch}}
-            now = self.clock()
-            try:
-                outcomes, changes = decide_batch(batch, working, catalogs, now, previous)
-                conflicts = self.store.save(working, changes, outcomes)
-            except Exception:
-                for name in working:
-                    self.forget(name)
-                raise
-            retry = []
-            for i, out in zip(pending, outcomes):
-                if out.request.account in conflicts:
-                    retry.append(i)
-                else:
-                    results[i] = out
-            for name, acct in working.items():
-                if name not in conflicts:
-                    self._remember(name, acct)
-            for name, conflict in conflicts.items():
-                accounts[name] = conflict.account
-                self._remember(name, conflict.account)
-                previous.update(conflict.decided)
-            if not retry:
-                return [r for r in results if r is not None]
-            pending = retry
+        pending = self._first_round(requests, accounts, catalogs, previous, results)
+        for _ in range(MAX_ROUNDS - 1):
+            if not pending:
+                return results  # type: ignore[return-value]
+            pending = self._round(requests, pending, accounts, catalogs, previous, results)
         raise StoreError(f"{len(pending)} requests still conflict after {MAX_ROUNDS} rounds "
                          "(accounts changing faster than they can be charged)")
+
+    def _first_round(self, requests: Sequence[Request], accounts: dict[str, Account | None],
+                     catalogs: _Pinned, previous: dict, results: list) -> list[int]:
+        groups = _groups(requests)
+        sent: list[tuple[list[int], list[Outcome], dict, PendingSave]] = []
+        with self.store.pipelined() as connection:
+            try:
+                for idx in groups:
+                    batch = [requests[i] for i in idx]
+                    working = {a: accounts[a] for a in {r.account for r in batch}}
+                    outcomes, changes = decide_batch(batch, working, catalogs, self.clock(),
+                                                     previous)
+                    sent.append((idx, outcomes, working,
+                                 self.store.send_save(working, changes, outcomes,
+                                                      connection=connection)))
+                conflicts = [write.result() for *_, write in sent]
+            except Exception:
+                for *_, working, _write in sent:
+                    for name in working:
+                        self.forget(name)
+                for idx in groups[len(sent):]:
+                    for i in idx:
+                        self.forget(requests[i].account)
+                raise
+        retry: list[int] = []
+        for (idx, outcomes, working, _), found in zip(sent, conflicts):
+            retry += self._settle(idx, outcomes, working, found, accounts, previous, results)
+        return sorted(retry)
+
+    def _round(self, requests: Sequence[Request], pending: list[int],
+               accounts: dict[str, Account | None], catalogs: _Pinned, previous: dict,
+               results: list) -> list[int]:
+        batch = [requests[i] for i in pending]
+        # decide_batch changes these objects in place: they become the cached truth once
+        # written; a conflict replaces them with the store's state, and any failure before
+        # the write is confirmed drops them from the cache.
+        working = {a: accounts[a] for a in {r.account for r in batch}}
+        try:
+            outcomes, changes = decide_batch(batch, working, catalogs, self.clock(), previous)
+            conflicts = self.store.save(working, changes, outcomes)
+        except Exception:
+            for name in working:
+                self.forget(name)
+            raise
+        return self._settle(pending, outcomes, working, conflicts, accounts, previous, results)
+
+    def _settle(self, idx: list[int], outcomes: list[Outcome], working: dict,
+                conflicts: dict[str, Conflict], accounts: dict[str, Account | None],
+                previous: dict, results: list) -> list[int]:
+        """Keep the outcomes of written accounts; returns the requests to decide again."""
+        retry = []
+        for i, out in zip(idx, outcomes):
+            if out.request.account in conflicts:
+                retry.append(i)
+            else:
+                results[i] = out
+        for name, acct in working.items():
+            if name not in conflicts:
+                self._remember(name, acct)
+        for name, conflict in conflicts.items():
+            accounts[name] = conflict.account
+            self._remember(name, conflict.account)
+            previous.update(conflict.decided)
+        return retry
 
     def forget(self, account: str) -> None:
         """Drop an account from the cache: the next batch reads it from the store."""
@@ -113,3 +158,19 @@ class Charger:
         self._cache.move_to_end(name)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def _groups(requests: Sequence[Request]) -> list[list[int]]:
+    """Request indices in groups of whole accounts (input order kept within each), about
+    ``GROUP_SIZE`` requests each and at most ``MAX_GROUPS``."""
+    n = max(1, min(MAX_GROUPS, len(requests) // GROUP_SIZE))
+    if n == 1:
+        return [list(range(len(requests)))]
+    group_of: dict[str, int] = {}
+    groups: list[list[int]] = [[] for _ in range(n)]
+    for i, req in enumerate(requests):
+        g = group_of.get(req.account)
+        if g is None:
+            g = group_of[req.account] = len(group_of) % n
+        groups[g].append(i)
+    return [g for g in groups if g]

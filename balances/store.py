@@ -18,15 +18,17 @@ for scripts without flags as long as the keys live on the node that runs it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 
 import msgpack
 import redis
 from redis.cluster import RedisCluster
+from redis.connection import Connection
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from balances.accounts import AccountSpec
 from balances.codec import (
@@ -58,6 +60,35 @@ def ledger_reconciles(entries: Sequence[dict], balance: int) -> bool:
 
 def _lua(name: str) -> str:
     return (resources.files("balances") / "lua" / name).read_text()
+
+
+class PendingSave:
+    """A write sent by ``BalanceStore.send_save``; ``result()`` reads its reply (once)."""
+
+    def __init__(self, store: BalanceStore, accounts: dict[str, Account | None],
+                 changes: dict[str, Change], names: list[str]):
+        self.store = store
+        self.accounts = accounts
+        self.changes = changes
+        self.names = names
+        self.replies: list | None = None
+        self.connection: Connection | None = None
+        self.sent: tuple[list[str], list[list]] | None = None
+
+    def result(self) -> dict[str, Conflict]:
+        """The accounts that conflicted (not written); the others now have version + 1."""
+        if self.replies is None:
+            self.replies = self._read()
+        return self.store._conflicts(self, self.replies)
+
+    def _read(self) -> list:
+        assert self.connection is not None and self.sent is not None
+        try:
+            return self.connection.read_response()
+        except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
+            return self.store._run_write(*self.sent)
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot write to Redis: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -114,6 +145,15 @@ class BalanceStore:
         ``accounts`` hold the new states, whose ``version`` is still the one they were read
         at; written accounts get ``version + 1`` here, in the store and in memory.
         """
+        return self.send_save(accounts, changes, outcomes, ledger).result()
+
+    def send_save(self, accounts: dict[str, Account | None], changes: dict[str, Change],
+                  outcomes: Sequence[Outcome], ledger: dict[str, list[dict]] | None = None,
+                  connection: Connection | None = None) -> PendingSave:
+        """``save`` in two halves: the write is sent now and its reply read by
+        ``PendingSave.result()``, so the caller can work while Redis runs the script. With
+        a ``connection`` (a single Redis only; see ``pipelined``) several writes can be in
+        flight on it, their replies read in the order they were sent."""
         per_account: dict[str, list[Outcome]] = {}
         for out in outcomes:
             if not out.replay:
@@ -127,15 +167,54 @@ class BalanceStore:
             entries.append(self._entry(name, acct, change, outs, (ledger or {}).get(name, [])))
             keys.append(self.keys.account(name))
             names.append(name)
+        pending = PendingSave(self, accounts, changes, names)
         if not entries:
-            return {}
-        replies = self._run_write(keys, entries)
+            pending.replies = []
+        elif connection is None or self.cluster:
+            pending.replies = self._run_write(keys, entries)
+        else:
+            pending.connection = connection
+            try:
+                connection.send_command("EVALSHA", self._write.sha, 1, keys[0],
+                                        *self._write_args(entries))
+            except redis.RedisError as exc:
+                raise StoreError(f"cannot write to Redis: {exc}") from exc
+            pending.sent = (keys, entries)
+        return pending
+
+    @contextmanager
+    def pipelined(self) -> Iterator[Connection | None]:
+        """A connection of its own for ``send_save`` calls in flight together (None on a
+        cluster, where writes go node by node). After a failure the connection is dropped,
+        so no reply of an abandoned write can be read as another's."""
+        if self.cluster:
+            yield None
+            return
+        pool = self.r.connection_pool
+        try:
+            conn = pool.get_connection()
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot connect to Redis: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _write_args(self, entries: list[list]) -> list:
+        # bytes go as MessagePack raw strings: the scripts' cmsgpack reads no bin type
+        return [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
+                msgpack.packb(entries, use_bin_type=False)]
+
+    def _conflicts(self, pending: PendingSave, replies: list) -> dict[str, Conflict]:
         conflicts: dict[str, Conflict] = {}
-        for name, reply in zip(names, replies):
+        for name, reply in zip(pending.names, replies):
             status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
             if status == "ok":
-                acct = accounts.get(name)
-                if acct is not None and changes[name].changed:
+                acct = pending.accounts.get(name)
+                if acct is not None and pending.changes[name].changed:
                     acct.version += 1
                 continue
             hits = reply[2]
@@ -175,10 +254,9 @@ class BalanceStore:
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
-                # bytes go as MessagePack raw strings: the scripts' cmsgpack reads no bin type
-                batch = msgpack.packb([entries[i] for i in idx], use_bin_type=False)
-                args = [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000, batch]
-                reply = self._write(keys=[keys[idx[0]]], args=args, client=client)
+                reply = self._write(keys=[keys[idx[0]]],
+                                    args=self._write_args([entries[i] for i in idx]),
+                                    client=client)
                 for i, r in zip(idx, reply):
                     replies[i] = r
         except (redis.RedisError, RedisClusterException) as exc:

@@ -77,7 +77,7 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
         fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
     url = services.redis_url or services.embedded.url
     config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt, retention_s=idem_s,
-                          ledger_retention_s=ledger_s)
+                          ledger_retention_s=ledger_s, tune_gc=True)
     if input_file is not None:
         try:
             stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115

@@ -6,6 +6,7 @@ into an ``Engine`` with its own Redis connection, balance store, catalog cache a
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import time
@@ -38,7 +39,20 @@ class EngineConfig:
     ledger_retention_s: int = DEFAULT_LEDGER_RETENTION_S  # 0: keep the whole ledger
     cache_size: int = 200_000
     catalog_check_s: float = 0.1
+    tune_gc: bool = False  # a long-running engine process: see ``tune_gc``
     sweep_every_s: float = 10.0  # how often a worker releases silent sessions
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector for an engine process. Every batch allocates tens of
+    thousands of short-lived objects while a large cache of accounts lives on, so the default
+    thresholds ran a collection every few hundred requests that walked all of it (measured:
+    15-20 % of the engine's CPU). Objects alive after start-up (modules, compiled kernels)
+    are frozen out of collections, and collections run ~70× less often; reference counting
+    still frees everything that is not in a cycle at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> Engine:
@@ -50,6 +64,8 @@ def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> E
     charger = Charger(store, catalogs, lambda: time.time_ns() // 1_000_000,
                       cache_size=config.cache_size)
     warm_up(catalogs.current)  # compile the catalog and load the kernels now, not mid-batch
+    if config.tune_gc:
+        tune_gc()
     return Engine(charger, fmt=config.fmt, metrics=metrics,
                   sweeper=partial(sweep, store), sweep_every_s=config.sweep_every_s)
 

@@ -1,0 +1,62 @@
+"""A large batch is charged in groups of whole accounts whose writes are in flight together
+(``Charger._first_round``); a group whose accounts changed elsewhere conflicts alone and is
+decided again, and the batch's outcomes still come back complete and in input order."""
+
+from __future__ import annotations
+
+from balances.charger import MAX_GROUPS, _groups
+from charging.decide import format_balance
+from charging.requests import parse
+from tests.conftest import req
+
+N_ACCOUNTS = 300
+SMS = 90_000  # micros: the catalog's SMS price at the time of ``req``
+
+
+def test_groups_split_a_batch_by_whole_accounts_keeping_order():
+    reqs = [parse(req(id=f"r{i}", kind="event", account=f"a{i % 97}", service="sms", used=1))
+            for i in range(1000)]
+    groups = _groups(reqs)
+    assert len(groups) == MAX_GROUPS
+    assert sorted(i for g in groups for i in g) == list(range(1000))
+    owner: dict[str, int] = {}
+    for k, g in enumerate(groups):
+        assert g == sorted(g)
+        for i in g:
+            assert owner.setdefault(reqs[i].account, k) == k  # an account in one group only
+    assert _groups(reqs[:100]) == [list(range(100))]  # a small batch is one write
+
+
+def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
+    accounts = [f"g{i}" for i in range(N_ACCOUNTS)]
+    r = rig(accounts="\n".join(f'{{"id": "{a}", "plan": "PREPAID_S", "balance": "10.00"}}'
+                               for a in accounts))
+    warm = r.charge(*[req(id=f"w-{a}", kind="event", account=a, service="sms", used=1)
+                      for a in accounts])  # now every account is in the charger's cache
+    assert all(o.decision["charged"] == "0.0900" for o in warm)
+    topped = accounts[::30]  # changed behind the charger's back: its cached copies are stale
+    for a in topped:
+        assert r.store.topup(a, 5_000_000, topup_id=f"t-{a}")[0] == "ok"
+
+    batch = [req(id=f"e{k}-{a}", kind="event", account=a, service="sms", used=1)
+             for k in range(2) for a in accounts]
+    rounds: list[list[int]] = []  # the requests of each round after the pipelined first
+    second = r.charger._round
+
+    def spy(requests, pending, *rest):
+        rounds.append(list(pending))
+        return second(requests, pending, *rest)
+
+    r.charger._round = spy
+    outs = r.charge(*batch)
+
+    assert [o.request.id for o in outs] == [b["id"] for b in batch]
+    assert all(o.decision["result"] == "SUCCESS" and o.charge is not None for o in outs)
+    for a in accounts:
+        expected = 10_000_000 + (5_000_000 if a in topped else 0) - 3 * SMS
+        view = r.store.view(a)
+        assert view.balance == expected, a
+        assert r.store.reconciles(a, view.balance)
+        last = [o for o in outs if o.request.account == a][-1]
+        assert last.decision["balance"] == format_balance(expected)  # decided on fresh state
+    assert rounds == [sorted(i for i, b in enumerate(batch) if b["account"] in topped)]
