@@ -20,7 +20,7 @@ from charging.requests import Request
 from charging.state import Account
 
 MAX_ROUNDS = 8
-GROUP_SIZE = 128  # requests per write in flight (a first round pipelines up to MAX_GROUPS)
+GROUP_SIZE = 64  # requests per write in flight (a first round pipelines up to MAX_GROUPS)
 MAX_GROUPS = 4
 
 
