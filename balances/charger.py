@@ -1,9 +1,11 @@
 """Charging a batch of requests against the store: load, decide, save, retry conflicts.
 
 ``Charger.charge`` is what an engine worker calls per micro-batch. It keeps the accounts it
-has seen in a bounded cache, so a warm batch costs one Redis round trip (the write); the
-write's version check catches every change made elsewhere (top-ups, sweeps, another engine)
-and hands back the fresh state, with which only the affected requests are decided again.
+has seen in a bounded cache, so a warm batch costs no reads, only its writes; the writes'
+version check catches every change made elsewhere (top-ups, sweeps, another engine) and
+hands back the fresh state, with which only the affected requests are decided again. The
+writes of a large batch are pipelined: it is decided in groups of whole accounts, and each
+group's write is sent while the next group is decided.
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ class Charger:
         accounts, previous = self._accounts(requests)
         catalogs = _Pinned(self.catalogs.current, self.catalogs)  # one version per batch
         pending = self._first_round(requests, accounts, catalogs, previous, results)
-        for _ in range(MAX_ROUNDS - 1):
-            if not pending:
-                return results  # type: ignore[return-value]
+        rounds = 1
+        while pending:
+            if rounds == MAX_ROUNDS:
+                raise StoreError(f"{len(pending)} requests still conflict after {MAX_ROUNDS} "
+                                 "rounds (accounts changing faster than they can be charged)")
             pending = self._round(requests, pending, accounts, catalogs, previous, results)
-        raise StoreError(f"{len(pending)} requests still conflict after {MAX_ROUNDS} rounds "
-                         "(accounts changing faster than they can be charged)")
+            rounds += 1
+        return results  # type: ignore[return-value]
 
     def _first_round(self, requests: Sequence[Request], accounts: dict[str, Account | None],
                      catalogs: _Pinned, previous: dict, results: list) -> list[int]:

@@ -4,8 +4,11 @@ decided again, and the batch's outcomes still come back complete and in input or
 
 from __future__ import annotations
 
-from balances.charger import MAX_GROUPS, _groups
+import pytest
+
+from balances.charger import MAX_GROUPS, MAX_ROUNDS, _groups
 from charging.decide import format_balance
+from charging.errors import StoreError
 from charging.requests import parse
 from tests.conftest import req
 
@@ -60,3 +63,29 @@ def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
         last = [o for o in outs if o.request.account == a][-1]
         assert last.decision["balance"] == format_balance(expected)  # decided on fresh state
     assert rounds == [sorted(i for i, b in enumerate(batch) if b["account"] in topped)]
+
+
+@pytest.mark.parametrize("interfering", [MAX_ROUNDS - 1, MAX_ROUNDS])
+def test_an_account_changed_before_every_write_is_given_up_after_max_rounds(rig, interfering):
+    r = rig(accounts='{"id": "x", "plan": "PREPAID_S", "balance": "10.00"}')
+    r.one(req(id="warm", kind="event", account="x", service="sms", used=1))
+    writes = {"n": 0}
+    send = r.store.send_save
+
+    def topup_first(*args, **kw):  # another writer gets in before each of the first writes
+        if writes["n"] < interfering:
+            assert r.store.topup("x", 1_000_000, topup_id=f"t{writes['n']}")[0] == "ok"
+        writes["n"] += 1
+        return send(*args, **kw)
+
+    r.store.send_save = topup_first  # the first round's write, and (via save) every retry's
+    request = req(id="e1", kind="event", account="x", service="sms", used=1)
+    if interfering < MAX_ROUNDS:
+        (out,) = r.charge(request)
+        assert out.decision["result"] == "SUCCESS"
+        assert r.store.view("x").balance == 10_000_000 + interfering * 1_000_000 - 2 * SMS
+    else:
+        with pytest.raises(StoreError, match=f"after {MAX_ROUNDS} rounds"):
+            r.charge(request)
+        assert r.store.view("x").balance == 10_000_000 + interfering * 1_000_000 - SMS
+    assert writes["n"] == min(interfering + 1, MAX_ROUNDS)
