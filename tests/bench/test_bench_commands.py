@@ -46,7 +46,7 @@ def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
     # every request of every phase was answered, through the SIGKILL and restart too
     assert r["complete"], [p for p in r["phases"] if not p["complete"]]
     crash = r["crash"]
-    assert crash["killed_s"] < crash["restarted_s"] < 6
+    assert crash["killed_s"] <= crash["restarted_s"] < 6  # ms apart: may round alike
     assert crash["phase"]["received"] == crash["phase"]["sent"] > 1000
     json_files = list(out.glob("e2e-*.json"))
     assert len(json_files) == 1 and orjson.loads(json_files[0].read_bytes())["ratio"]
