@@ -74,12 +74,15 @@ class PendingSave:
         self.replies: list | None = None
         self.connection: Connection | None = None
         self.sent: tuple[list[str], list[list]] | None = None
+        self._found: dict[str, Conflict] | None = None
 
     def result(self) -> dict[str, Conflict]:
         """The accounts that conflicted (not written); the others now have version + 1."""
-        if self.replies is None:
-            self.replies = self._read()
-        return self.store._conflicts(self, self.replies)
+        if self._found is None:
+            if self.replies is None:
+                self.replies = self._read()
+            self._found = self.store._conflicts(self, self.replies)
+        return self._found
 
     def _read(self) -> list:
         assert self.connection is not None and self.sent is not None

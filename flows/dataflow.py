@@ -48,7 +48,7 @@ class _Partition:
 
     def __init__(self, offset: int):
         self.produced = offset  # every request before this offset has its outputs produced
-        self.producer: Producer | None = None  # the producer that took them (the sink's)
+        self.sink: _OutputPartition | None = None  # the sink partition that produced them
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +149,8 @@ class _RequestPartition(StatefulSourcePartition):
         return out
 
     def snapshot(self) -> int:
-        producer = self.part.producer
-        if producer is not None:
-            _flush(producer)
+        if self.part.sink is not None:
+            self.part.sink.flush()  # raises, rather than let the offset pass a lost output
         return self.part.produced
 
     def close(self) -> None:
@@ -188,11 +187,6 @@ PRODUCER_CONFIG = {"linger.ms": "1", "compression.type": "none",
                    "delivery.report.only.error": True}
 
 
-def _flush(producer: Producer) -> None:
-    while producer.flush(10.0):
-        log.warning("outputs still waiting for the broker after 10 s; flushing on")
-
-
 class _OutputPartition(StatelessSinkPartition):
     def __init__(self, producer: Producer, topic_of: Callable[[str], str]):
         self.producer = producer
@@ -200,13 +194,12 @@ class _OutputPartition(StatelessSinkPartition):
         self.failed: str | None = None
 
     def write_batch(self, items: list) -> None:
-        if self.failed is not None:
-            raise BrokerError(f"an output could not be delivered: {self.failed}")
+        self._check()
         produce = self.producer.produce
         topic_of = self.topic_of
         for o in items:
             if type(o) is Consumed:
-                o.partition.producer = self.producer
+                o.partition.sink = self
                 o.partition.produced = o.offset
                 continue
             while True:
@@ -222,8 +215,19 @@ class _OutputPartition(StatelessSinkPartition):
             log.error("output to %s lost by the broker: %s", msg.topic(), err)
             self.failed = str(err)
 
+    def flush(self) -> None:
+        """Wait until every output produced so far is on the broker; raises if one was lost
+        (the worker stops, and a restart resumes before the request that lost it)."""
+        while self.producer.flush(10.0):
+            log.warning("outputs still waiting for the broker after 10 s; flushing on")
+        self._check()
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise BrokerError(f"an output could not be delivered: {self.failed}")
+
     def close(self) -> None:
-        _flush(self.producer)
+        self.flush()
 
 
 class OutputSink(DynamicSink):

@@ -89,3 +89,18 @@ def test_an_account_changed_before_every_write_is_given_up_after_max_rounds(rig,
             r.charge(request)
         assert r.store.view("x").balance == 10_000_000 + interfering * 1_000_000 - SMS
     assert writes["n"] == min(interfering + 1, MAX_ROUNDS)
+
+
+def test_pipelined_writes_survive_redis_losing_its_scripts(rig):
+    accounts = [f"n{i}" for i in range(200)]
+    r = rig(accounts="\n".join(f'{{"id": "{a}", "plan": "PREPAID_S", "balance": "10.00"}}'
+                               for a in accounts))
+    r.charge(*[req(id=f"w-{a}", kind="event", account=a, service="sms", used=1)
+               for a in accounts])
+    r.client.script_flush()  # as after a restart of Redis: every EVALSHA answers NOSCRIPT
+    outs = r.charge(*[req(id=f"e-{a}", kind="event", account=a, service="sms", used=1)
+                      for a in accounts])
+    assert [o.decision["result"] for o in outs] == ["SUCCESS"] * len(accounts)
+    for a in accounts:
+        assert r.store.view(a).balance == 10_000_000 - 2 * SMS
+        assert r.store.reconciles(a, 10_000_000 - 2 * SMS)

@@ -11,7 +11,8 @@ import uuid
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from flows.broker import EmbeddedBroker, ensure_topics
+from charging.errors import BrokerError
+from flows.broker import EmbeddedBroker, ensure_topics, free_port
 from flows.dataflow import Consumed, OutputSink, RequestSource, split_marks
 from flows.engine import Output
 
@@ -68,4 +69,28 @@ def test_snapshot_names_only_requests_whose_outputs_reached_the_broker(broker):
     assert part.snapshot() == 50
     assert read_all(broker, outputs, 50) == payloads
     sink.close()
+    part.close()
+
+
+def test_an_output_the_broker_never_took_stops_the_snapshot(broker):
+    requests = f"req-{uuid.uuid4().hex}"
+    ensure_topics(broker, {requests: 1})
+    producer = Producer({"bootstrap.servers": broker})
+    producer.produce(requests, b"r0")
+    assert producer.flush(30) == 0
+    part = RequestSource(broker, requests, threading.Event()).build_part("in", f"0-{requests}",
+                                                                        None)
+    items: list = []
+    deadline = time.monotonic() + 30
+    while not items and time.monotonic() < deadline:
+        items = part.next_batch()
+    payloads, marks = split_marks(items)
+    # a sink whose broker does not answer: the output times out undelivered
+    nowhere = f"127.0.0.1:{free_port()}"
+    sink = OutputSink(nowhere, lambda kind: "out", {"message.timeout.ms": 300}).build("o", 0, 1)
+    sink.write_batch([Output("decision", None, p) for p in payloads] + marks)
+    with pytest.raises(BrokerError, match="could not be delivered"):
+        part.snapshot()  # rather than record an offset past a request whose output is lost
+    with pytest.raises(BrokerError):
+        sink.write_batch([])  # and the worker stops
     part.close()
