@@ -38,6 +38,7 @@ from bench.harness import (
     UNTHROTTLED,
     Phase,
     Proc,
+    Procs,
     drive,
     echo_requests,
     gateway_requests,
@@ -47,7 +48,7 @@ from bench.harness import (
     wait_ready,
 )
 from catalog_cache.store import load_catalog_text
-from flows.broker import EmbeddedBroker, ensure_topics
+from flows.broker import EmbeddedBroker, ensure_topics, free_port
 from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
 from flows.services import Services
@@ -59,7 +60,8 @@ OPENING_MICROS = 1_000_000_000  # 1,000.00 per account: nobody runs dry during a
 
 
 def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | None, *,
-        workers: int = 1, burst: int = 100_000, baseline_burst: int = 20_000,
+        workers: int = 1, processes: int = 1, burst: int = 100_000,
+        baseline_burst: int = 20_000,
         crash_rate: float | None = 2000.0, crash_seconds: float = 20.0,
         drain_s: float = 60.0, progress=print) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="cf-bench-")
@@ -76,17 +78,25 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
         BalanceStore(client, prefix=services.prefix).upsert_accounts(specs)
         provision(client, BASELINE_PREFIX, catalog_text, specs)
         t = Topics()
-        parts = workers  # one partition per worker: each worker reads one partition
+        parts = workers * processes  # one partition per worker: each reads one partition
+
+        def engine_args(brokers: str, n: int) -> list[list[str]]:
+            run = ["-m", "flows.cli", "run", "--data-dir", str(data), "--kafka", brokers,
+                   "--workers", str(workers), "--recovery", str(data / f"recovery-{n}")]
+            if processes == 1:
+                return [run]
+            addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+            return [[*run, "--process-id", str(i), "--addresses", addresses]
+                    for i in range(processes)]
+
         systems = {
-            "echo": (ECHO_IN, ECHO_OUT, parts, lambda b, n: [
-                "-m", "bench.echo", "--kafka", b, "--source", ECHO_IN, "--sink", ECHO_OUT]),
-            "engine": (t.requests, t.decisions, parts, lambda b, n: [
-                "-m", "flows.cli", "run", "--data-dir", str(data), "--kafka", b,
-                "--workers", str(workers), "--recovery", str(data / f"recovery-{n}")]),
-            "baseline": (BASE_IN, BASE_OUT, 1, lambda b, n: [
+            "echo": (ECHO_IN, ECHO_OUT, parts, lambda b, n: [[
+                "-m", "bench.echo", "--kafka", b, "--source", ECHO_IN, "--sink", ECHO_OUT]]),
+            "engine": (t.requests, t.decisions, parts, engine_args),
+            "baseline": (BASE_IN, BASE_OUT, 1, lambda b, n: [[
                 "-m", "bench.baseline", "--kafka", b, "--redis", services.embedded.url,
                 "--prefix", BASELINE_PREFIX, "--source", BASE_IN, "--decisions", BASE_OUT,
-                "--charges", f"{BASE_OUT}.charges", "--rejects", f"{BASE_OUT}.rejects"]),
+                "--charges", f"{BASE_OUT}.charges", "--rejects", f"{BASE_OUT}.rejects"]]),
         }
         traffic = {"echo": echo_requests(), "engine": gateway_requests(accounts),
                    "baseline": gateway_requests(accounts)}
@@ -109,7 +119,8 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
                 ensure_topics(brokers, {t.requests: parts, t.decisions: parts,
                                         t.charges: parts, t.rejects: 1, topic_in: n_parts,
                                         topic_out: n_parts})
-                proc = Proc(args(brokers, len(phases)), data / f"{system}.log").start()
+                proc = Procs([Proc(a, data / f"{system}-{i}.log")
+                              for i, a in enumerate(args(brokers, len(phases)))]).start()
                 wait_ready(brokers, topic_in, topic_out, traffic[system], n_parts)
                 if crash_s:
                     crash = _crash_phase(brokers, t, traffic[system], proc, rate, crash_s,
@@ -140,10 +151,10 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
         services.embedded.stop()
         tmp.cleanup()
     return report(phases, crash, seconds=seconds, accounts=n_accounts, workers=workers,
-                  out_dir=out_dir)
+                  processes=processes, out_dir=out_dir)
 
 
-def _crash_phase(brokers: str, topics: Topics, traffic, engine: Proc, rate: float,
+def _crash_phase(brokers: str, topics: Topics, traffic, engine: Procs, rate: float,
                  seconds: float, parts: int, drain_s: float) -> dict:
     """Gateway traffic at ``rate`` while the engine is SIGKILLed a quarter of the way in and
     started again at once on the same recovery directory."""
@@ -154,7 +165,7 @@ def _crash_phase(brokers: str, topics: Topics, traffic, engine: Proc, rate: floa
         time.sleep(seconds / 4)
         engine.kill()
         events["killed_s"] = round((time.monotonic_ns() - t0) / 1e9, 3)
-        events["engine"] = Proc(engine.args, engine.log).start()
+        events["engine"] = engine.again()
         events["restarted_s"] = round((time.monotonic_ns() - t0) / 1e9, 3)
 
     killer = threading.Thread(target=kill_and_restart, daemon=True)
@@ -173,7 +184,7 @@ def _crash_phase(brokers: str, topics: Topics, traffic, engine: Proc, rate: floa
 
 
 def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts: int,
-           workers: int, out_dir: Path | None) -> dict:
+           workers: int, processes: int = 1, out_dir: Path | None) -> dict:
     def pick(system: str, rate: float, label: str = "") -> Phase | None:
         return next((p for p in phases if p.system == system and p.offered_rps == rate
                      and p.label == label), None)
@@ -203,6 +214,7 @@ def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts:
         "crash": ({k: v for k, v in crash.items() if k not in ("phase", "engine")}
                   | {"phase": crash["phase"].summary()}) if crash else None,
         "seconds_per_phase": seconds, "accounts": accounts, "workers": workers,
+        "processes": processes,
         **run_facts(),
     }
     if out_dir is not None:
@@ -317,7 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--drain", type=float, default=60.0,
                     help="seconds to wait for the last replies of a phase")
     ap.add_argument("--accounts", type=int, default=10_000)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="engine worker threads per process")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="engine processes (a Bytewax cluster; one partition per worker)")
     ap.add_argument("--out", default="bench/results", help="directory for JSON and PNGs "
                     "('' to write nothing)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -325,7 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     quiet = args.json
     result = run(args.seconds, rates, args.accounts, Path(args.out) if args.out else None,
-                 workers=args.workers, burst=args.burst, baseline_burst=args.baseline_burst,
+                 workers=args.workers, processes=args.processes, burst=args.burst,
+                 baseline_burst=args.baseline_burst,
                  crash_rate=args.crash_rate or None, crash_seconds=args.crash_seconds,
                  drain_s=args.drain, progress=(lambda *_: None) if quiet else print)
     if args.json:

@@ -212,6 +212,34 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def again(self) -> Proc:
+        """The same command started anew (after a kill)."""
+        return Proc(self.args, self.log).start()
+
+
+class Procs:
+    """The processes of one system under test (an engine cluster: one per process id),
+    started, killed, restarted and stopped together."""
+
+    def __init__(self, procs: list[Proc]):
+        self.procs = procs
+
+    def start(self) -> Procs:
+        for p in self.procs:
+            p.start()
+        return self
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+    def again(self) -> Procs:
+        return Procs([p.again() for p in self.procs])
+
+    def stop(self, timeout_s: float = 30) -> None:
+        for p in self.procs:
+            p.stop(timeout_s)
+
 
 def machine() -> dict:
     """What the figures were measured on."""

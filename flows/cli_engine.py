@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -122,9 +123,13 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
     recovery = None
     if recovery_dir is not None:
         rdir = Path(recovery_dir)
-        if not any(rdir.glob("part-*.sqlite3")):
-            rdir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(rdir, max(1, workers * (len(cluster[1]) if cluster else 1)))
+        parts = max(1, workers * (len(cluster[1]) if cluster else 1))
+        if cluster is None or cluster[0] == 0:
+            if not any(rdir.glob("part-*.sqlite3")):
+                _init_recovery(rdir, parts, init_db_dir)
+        elif not _wait_for_recovery(rdir, parts, timeout_s=120):
+            fail(False, f"recovery directory {rdir} has no {parts} partitions after 120 s: "
+                 "process 0 of the cluster creates them; start it with the same --recovery", 2)
         recovery = RecoveryConfig(str(rdir))
     log = logging.getLogger("chargeflow.engine")
     log.info("starting: kafka %s, redis %s, %d worker(s)%s", brokers, config.redis_url, workers,
@@ -142,6 +147,28 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
              recovery_config=recovery, process_id=cluster[0] if cluster else None,
              addresses=cluster[1] if cluster else None)
     log.info("stopped")
+
+
+def _init_recovery(rdir: Path, parts: int, init_db_dir) -> None:
+    """Create the recovery partitions in a scratch directory and move them in one by one
+    (a rename is atomic), so the other processes of a cluster never open a half-made one."""
+    import tempfile
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=rdir, prefix=".init-") as scratch:
+        init_db_dir(Path(scratch), parts)
+        for part in sorted(Path(scratch).glob("part-*.sqlite3")):
+            part.rename(rdir / part.name)
+
+
+def _wait_for_recovery(rdir: Path, parts: int, timeout_s: float) -> bool:
+    """The other processes of a cluster wait for process 0 to create the partitions."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(list(rdir.glob("part-*.sqlite3"))) >= parts:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @click.group("bench")
