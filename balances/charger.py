@@ -49,31 +49,34 @@ class Charger:
     def charge(self, requests: Sequence[Request]) -> list[Outcome]:
         """Decide and persist a batch; one outcome per request, in order.
 
-        The first round splits the batch into groups of whole accounts and sends each
+        Each round splits what is pending into groups of whole accounts and sends each
         group's write as soon as it is decided, so Redis runs one group's script while the
-        next group is decided; later rounds (conflicts only) go one write at a time.
+        next group is decided; a later round decides again only the conflicted requests.
         """
         results: list[Outcome | None] = [None] * len(requests)
         accounts, previous = self._accounts(requests)
         catalogs = _Pinned(self.catalogs.current, self.catalogs)  # one version per batch
-        pending = self._first_round(requests, accounts, catalogs, previous, results)
-        rounds = 1
-        while pending:
-            if rounds == MAX_ROUNDS:
-                raise StoreError(f"{len(pending)} requests still conflict after {MAX_ROUNDS} "
-                                 "rounds (accounts changing faster than they can be charged)")
+        pending = list(range(len(requests)))
+        for _ in range(MAX_ROUNDS):
             pending = self._round(requests, pending, accounts, catalogs, previous, results)
-            rounds += 1
-        return results  # type: ignore[return-value]
+            if not pending:
+                return results  # type: ignore[return-value]
+        raise StoreError(f"{len(pending)} requests still conflict after {MAX_ROUNDS} rounds "
+                         "(accounts changing faster than they can be charged)")
 
-    def _first_round(self, requests: Sequence[Request], accounts: dict[str, Account | None],
-                     catalogs: _Pinned, previous: dict, results: list) -> list[int]:
-        groups = _groups(requests)
+    def _round(self, requests: Sequence[Request], pending: list[int],
+               accounts: dict[str, Account | None], catalogs: _Pinned, previous: dict,
+               results: list) -> list[int]:
+        """Decide and write ``pending``; returns the requests to decide again."""
+        groups = [[pending[j] for j in g] for g in _groups([requests[i] for i in pending])]
         sent: list[tuple[list[int], list[Outcome], dict, PendingSave]] = []
         with self.store.pipelined() as connection:
             try:
                 for idx in groups:
                     batch = [requests[i] for i in idx]
+                    # decide_batch changes these objects in place: they become the cached
+                    # truth once written; a conflict replaces them with the store's state,
+                    # and any failure before the write is confirmed drops them from the cache.
                     working = {a: accounts[a] for a in {r.account for r in batch}}
                     outcomes, changes = decide_batch(batch, working, catalogs, self.clock(),
                                                      previous)
@@ -82,10 +85,7 @@ class Charger:
                                                       connection=connection)))
                 conflicts = [write.result() for *_, write in sent]
             except Exception:
-                for *_, working, _write in sent:
-                    for name in working:
-                        self.forget(name)
-                for idx in groups[len(sent):]:
+                for idx in groups:
                     for i in idx:
                         self.forget(requests[i].account)
                 raise
@@ -93,23 +93,6 @@ class Charger:
         for (idx, outcomes, working, _), found in zip(sent, conflicts):
             retry += self._settle(idx, outcomes, working, found, accounts, previous, results)
         return sorted(retry)
-
-    def _round(self, requests: Sequence[Request], pending: list[int],
-               accounts: dict[str, Account | None], catalogs: _Pinned, previous: dict,
-               results: list) -> list[int]:
-        batch = [requests[i] for i in pending]
-        # decide_batch changes these objects in place: they become the cached truth once
-        # written; a conflict replaces them with the store's state, and any failure before
-        # the write is confirmed drops them from the cache.
-        working = {a: accounts[a] for a in {r.account for r in batch}}
-        try:
-            outcomes, changes = decide_batch(batch, working, catalogs, self.clock(), previous)
-            conflicts = self.store.save(working, changes, outcomes)
-        except Exception:
-            for name in working:
-                self.forget(name)
-            raise
-        return self._settle(pending, outcomes, working, conflicts, accounts, previous, results)
 
     def _settle(self, idx: list[int], outcomes: list[Outcome], working: dict,
                 conflicts: dict[str, Conflict], accounts: dict[str, Account | None],
