@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError as KafkaErrorCode
 from confluent_kafka.admin import AdminClient
 
 from charging.errors import BrokerError
-from flows.engine import CHARGES, DECISIONS, REJECTS, Engine, Output
+from flows.engine import CHARGES, DECISIONS, REJECTS, Engine
 
 log = logging.getLogger("chargeflow.engine")
 
@@ -72,9 +72,8 @@ def split_marks(items: list) -> tuple[list, list[Consumed]]:
 class _ChargeStep:
     """The flat_map_batch mapper: one Engine per worker thread, made on first use."""
 
-    def __init__(self, make_engine: Callable[[], Engine], to_sink: Callable[[Output], object]):
+    def __init__(self, make_engine: Callable[[], Engine]):
         self.make_engine = make_engine
-        self.to_sink = to_sink
         self.local = threading.local()
 
     def __call__(self, items: list) -> list:
@@ -84,17 +83,15 @@ class _ChargeStep:
         payloads, marks = split_marks(items)
         entered = time.monotonic_ns()
         outputs = engine.process(payloads, [entered] * len(payloads)) if payloads else []
-        to_sink = self.to_sink
-        return [to_sink(o) for o in outputs] + marks
+        return [*outputs, *marks]
 
 
 def build_flow(source, sink, make_engine: Callable[[], Engine],
-               to_sink: Callable[[Output], object] = lambda o: o,
                name: str = "chargeflow") -> Dataflow:
     """The dataflow over any Bytewax source of request payloads and sink of outputs."""
     flow = Dataflow(name)
     requests = op.input("requests", flow, source)
-    outputs = op.flat_map_batch("charge", requests, _ChargeStep(make_engine, to_sink))
+    outputs = op.flat_map_batch("charge", requests, _ChargeStep(make_engine))
     op.output("outputs", outputs, sink)
     return flow
 
