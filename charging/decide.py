@@ -462,13 +462,15 @@ class _Decider:
             return
         req = out.request
         self.change(acct)
+        # the decision was just made from the same taken money and balance: its ``charged``
+        # is this charge's ``cost`` and its ``balance`` the same balance after
         out.charge = {
             "id": req.id, "account": acct.id, "service": req.service, "session": req.session,
             "seq": req.seq, "ts": self.rfc3339(req.ts_ms), "units": used.units,
             "rated_units": used.rated, "allowance_units": used.allowance,
-            "cost": format_amount(used.taken, tariff.decimals), "currency": cc.catalog.currency,
+            "cost": out.decision["charged"], "currency": cc.catalog.currency,
             "tariff": tariff.name, "rate": cc.rate_ids[r], "catalog_version": cc.version,
-            "balance": format_balance(acct.balance),
+            "balance": out.decision["balance"],
             "uncharged": format_amount(used.uncharged, tariff.decimals) if used.uncharged else "0",
         }
         if used.taken:
