@@ -22,7 +22,7 @@ from charging.requests import Request
 from charging.state import Account
 
 MAX_ROUNDS = 8
-GROUP_SIZE = 64  # requests per write in flight (a first round pipelines up to MAX_GROUPS)
+GROUP_SIZE = 64  # requests per write in flight (a round pipelines up to MAX_GROUPS writes)
 MAX_GROUPS = 4
 
 
