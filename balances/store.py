@@ -241,7 +241,10 @@ class BalanceStore:
         fields["ver"] = str(acct.version + 1)
         hset = [x for kv in fields.items() for x in kv]
         hdel = [f"s:{sid}" for sid in change.sessions_removed]
-        zadd = [x for sid in change.sessions_written if sid in acct.sessions
+        # the expiry index gets a session's deadline when it opens, a lower bound from then
+        # on (updates only move it later): the sweeper re-scores sessions it finds alive, so
+        # an update costs no index write
+        zadd = [x for sid in change.sessions_opened if sid in acct.sessions
                 for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
         zrem = [session_member(name, sid) for sid in change.sessions_removed]
         return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
@@ -346,6 +349,15 @@ class BalanceStore:
             if len(found) >= limit:
                 break
         return found
+
+    def rescore_expiry(self, deadlines: dict[tuple[str, str], int]) -> None:
+        """Move index entries of live sessions to their later deadlines ((account, session)
+        -> ms); an entry removed meanwhile stays removed, and none moves earlier."""
+        pipe = self.r.pipeline(transaction=False)
+        for (account, session), deadline in deadlines.items():
+            pipe.zadd(self.keys.expiry(account), {session_member(account, session): deadline},
+                      xx=True, gt=True)
+        pipe.execute()
 
     def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
         """Drop expiry-index entries (of sessions that no longer exist)."""

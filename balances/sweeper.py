@@ -13,18 +13,39 @@ from charging.decide import release_silent
 MAX_ROUNDS = 8
 
 
-def sweep(store: BalanceStore, now_ms: int, limit: int = 1000) -> int:
-    """Release up to ``limit`` expired sessions; returns how many were released."""
-    members = store.expired(now_ms, limit)
+def sweep(store: BalanceStore, now_ms: int, limit: int = 1000, pages: int = 10) -> int:
+    """Release the expired sessions, ``limit`` index entries at a time and at most ``pages``
+    times; returns how many were released.
+
+    The index holds each session's deadline as of its opening, a lower bound once it
+    reports again; a session found alive is re-scored to its real deadline, so it comes
+    back only when that passes."""
+    released = 0
+    for _ in range(pages):
+        members = store.expired(now_ms, limit)
+        released += _sweep_page(store, members, now_ms)
+        if len(members) < limit:
+            break
+    return released
+
+
+def _sweep_page(store: BalanceStore, members: list[tuple[str, str]], now_ms: int) -> int:
     accounts = sorted({a for a, _ in members})
     released = 0
     stale: list[tuple[str, str]] = []
+    alive: dict[tuple[str, str], int] = {}
     for _ in range(MAX_ROUNDS):
         if not accounts:
             break
         states, _ = store.load(accounts)
-        stale += [(a, s) for a, s in members
-                  if a in states and (states[a] is None or s not in states[a].sessions)]
+        for a, s in members:
+            if a not in states:
+                continue
+            session = states[a].sessions.get(s) if states[a] is not None else None
+            if session is None:
+                stale.append((a, s))
+            elif session.deadline_ms > now_ms:
+                alive[(a, s)] = session.deadline_ms
         changes, ledger = {}, {}
         for name, acct in states.items():
             if acct is None:
@@ -37,4 +58,5 @@ def sweep(store: BalanceStore, now_ms: int, limit: int = 1000) -> int:
         released += sum(len(ledger[a]) for a in changes if a not in conflicts)
         accounts = sorted(conflicts)
     store.remove_expiry(stale)  # index entries whose session is gone already
+    store.rescore_expiry(alive)  # sessions that reported since their entry was written
     return released

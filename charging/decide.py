@@ -92,6 +92,7 @@ class Change:
 
     sessions_written: set[str] = field(default_factory=set)
     sessions_removed: set[str] = field(default_factory=set)
+    sessions_opened: set[str] = field(default_factory=set)  # new (or restarted) this batch
     buckets: set[str] = field(default_factory=set)  # services whose allowances changed
     changed: bool = False  # balance, reservations, allowances or sessions changed
 
@@ -236,6 +237,7 @@ class _Decider:
             session.last_seen_ms = self.now_ms
             acct.sessions[session.id] = session
             change.sessions_written.add(session.id)
+            change.sessions_opened.add(session.id)
             change.sessions_removed.discard(session.id)
             out = self.decided(req, SUCCESS, acct, granted=granted, validity=tariff.validity_s,
                                final=granted < requested, charged=used.taken,

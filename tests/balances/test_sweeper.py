@@ -66,10 +66,36 @@ def test_a_session_reporting_in_time_is_not_released(rig):
     r.one(req(id="v:0", kind="initial", account="a", service="voice", session="v"))
     r.clock.advance(SILENT_MS - 1)
     r.one(req(id="v:1", kind="update", account="a", service="voice", session="v", used=10))
+    # the update left the index at the opening's deadline; the sweep finds the session
+    # alive and moves its entry to the real deadline
+    assert r.expiry_members("a") == {"a\x1fv": float(T0_MS + SILENT_MS)}
     assert sweep(r.store, T0_MS + SILENT_MS + 1) == 0
     assert "v" in r.store.view("a").sessions
+    assert r.expiry_members("a") == {"a\x1fv": float(T0_MS + 2 * SILENT_MS - 1)}
+    assert sweep(r.store, T0_MS + 2 * SILENT_MS - 2) == 0
     assert sweep(r.store, T0_MS + 2 * SILENT_MS - 1) == 1
     books(r, "a")
+
+
+def test_sweep_pages_past_live_sessions_to_the_silent_ones(rig):
+    """A page full of sessions that reported since their index entry was written does not
+    hide the silent ones behind it."""
+    r = rig(accounts="[{id: a, plan: PREPAID_S, balance: '50.00'}, "
+                     "{id: b, plan: PREPAID_S, balance: '50.00'}]")
+    r.charge(*[req(id=f"l{i}:0", kind="initial", account="a", service="sms", session=f"l{i}")
+               for i in range(5)])
+    r.clock.advance(1)
+    r.charge(req(id="q:0", kind="initial", account="b", service="sms", session="q"))
+    r.clock.advance(SILENT_MS - 2)
+    r.charge(*[req(id=f"l{i}:1", kind="update", account="a", service="sms", session=f"l{i}",
+                   used=1) for i in range(5)])
+    # index entries in score order: a's l0..l4 (alive: they reported just now), then b's q
+    assert sweep(r.store, T0_MS + SILENT_MS + 1, limit=2, pages=1) == 0
+    assert sweep(r.store, T0_MS + SILENT_MS + 1, limit=2) == 1
+    assert set(r.store.view("a").sessions) == {f"l{i}" for i in range(5)}
+    assert r.store.view("b").sessions == {}
+    books(r, "a")
+    books(r, "b")
 
 
 def test_sweep_limit_releases_in_parts(rig):
@@ -78,7 +104,7 @@ def test_sweep_limit_releases_in_parts(rig):
     r.charge(*[req(id=f"{a}{i}:0", kind="initial", account=a, service="sms",
                    session=f"{a}{i}") for a in "ab" for i in range(3)])
     # ``limit`` bounds the sessions looked up; their accounts' silent sessions all go
-    first = sweep(r.store, T0_MS + SILENT_MS, limit=2)
+    first = sweep(r.store, T0_MS + SILENT_MS, limit=2, pages=1)
     assert 2 <= first <= 6
     assert first + sweep(r.store, T0_MS + SILENT_MS, limit=10) == 6
     for a in "ab":
