@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -290,18 +290,17 @@ class _Decider:
                used: int) -> _Used | None:
         """Charge ``used`` units to a session whose reservation is released: allowance first,
         then rating(C + rest) − rating(C) as far as the balance allows. None if unratable."""
-        allowance = min(used, self.free_units(acct, session.service))
+        allowance = min(used, self.free_units(acct, session.service)) if used else 0
         extra = used - allowance
-        rt, st = cc.tables.rate, cc.tables.step
-        s1, before, q1 = kernels.units_at(rt, st, r, session.chargeable)
-        s2, after, q2 = kernels.units_at(rt, st, r, session.chargeable + extra)
-        if s1 != kernels.OK or s2 != kernels.OK:
+        status, cost, rated = kernels.span_at(cc.tables.rate, cc.tables.step, r,
+                                              session.chargeable, session.chargeable + extra)
+        if status != kernels.OK:
             return None
-        taken, uncharged = self.take(acct, int(after - before))
+        taken, uncharged = self.take(acct, int(cost))
         self.consume(acct, session.service, allowance)
         session.chargeable += extra
         session.used += used
-        return _Used(used, int(q2 - q1), allowance, taken, uncharged)
+        return _Used(used, int(rated), allowance, taken, uncharged)
 
     def unknown_session(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
         """update / terminate of a session the engine does not hold: charge like an event
@@ -340,16 +339,19 @@ class _Decider:
         """Return a session's held money and allowance units."""
         acct.reserved -= session.money_reserved
         session.money_reserved = 0
-        for bucket, held in zip(acct.allowances.get(session.service, []),
-                                session.allowance_reserved):
-            bucket.reserved -= held
-        if any(session.allowance_reserved):
-            self.change(acct).buckets.add(session.service)
-        session.allowance_reserved = [0] * len(session.allowance_reserved)
         session.granted = 0
+        held = session.allowance_reserved
+        if not any(held):
+            return
+        for bucket, units in zip(acct.allowances.get(session.service, []), held):
+            bucket.reserved -= units
+        self.change(acct).buckets.add(session.service)
+        session.allowance_reserved = [0] * len(held)
 
     def take(self, acct: Account, cost: int) -> tuple[int, int]:
         """Take ``cost`` micros as far as the balance allows: (taken, uncharged)."""
+        if not cost:
+            return 0, 0
         available = acct.available()
         if available is None:
             taken = min(cost, acct.balance + BALANCE_LIMIT)
@@ -480,8 +482,7 @@ class _Decider:
                                "reason": reason, "catalog_version": cc.version})
 
 
-@dataclass(frozen=True, slots=True)
-class _Used:
+class _Used(NamedTuple):
     """What charging reported units did: units, rated units, allowance units, money taken and
     money owed (micros)."""
 

@@ -333,6 +333,17 @@ def units_at(rt, st, r, u):
 
 
 @_jit
+def span_at(rt, st, r, before, after):
+    """rating(after) − rating(before) on one rate, as (status, cost micros, rated units):
+    a session step's charge in one call."""
+    s1, c1, q1 = _units(rt, st, r, before)
+    s2, c2, q2 = _units(rt, st, r, after)
+    if s1 != OK or s2 != OK:
+        return OVER_LIMIT, 0, 0
+    return OK, c2 - c1, q2 - q1
+
+
+@_jit
 def grant_at(rt, st, r, chargeable, allowance, requested, available):
     """``max_grant`` on the rate and step tables directly: the cheap call for one request."""
     return _max_grant(rt, st, r, chargeable, allowance, requested, available)

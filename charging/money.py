@@ -96,6 +96,8 @@ def format_fraction(x: Fraction, decimals: int) -> str:
 def format_amount(micros: int, decimals: int) -> str:
     """At least ``decimals`` places, more when the amount has them (a partial take of an
     unrounded balance): ``(1500, 4)`` → ``"0.0015"``, ``(123456, 4)`` → ``"0.123456"``."""
+    if not micros:
+        return _ZEROS[decimals]
     cut = _CUTS[decimals]
     if micros % cut:
         places = decimals
@@ -108,3 +110,4 @@ def format_amount(micros: int, decimals: int) -> str:
 
 
 _CUTS = tuple(10 ** (6 - d) for d in range(7))
+_ZEROS = tuple(f"0.{'0' * d}" if d else "0" for d in range(7))

@@ -143,4 +143,5 @@ def warm_up(compiled: CompiledCatalog) -> None:
                        empty)
     if compiled.rate_ids:
         kernels.units_at(t.rate, t.step, 0, 1)
+        kernels.span_at(t.rate, t.step, 0, 0, 1)
         kernels.grant_at(t.rate, t.step, 0, 0, 0, 1, -1)

