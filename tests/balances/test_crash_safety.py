@@ -148,6 +148,8 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
     client = connect(server)
     assert client.config_get("appendfsync") == {"appendfsync": "always"}
     assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("auto-aof-rewrite-min-size") == {
+        "auto-aof-rewrite-min-size": str(1 << 30)}
     catalog = load_catalog_text(client, CATALOG_A, prefix=PREFIX)
     specs = parse_accounts("\n".join(orjson.dumps(
         {"id": a, "plan": "PREPAID_S", "balance": "2.00"}).decode() for a in ACCOUNTS),
