@@ -19,6 +19,7 @@ kernels as one ``Tables`` named tuple.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -77,10 +78,19 @@ class CompiledCatalog:
         return self.catalog.version
 
     def rate_index(self, tariff: str, rate_id: str) -> int:
-        for r in self.tariff_rates[tariff]:
-            if self.rate_ids[r] == rate_id:
-                return r
-        raise KeyError(f"tariff {tariff!r} has no rate {rate_id!r}")
+        """The global index of a tariff's rate (what a session holds: tariff and rate id)."""
+        try:
+            return self._rate_lookup[(tariff, rate_id)]
+        except KeyError:
+            raise KeyError(f"tariff {tariff!r} has no rate {rate_id!r}") from None
+
+    @cached_property
+    def _rate_lookup(self) -> dict[tuple[str, str], int]:
+        lookup: dict[tuple[str, str], int] = {}
+        for t, rates in self.tariff_rates.items():
+            for r in rates:
+                lookup.setdefault((t, self.rate_ids[r]), r)  # the first, as a scan finds it
+        return lookup
 
 
 def compile_catalog(catalog: Catalog) -> CompiledCatalog:

@@ -132,6 +132,7 @@ class _Decider:
         self._allowances: dict[tuple[str, str], list] = {}
         self._labels: dict[tuple[str, int], str] = {}
         self._seconds: dict[int, str] = {}
+        self._session_rates: dict[tuple[str, str, str], tuple | None] = {}
         self.rate_status = np.zeros(0, dtype=np.int8)
         self.rate_index = np.zeros(0, dtype=np.int64)
 
@@ -250,12 +251,10 @@ class _Decider:
 
         The session's own service counts (allowances, tariff), whatever the request names.
         """
-        cc = self.catalogs.get(session.catalog_version) or self.cc
-        try:
-            r = cc.rate_index(session.tariff, session.rate_id)
-        except KeyError:
+        held = self.session_rate(session)
+        if held is None:
             return self.refuse(req, RATING_FAILED, acct)
-        tariff = cc.catalog.tariffs[session.tariff]
+        cc, r, tariff = held
         change = self.change(acct)
         self.release(acct, session)
         self.refresh_buckets(acct, session.service, req.ts_ms)
@@ -285,6 +284,21 @@ class _Decider:
                            charged=used.taken, decimals=tariff.decimals)
         self.charged(out, acct, tariff, cc, r, used, req.kind)
         return out
+
+    def session_rate(self, session: Session) -> tuple[CompiledCatalog, int, Tariff] | None:
+        """The catalog, rate index and tariff a session was opened with (None if that
+        catalog version or rate is gone); looked up once per batch."""
+        key = (session.catalog_version, session.tariff, session.rate_id)
+        if key in self._session_rates:
+            return self._session_rates[key]
+        cc = self.catalogs.get(session.catalog_version) or self.cc
+        try:
+            held = cc, cc.rate_index(session.tariff, session.rate_id), \
+                cc.catalog.tariffs[session.tariff]
+        except KeyError:
+            held = None
+        self._session_rates[key] = held
+        return held
 
     def commit(self, acct: Account, session: Session, cc: CompiledCatalog, r: int,
                used: int) -> _Used | None:
