@@ -149,29 +149,49 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
 
 
 def encode_record(record: dict) -> bytes:
-    """An idempotency record (``Outcome.record``) as MessagePack values in field order: a
-    third of its JSON size, which Redis holds for the retention and writes to its AOF."""
+    """An idempotency record (``Outcome.record``) as MessagePack values in field order, the
+    charge without the fields that repeat the decision's (id, account, service, session,
+    seq, balance, and cost = charged), which Redis holds for the retention and writes to
+    its AOF."""
     decision, charge = record["decision"], record["charge"]
     if decision.keys() != _DECISION_KEYS or (charge is not None
                                              and charge.keys() != _CHARGE_KEYS):
         return _pack(record)  # not the usual shape: keep the names
     # the fields are in order (``decided`` and ``charged`` build them so; checked here as a
     # set, and in tests/balances/test_codec.py as a sequence)
-    return _pack([list(decision.values()), None if charge is None else list(charge.values())])
+    values = list(decision.values())
+    if charge is None:
+        return _pack([values, None])
+    if all(charge[c] == decision[d] for c, d in _SHARED):
+        return _pack([values, [charge[c] for c in _CHARGE_OWN]])
+    return _pack([values, list(charge.values())])  # not so today; then kept whole
 
 
 _DECISION_KEYS = dict.fromkeys(DECISION_FIELDS).keys()
 _CHARGE_KEYS = dict.fromkeys(CHARGE_FIELDS).keys()
+#: charge fields that repeat a decision field: (charge field, decision field)
+_SHARED = (("id", "id"), ("account", "account"), ("service", "service"),
+           ("session", "session"), ("seq", "seq"), ("cost", "charged"),
+           ("balance", "balance"))
+_CHARGE_OWN = tuple(f for f in CHARGE_FIELDS if f not in dict(_SHARED))
 _pack = msgpack.packb
 
 
 def decode_record(blob: bytes) -> dict:
-    """The record ``encode_record`` packed (or JSON, as records were stored before)."""
+    """The record ``encode_record`` packed (or, as earlier versions stored it, JSON or a
+    whole charge)."""
     if blob[:1] == b"{":
         return orjson.loads(blob)
     obj = msgpack.unpackb(blob)
     if isinstance(obj, dict):
         return obj
-    decision, charge = obj
-    return {"decision": dict(zip(DECISION_FIELDS, decision)),
-            "charge": None if charge is None else dict(zip(CHARGE_FIELDS, charge))}
+    values, charge = obj
+    decision = dict(zip(DECISION_FIELDS, values))
+    if charge is None:
+        return {"decision": decision, "charge": None}
+    if len(charge) == len(CHARGE_FIELDS):
+        return {"decision": decision, "charge": dict(zip(CHARGE_FIELDS, charge))}
+    own = dict(zip(_CHARGE_OWN, charge))
+    repeated = {c: decision[d] for c, d in _SHARED}
+    return {"decision": decision,
+            "charge": {f: own[f] if f in own else repeated[f] for f in CHARGE_FIELDS}}

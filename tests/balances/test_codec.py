@@ -40,6 +40,22 @@ def test_records_round_trip_in_field_order_and_are_smaller_than_json():
         assert len(blob) < len(orjson.dumps(out.record())) / 2
 
 
+def test_a_record_leaves_out_the_charge_fields_that_repeat_the_decision():
+    out = outcomes()[1]
+    values, charge = msgpack.unpackb(encode_record(out.record()))
+    assert values == list(out.decision.values())
+    assert len(charge) == len(CHARGE_FIELDS) - 7
+    assert charge[0] == out.charge["ts"] and out.charge["ts"] not in values
+
+
+def test_a_charge_that_differs_from_its_decision_is_kept_whole():
+    record = outcomes()[1].record()
+    record["charge"] = {**record["charge"], "balance": "1.00"}
+    values, charge = msgpack.unpackb(encode_record(record))
+    assert charge == list(record["charge"].values())
+    assert decode_record(encode_record(record)) == record
+
+
 def test_records_of_another_shape_keep_their_field_names():
     record = {"decision": {"id": "r", "result": "SUCCESS"}, "charge": None}
     blob = encode_record(record)
@@ -47,6 +63,8 @@ def test_records_of_another_shape_keep_their_field_names():
     assert decode_record(blob) == record
 
 
-def test_json_records_stored_by_earlier_versions_still_read():
+def test_records_stored_by_earlier_versions_still_read():
     record = outcomes()[1].record()
-    assert decode_record(orjson.dumps(record)) == record
+    assert decode_record(orjson.dumps(record)) == record  # JSON
+    whole = msgpack.packb([list(record["decision"].values()), list(record["charge"].values())])
+    assert decode_record(whole) == record  # positional, the charge whole
