@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster
 
 from balances.accounts import parse_accounts
 from balances.codec import decode_record
+from balances.sweeper import sweep
 from tests.conftest import T0_MS, Rig, micros, req
 
 BOTH = ["standalone", "cluster"]
@@ -67,8 +68,9 @@ def check_books(r: Rig, account: str) -> None:
                        if s.service == service and len(s.allowance_reserved) > k)
             assert bucket.reserved == held, (service, k)
     members = r.expiry_members(account)
-    assert members == {f"{account}\x1f{sid}": float(s.deadline_ms)
-                       for sid, s in acct.sessions.items()}
+    assert set(members) == {f"{account}\x1f{sid}" for sid in acct.sessions}
+    for sid, s in acct.sessions.items():  # a lower bound: updates do not move it
+        assert members[f"{account}\x1f{sid}"] <= s.deadline_ms
     if not acct.allow_negative:
         assert acct.balance >= 0 and acct.balance - acct.reserved >= 0
 
@@ -176,6 +178,21 @@ def test_session_interim_charges_sum_to_one_rating(make):
     assert r.expiry_members("a") == {}
     assert [(e["id"], e["delta"], e["reason"]) for e in r.store.ledger("a")[1:]] == [
         ("s:1", -151_500, "update"), ("s:2", -88_500, "update"), ("s:3", -45_000, "terminate")]
+    check_books(r, "a")
+
+
+@charging_on
+def test_the_sweep_moves_a_reporting_session_to_its_deadline_and_releases_it_then(make):
+    r = make()
+    r.one(req(id="s:0", kind="initial", account="a", service="voice", session="s"))
+    r.clock.advance(900_000)
+    r.one(req(id="s:1", kind="update", account="a", service="voice", session="s", seq=1,
+              used=60))
+    check_books(r, "a")
+    assert sweep(r.store, T0_MS + 1_200_000) == 0  # the opening's deadline: still alive
+    assert r.expiry_members("a") == {"a\x1fs": float(T0_MS + 900_000 + 1_200_000)}
+    assert sweep(r.store, T0_MS + 2_100_000) == 1
+    assert r.store.view("a").sessions == {} and r.expiry_members("a") == {}
     check_books(r, "a")
 
 
