@@ -91,9 +91,9 @@ def split_member(member: bytes | str) -> tuple[str, str]:
 
 
 def encode_session(s: Session) -> bytes:
-    return _pack([s.service, s.catalog_version, s.tariff, s.rate_id, s.chargeable,
-                          s.used, s.granted, s.money_reserved, s.allowance_reserved,
-                          s.validity_s, s.last_seen_ms, s.seq])
+    return _pack([s.service, s.catalog_version, s.tariff, s.rate_id, s.chargeable, s.used,
+                  s.granted, s.money_reserved, s.allowance_reserved, s.validity_s,
+                  s.last_seen_ms, s.seq])
 
 
 def decode_session(sid: str, blob: bytes) -> Session:

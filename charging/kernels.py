@@ -259,14 +259,17 @@ def step_batch(T, rate, before, after):
     cost = np.zeros(n, dtype=np.int64)
     rated = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        s1, c1, q1 = _units(rt, st, rate[i], before[i])
-        s2, c2, q2 = _units(rt, st, rate[i], after[i])
-        if s1 != OK or s2 != OK:
-            status[i] = OVER_LIMIT
-            continue
-        cost[i] = c2 - c1
-        rated[i] = q2 - q1
+        status[i], cost[i], rated[i] = _span(rt, st, rate[i], before[i], after[i])
     return status, cost, rated
+
+
+@_inline
+def _span(rt, st, r, before, after):
+    s1, c1, q1 = _units(rt, st, r, before)
+    s2, c2, q2 = _units(rt, st, r, after)
+    if s1 != OK or s2 != OK:
+        return OVER_LIMIT, 0, 0
+    return OK, c2 - c1, q2 - q1
 
 
 @_inline
@@ -335,12 +338,8 @@ def units_at(rt, st, r, u):
 @_jit
 def span_at(rt, st, r, before, after):
     """rating(after) − rating(before) on one rate, as (status, cost micros, rated units):
-    a session step's charge in one call."""
-    s1, c1, q1 = _units(rt, st, r, before)
-    s2, c2, q2 = _units(rt, st, r, after)
-    if s1 != OK or s2 != OK:
-        return OVER_LIMIT, 0, 0
-    return OK, c2 - c1, q2 - q1
+    a session step's charge in one call (``step_batch``'s arithmetic, for one request)."""
+    return _span(rt, st, r, before, after)
 
 
 @_jit
