@@ -7,7 +7,9 @@ accounts, driven through ``Charger.charge`` — the charging rules plus the vers
 — at each batch size, on a private embedded redis-server (AOF, appendfsync everysec) unless
 ``--redis`` names one. Batch size 1 is the per-request round-trip implementation: the same
 rules and the same script, one request per call. The figures separate the whole path from
-the Redis write alone (entries prepared in advance, one script call per batch).
+the Redis write alone (entries prepared in advance, one script call per batch), and put
+both next to a floor: the Redis commands that any write of this data model needs per
+operation, in the leanest script (``FLOOR_LUA``), with and without the ledger append.
 
 As in a running engine (``chargeflow run``): the charger's account cache holds every account
 before the timing starts, and the garbage collector is tuned (``flows.runtime.tune_gc``).
@@ -24,13 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
 import orjson
 import redis
 
 from balances.accounts import AccountSpec
 from balances.charger import Charger
 from balances.embedded import EmbeddedRedis
-from balances.store import BalanceStore
+from balances.store import DEFAULT_RETENTION_S, BalanceStore
 from charging.catalog import load_catalog
 from charging.compiler import compile_catalog
 from charging.decide import FixedCatalogs
@@ -105,6 +108,51 @@ def write_only(store: BalanceStore, charger: Charger, work: Workload, batch: int
     return rounds * batch / (time.perf_counter() - t0)
 
 
+#: The floor: per operation, the commands a write of this data model cannot do without — the
+#: version check (HGET), the idempotency claim with its expiry (SET NX EX, a 114-byte record:
+#: a session step's), the new state (HSET of version and balance) and, with ``ledger`` "1",
+#: the ledger entry with the real one's fields (XADD MINID ~) — on the same keys as the real
+#: write, with the least Lua around them: no CAS outcome, nothing returned but a count. The
+#: HSET touches fields of its own ("fv", "fb"), so the accounts' state stays as it was.
+FLOOR_LUA = """
+local ops, prefix, ttl, ledger = cmsgpack.unpack(ARGV[1]), ARGV[2], ARGV[3], ARGV[4] == '1'
+local n = 0
+for i = 1, #ops, 3 do
+  local tag = prefix .. ':{' .. ops[i] .. '}:'
+  local acct = tag .. 'acct'
+  local ver = redis.call('HGET', acct, 'fv') or '0'
+  if redis.call('SET', tag .. 'idem:' .. ops[i + 1], ops[i + 2], 'NX', 'EX', ttl) then
+    redis.call('HSET', acct, 'fv', ver + 1, 'fb', -100 * n)
+    if ledger then
+      redis.call('XADD', tag .. 'ledger', 'MINID', '~', '0', '*', 'id', ops[i + 1],
+                 'delta', '-100', 'balance', '999999900', 'reason', 'update',
+                 'catalog_version', 'v1')
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def floor(client: redis.Redis, prefix: str, accounts: int, batch: int, rounds: int,
+          ledger: bool, seed: int = 2) -> float:
+    """Operations per second of ``FLOOR_LUA`` at one batch size (batches packed before the
+    timing, random accounts, fresh request ids)."""
+    script = client.register_script(FLOOR_LUA)
+    rnd = random.Random(seed)
+    record = bytes(114)
+    mark = f"floor{int(ledger)}-{batch}-{seed}"  # ids never met before: every claim succeeds
+    packed = [msgpack.packb([x for k in range(batch) for x in
+                             (f"a{rnd.randrange(accounts)}", f"{mark}-{r}-{k}", record)],
+                            use_bin_type=False) for r in range(rounds)]
+    args = [prefix, DEFAULT_RETENTION_S, "1" if ledger else "0"]
+    t0 = time.perf_counter()
+    for blob in packed:
+        script(args=[blob, *args])
+    return rounds * batch / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
@@ -148,6 +196,15 @@ def main(argv: list[str] | None = None) -> dict:
                               "runs": [round(r) for r in runs]}
         writes = {b: round(write_only(store, charger, work, b, max(4, 4096 // b)))
                   for b in batches if b > 1}
+        floors = {}
+        for b in batches:
+            if b > 1:
+                rounds = max(4, 40_960 // b)
+                floors[b] = {
+                    name: round(statistics.median(
+                        floor(client, prefix, args.accounts, b, rounds, ledger, seed)
+                        for seed in range(args.repeats)))
+                    for name, ledger in (("with_ledger", True), ("without_ledger", False))}
         info = client.info()
     finally:
         for key in client.scan_iter(f"{prefix}:*", count=5000):
@@ -163,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_vs_batch_1": {str(b): round(r["ops_per_s"] / base, 1)
                                for b, r in results.items()},
         "write_only_ops_per_s": {str(b): v for b, v in writes.items()},
+        "floor_ops_per_s": {str(b): v for b, v in floors.items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     if args.out:
@@ -179,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"({out['speedup_vs_batch_1'][str(b)]}x batch 1); runs {r['runs']}")
         for b, v in writes.items():
             print(f"batch {b:>4}: {v:>9,} ops/s Redis write alone")
+        for b, v in floors.items():
+            print(f"batch {b:>4}: {v['with_ledger']:>9,} ops/s floor: the required commands "
+                  f"alone ({v['without_ledger']:,} without the ledger append)")
     return out
 
 
