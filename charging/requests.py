@@ -30,10 +30,11 @@ RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in its reject
 MAX_UNITS = 2**40
 KINDS = ("event", "initial", "update", "terminate")
 SESSION_KINDS = ("initial", "update", "terminate")
+# used with fullmatch: "$" would also match before a trailing newline
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
 )
-_DESTINATION = re.compile(r"^\+?[0-9]{1,32}$")
+_DESTINATION = re.compile(r"\+?[0-9]{1,32}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -74,6 +75,52 @@ def decode(payload: bytes | str, fmt: str = "json") -> dict:
 def parse(obj: dict, *, rating_only: bool = False) -> Request:
     """Validate a decoded request. ``rating_only`` (offline ``rate``) needs only what rating
     reads: id, service, ts, destination, used; kind and account are checked if present."""
+    if not rating_only:
+        req = _parse_common(obj)
+        if req is not None:
+            return req
+    return _parse_checked(obj, rating_only)
+
+
+def _parse_common(obj: dict) -> Request | None:
+    """The common shape of a valid request (epoch-ms ``ts``), checked in one expression; None
+    for anything else — every invalid request among it — which ``_parse_checked`` then
+    checks field by field and names the problem of. Accepts nothing ``_parse_checked``
+    refuses, and builds the same ``Request`` (tests/charging/test_requests.py); it saves
+    the engine ~1 µs of function calls per message."""
+    get = obj.get
+    rid, kind, account, service, ts = get("id"), get("kind"), get("account"), \
+        get("service"), get("ts")
+    used, requested, destination, plan = get("used"), get("requested"), \
+        get("destination"), get("plan")
+    session, seq = get("session"), get("seq")
+    if not (type(rid) is str and 0 < len(rid) <= 128 and type(kind) is str and kind in KINDS
+            and type(account) is str and 0 < len(account) <= 128
+            and type(service) is str and 0 < len(service) <= 64
+            and type(ts) is int and MIN_TS_MS <= ts < MAX_TS_MS
+            and (used is None or type(used) is int and 0 <= used <= MAX_UNITS)
+            and (requested is None or type(requested) is int and 0 <= requested <= MAX_UNITS)
+            and (plan is None or type(plan) is str and 0 < len(plan) <= 64)):
+        return None
+    if session is None:
+        if kind != "event":
+            return None
+    elif not (type(session) is str and 0 < len(session) <= 128):
+        return None
+    if seq is None:
+        if kind != "event":
+            return None
+    elif not (type(seq) is int and 0 <= seq <= 2**53):
+        return None
+    if destination is not None:
+        if type(destination) is not str or not _DESTINATION.fullmatch(destination):
+            return None
+        destination = destination.lstrip("+")
+    return Request(rid, kind, account, service, ts, used or 0, requested or 0, session, seq,
+                   destination, plan)
+
+
+def _parse_checked(obj: dict, rating_only: bool) -> Request:
     rid = _text(obj, "id", None, 128, required=True)
     kind = obj.get("kind")
     if kind is None and not rating_only:
@@ -143,7 +190,7 @@ def _timestamp(obj: dict, rid: str | None) -> int:
 
 def parse_rfc3339(text: str) -> int | None:
     """Epoch milliseconds (floored) of an RFC 3339 timestamp with an offset, else None."""
-    m = _RFC3339.match(text)
+    m = _RFC3339.fullmatch(text)
     if not m:
         return None
     base, frac, zone = m.groups()
@@ -160,7 +207,7 @@ def _destination(obj: dict, rid: str | None) -> str | None:
     val = obj.get("destination")
     if val is None:
         return None
-    if not isinstance(val, str) or not _DESTINATION.match(val):
+    if not isinstance(val, str) or not _DESTINATION.fullmatch(val):
         raise RequestError("INVALID_FIELD", "field 'destination' must be digits with an optional "
                            f"leading '+' (E.164), got {_show(val)}", rid)
     return val.lstrip("+")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import msgpack
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charging.errors import RequestError
 from charging.requests import MAX_PAYLOAD, MAX_UNITS, Request, decode, parse
@@ -320,3 +322,58 @@ def test_decode_then_parse_gives_the_documented_code(payload, code):
     assert info.value.code == code
     assert info.value.code in ("TOO_LARGE", "MALFORMED", "MISSING_FIELD", "INVALID_FIELD")
     assert info.value.detail and str(info.value).startswith(code + ": ")
+
+
+# --- the common-shape fast path agrees with the field-by-field checks ----------------------
+
+@pytest.mark.parametrize("obj", [
+    with_(EVENT, destination="4917612345\n"),  # "$" matched before a trailing newline
+    with_(EVENT, ts="2026-11-24T10:00:00+01:00\n"),
+])
+def test_trailing_newline_is_invalid(obj):
+    assert reject(obj).code == "INVALID_FIELD"
+
+
+_TEXTS = st.one_of(st.none(), st.text(max_size=130), st.sampled_from(
+    ["", "a", "x" * 64, "x" * 65, "x" * 128, "x" * 129]), st.integers(), st.booleans(),
+    st.binary(max_size=4), st.lists(st.integers(), max_size=2))
+_NUMBERS = st.one_of(st.none(), st.integers(-2, 3), st.sampled_from(
+    [MAX_UNITS, MAX_UNITS + 1, 2**53, 2**53 + 1, -1]), st.booleans(), st.floats(0, 10),
+    st.text(max_size=3))
+_FIELDS = {
+    "id": _TEXTS, "account": _TEXTS, "service": _TEXTS, "session": _TEXTS, "plan": _TEXTS,
+    "kind": st.one_of(st.sampled_from(["event", "initial", "update", "terminate", "Event",
+                                       ""]), _TEXTS),
+    "ts": st.one_of(st.sampled_from([0, -1, 1_795_510_800_000, 4_102_444_800_000,
+                                     4_102_444_799_999, "2026-11-24T10:00:00Z", True]),
+                    st.integers(), _TEXTS),
+    "used": _NUMBERS, "requested": _NUMBERS, "seq": _NUMBERS,
+    "destination": st.one_of(st.from_regex(r"\+?[0-9]{0,33}\n?", fullmatch=True), _TEXTS),
+}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.fixed_dictionaries({}, optional=_FIELDS), st.sampled_from(list(INITIAL.items())))
+def test_fast_path_accepts_only_what_the_checks_accept_and_builds_the_same(obj, extra):
+    from charging.requests import _parse_checked, _parse_common
+
+    for candidate in (obj, {extra[0]: extra[1], **obj}, {**INITIAL, **obj}):
+        fast = _parse_common(candidate)
+        try:
+            checked = _parse_checked(candidate, False)
+        except RequestError:
+            assert fast is None, candidate
+            continue
+        assert fast is None or fast == checked, candidate
+        assert parse(candidate) == checked
+
+
+def test_fast_path_takes_the_common_shapes():
+    from charging.requests import _parse_common
+
+    event = with_(EVENT, ts=1_795_510_800_000)
+    for obj in (INITIAL, event, with_(INITIAL, kind="terminate", used=5, plan="P"),
+                with_(event, session="s", seq=3)):
+        assert _parse_common(obj) is not None and _parse_common(obj) == parse(obj)
+    assert _parse_common(event).destination == "4917612345"
+    assert _parse_common(EVENT) is None  # an RFC 3339 ts: the full checks parse it
