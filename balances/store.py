@@ -71,7 +71,7 @@ class PendingSave:
         self.accounts = accounts
         self.changes = changes
         self.names = names
-        self.replies: list | None = None
+        self.replies: dict[int, tuple] | None = None  # entry -> (hgetall, decided ids)
         self.connection: Connection | None = None
         self.sent: tuple[list[str], list[list]] | None = None
         self._found: dict[str, Conflict] | None = None
@@ -84,10 +84,10 @@ class PendingSave:
             self._found = self.store._conflicts(self, self.replies)
         return self._found
 
-    def _read(self) -> list:
+    def _read(self) -> dict[int, tuple]:
         assert self.connection is not None and self.sent is not None
         try:
-            return self.connection.read_response()
+            return _conflicted(self.connection.read_response(), range(len(self.names)))
         except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
             return self.store._run_write(*self.sent)
         except redis.RedisError as exc:
@@ -172,7 +172,7 @@ class BalanceStore:
             names.append(name)
         pending = PendingSave(self, accounts, changes, names)
         if not entries:
-            pending.replies = []
+            pending.replies = {}
         elif connection is None or self.cluster:
             pending.replies = self._run_write(keys, entries)
         else:
@@ -211,20 +211,21 @@ class BalanceStore:
         return [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
                 msgpack.packb(entries, use_bin_type=False)]
 
-    def _conflicts(self, pending: PendingSave, replies: list) -> dict[str, Conflict]:
+    def _conflicts(self, pending: PendingSave, replies: dict[int, tuple]
+                   ) -> dict[str, Conflict]:
         conflicts: dict[str, Conflict] = {}
-        for name, reply in zip(pending.names, replies):
-            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-            if status == "ok":
+        for i, name in enumerate(pending.names):
+            found = replies.get(i)
+            if found is None:  # written
                 acct = pending.accounts.get(name)
                 if acct is not None and pending.changes[name].changed:
                     acct.version += 1
                 continue
-            hits = reply[2]
+            raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
                        decode_record(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
-            conflicts[name] = Conflict(decode_account(name, reply[1]), decided)
+            conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts
 
     def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
@@ -249,13 +250,14 @@ class BalanceStore:
         zrem = [session_member(name, sid) for sid in change.sessions_removed]
         return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
 
-    def _run_write(self, keys: list[str], entries: list[list]) -> list:
-        """Run lua/write.lua over the entries: one call, or one per node on a cluster."""
+    def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, tuple]:
+        """Run lua/write.lua over the entries (one call, or one per node on a cluster); the
+        conflicted entries' numbers -> (hgetall, decided ids)."""
         groups: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             node = self.r.get_node_from_key(k).name if self.cluster else ""
             groups.setdefault(node, []).append(i)
-        replies: list = [None] * len(keys)
+        replies: dict[int, tuple] = {}
         try:
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
@@ -263,8 +265,7 @@ class BalanceStore:
                 reply = self._write(keys=[keys[idx[0]]],
                                     args=self._write_args([entries[i] for i in idx]),
                                     client=client)
-                for i, r in zip(idx, reply):
-                    replies[i] = r
+                replies.update(_conflicted(reply, idx))
         except (redis.RedisError, RedisClusterException) as exc:
             raise StoreError(f"cannot write to Redis: {exc}") from exc
         return replies
@@ -365,6 +366,13 @@ class BalanceStore:
         for account, session in members:
             pipe.zrem(self.keys.expiry(account), session_member(account, session))
         pipe.execute()
+
+
+def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:
+    """lua/write.lua's reply (entry number from 1, hgetall, decided ids; per conflict) as
+    ``positions[entry - 1]`` -> (hgetall, decided ids)."""
+    return {positions[int(reply[k]) - 1]: (reply[k + 1], reply[k + 2])
+            for k in range(0, len(reply), 3)}
 
 
 def _ledger_fields(entry: dict) -> list[str]:

@@ -16,8 +16,9 @@
 --            7 expiry key
 --            8 {score, member, ...}         session deadlines to set
 --            9 {member, ...}                session deadlines to drop
--- Returns per entry {"ok"} or {"conflict", hgetall, {request_id, record, ...}}; a conflict
--- (the version moved, or a request id was decided already) writes nothing for that entry.
+-- Returns the conflicts only, flat: {entry number, hgetall, {request_id, record, ...}, ...}
+-- (an empty array when every entry was written). A conflict (the version moved, or a
+-- request id was decided already) writes nothing for that entry.
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local entries = cmsgpack.unpack(ARGV[4])
 -- Ledger entries older than the retention are trimmed as new ones are appended (MINID ~:
@@ -52,7 +53,9 @@ for i, e in ipairs(entries) do
       local seen = redis.call('GET', tag .. 'idem:' .. idem[k])
       if seen then hits[#hits + 1] = idem[k]; hits[#hits + 1] = seen end
     end
-    out[i] = {'conflict', redis.call('HGETALL', acct), hits}
+    out[#out + 1] = i
+    out[#out + 1] = redis.call('HGETALL', acct)
+    out[#out + 1] = hits
   else
     if #e[3] > 0 then redis.call('HSET', acct, unpack(e[3])) end
     if #e[4] > 0 then redis.call('HDEL', acct, unpack(e[4])) end
@@ -66,7 +69,6 @@ for i, e in ipairs(entries) do
     end
     if #e[8] > 0 then redis.call('ZADD', e[7], unpack(e[8])) end
     if #e[9] > 0 then redis.call('ZREM', e[7], unpack(e[9])) end
-    out[i] = {'ok'}
   end
 end
 return out
