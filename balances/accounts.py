@@ -24,7 +24,7 @@ from charging.state import ACTIVE, BLOCKED
 from charging.yamlio import load_yaml
 
 _KNOWN = ("id", "plan", "balance", "status", "allow_negative")
-_ID = re.compile(r"^[^\s{}]{1,128}$")
+_ID = re.compile(r"[^\s{}]{1,128}")  # fullmatch: "$" would let a trailing newline through
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _spec(where: str, rec: object, catalog: Catalog | None, problems: list[Probl
         return None
     start = len(problems)
     aid = rec.get("id")
-    if not isinstance(aid, str) or not _ID.match(aid):
+    if not isinstance(aid, str) or not _ID.fullmatch(aid):
         problems.append(Problem(f"{where}.id", f"{aid!r} must be 1-128 characters without "
                                 "spaces or braces"))
     plan = rec.get("plan")

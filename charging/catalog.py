@@ -39,9 +39,11 @@ MAX_PREFIX_DIGITS = 18
 #: Step bounds, per and increment are kept below 2**53 so that every unit count is exact
 #: in JSON consumers too; usage itself is capped at 2**40 by the request contract.
 MAX_UNIT_FIELD = 2**53
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_TIME = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
-_PREFIX = re.compile(rf"^\+?[0-9]{{1,{MAX_PREFIX_DIGITS}}}$")
+# used with fullmatch: "$" would also match before a trailing newline
+_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_TIME = re.compile(r"([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
+_PREFIX = re.compile(rf"\+?[0-9]{{1,{MAX_PREFIX_DIGITS}}}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class _Validator:
         return node
 
     def name(self, key: object, path: str, what: str) -> str | None:
-        if not isinstance(key, str) or not _NAME.match(key):
+        if not isinstance(key, str) or not _NAME.fullmatch(key):
             self.bad(path, f"{what} name {key!r} must be 1-64 letters, digits or _.:-")
             return None
         return key
@@ -245,7 +247,7 @@ class _Validator:
             self.bad("version", f"must be a non-empty string (quote it), got {version!r}")
             version = ""
         currency = root.get("currency")
-        if not isinstance(currency, str) or not re.match(r"^[A-Z]{3}$", currency or ""):
+        if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
             self.bad("currency", f"must be an ISO 4217 code such as EUR, got {currency!r}")
         tz = root.get("timezone", "UTC")
         try:
@@ -301,7 +303,7 @@ class _Validator:
             seen: list[str] = []
             for i, pfx in enumerate(prefixes):
                 text = str(pfx) if isinstance(pfx, int) and not isinstance(pfx, bool) else pfx
-                if not isinstance(text, str) or not _PREFIX.match(text):
+                if not isinstance(text, str) or not _PREFIX.fullmatch(text):
                     self.bad(f"{path}[{i}]", f"{pfx!r} is not a prefix of 1-{MAX_PREFIX_DIGITS}"
                              " digits")
                     continue
@@ -345,7 +347,7 @@ class _Validator:
         if node is None:
             self.bad(path, "is required, as \"HH:MM\"")
             return None
-        m = _TIME.match(node) if isinstance(node, str) else None
+        m = _TIME.fullmatch(node) if isinstance(node, str) else None
         if not m:
             self.bad(path, f"{node!r} is not a time of day \"HH:MM\" (quote it)")
             return None

@@ -257,7 +257,8 @@ def test_24_00_is_not_a_start_time(expect_problem, valid):
     assert valid({"bands.peak.to": "24:00"}).bands["peak"].end_s == 86400
 
 
-@pytest.mark.parametrize("text", ["8:00", "08:60", "08.00", "eight"])
+@pytest.mark.parametrize("text", ["8:00", "08:60", "08.00", "eight", "08:00\n",
+                                  "\u0660\u0668:\u0660\u0660"])
 def test_malformed_times(expect_problem, text):
     expect_problem({"bands.peak.from": text}, "bands.peak.from", "not a time of day")
 
@@ -272,7 +273,7 @@ def test_bad_timezone(expect_problem):
     expect_problem({"timezone": "Europe/Berlinn"}, "timezone", "not an IANA time zone")
 
 
-@pytest.mark.parametrize("currency", ["euro", "eur", "EU", 978])
+@pytest.mark.parametrize("currency", ["euro", "eur", "EU", 978, "EUR\n"])
 def test_bad_currency(expect_problem, currency):
     expect_problem({"currency": currency}, "currency", "ISO 4217")
 
@@ -419,3 +420,17 @@ def test_content_hash_ignores_comments_and_formatting(sample_text):
 ])
 def test_content_hash_changes_with_any_semantic_change(catalog_yaml, sample_catalog, changes):
     assert parse_catalog(catalog_yaml(changes)).content_hash != sample_catalog.content_hash
+
+
+def test_prefix_with_a_trailing_newline_is_not_a_prefix(expect_problem, valid):
+    # "$" matched before a trailing newline: such a prefix passed and broke compilation
+    expect_problem({"destinations.DE": ["49\n"]}, "destinations.DE[0]", "is not a prefix")
+    assert valid({"destinations.DE": ["+49"]}).destinations["DE"] == ("49",)
+
+
+def test_name_with_a_trailing_newline_is_rejected(problems_of):
+    from charging.catalog import _NAME
+
+    assert _NAME.fullmatch("DE") and not _NAME.fullmatch("DE\n")
+    problems = problems_of({"destinations.DE\n": ["49"]})
+    assert any(p.path.startswith("destinations.DE") for p in problems), problems
