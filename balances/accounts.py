@@ -47,7 +47,7 @@ class AccountsFileError(Exception):
 def read_accounts(path: str | Path, catalog: Catalog | None) -> list[AccountSpec]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError) as exc:
         raise AccountsFileError([Problem("", f"cannot read {p}: {exc}")], str(p)) from exc
     return parse_accounts(text, catalog, source=str(p))

@@ -309,6 +309,8 @@ class BalanceStore:
         ``unknown`` (no such account) or ``limit`` (would leave ±2**53 micros, or take
         money that is reserved).
         """
+        if abs(micros) > BALANCE_LIMIT:  # the script's Lua numbers would round it
+            return "limit", None
         keys = [self.keys.account(account), self.keys.ledger(account),
                 self.keys.topup(account, topup_id or "")]
         try:

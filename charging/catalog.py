@@ -13,8 +13,9 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import orjson
 import yaml
@@ -34,6 +35,8 @@ PERIODS = ("day", "week", "month", "none")
 DEFAULT_VALIDITY_S = 600
 DEFAULT_DECIMALS = 4
 DEFAULT_MODE = "up"
+#: A plan's allowances of one service together (the kernels hold free units as one int64).
+MAX_ALLOWANCE_UNITS = 2**62
 #: Catalog prefixes are matched on at most this many digits (E.164 numbers have ≤ 15).
 MAX_PREFIX_DIGITS = 18
 #: Step bounds, per and increment are kept below 2**53 so that every unit count is exact
@@ -149,7 +152,7 @@ def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file; ``CatalogError`` lists every problem."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError) as exc:
         raise CatalogError([Problem("", f"cannot read {p}: {exc}")], source=str(p)) from exc
     return parse_catalog(text, source=str(p))
@@ -167,6 +170,11 @@ def parse_catalog(text: str, source: str = "catalog") -> Catalog:
         raise CatalogError(v.problems, source=source)
     assert catalog is not None
     return catalog
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
 
 
 class _Validator:
@@ -251,10 +259,13 @@ class _Validator:
             self.bad("currency", f"must be an ISO 4217 code such as EUR, got {currency!r}")
         tz = root.get("timezone", "UTC")
         try:
-            if not isinstance(tz, str) or not tz:
+            # a zone of the IANA list: not a directory of the database ("Europe"), nor the
+            # host's own "localtime", by which the same catalog would rate differently on
+            # different machines
+            if not isinstance(tz, str) or tz not in _iana_zones():
                 raise ValueError(tz)
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             self.bad("timezone", f"{tz!r} is not an IANA time zone such as Europe/Berlin")
         services = self.services(root.get("services"))
         destinations = self.destinations(root.get("destinations", {}))
@@ -382,7 +393,7 @@ class _Validator:
             return None
         start = len(self.problems)
         service = spec.get("service")
-        if service not in services:
+        if not _named(service, services):
             self.bad(_join(path, "service"), f"unknown service {service!r} (defined: "
                      f"{', '.join(services) or 'none'})")
         validity = self.integer(spec, "validity_s", path, lo=1, hi=10**9,
@@ -392,7 +403,7 @@ class _Validator:
         rpath = _join(path, "rounding")
         decimals = self.integer(rounding, "decimals", rpath, lo=0, hi=6, default=DEFAULT_DECIMALS)
         mode = rounding.get("mode", DEFAULT_MODE)
-        if mode not in ROUNDING_MODES:
+        if not _named(mode, ROUNDING_MODES):
             self.bad(_join(rpath, "mode"), f"{mode!r} is not one of {', '.join(ROUNDING_MODES)}")
         max_cost = self.amount(spec, "max_cost", path, default=Fraction(-1))
         rates = self.rates(spec.get("rates"), _join(path, "rates"), destinations, bands)
@@ -428,17 +439,17 @@ class _Validator:
                     self.bad(_join(here, "id"), f"rate id {rid!r} is used twice in this tariff")
                 ids.add(rid)
             group = spec.get("destination")
-            if group is not None and group not in destinations:
+            if group is not None and not _named(group, destinations):
                 self.bad(_join(here, "destination"), f"unknown destination group {group!r}")
             band = spec.get("band")
-            if band is not None and band not in bands:
+            if band is not None and not _named(band, bands):
                 self.bad(_join(here, "band"), f"unknown band {band!r}")
             fee = self.amount(spec, "connect_fee", here, default=Fraction(0))
             steps = self.steps(spec.get("steps"), _join(here, "steps"))
             if fee is not None and steps:
                 out.append((i, Rate(str(rid), group, band, fee, tuple(steps))))
-        known = [(i, r) for i, r in out if (r.destination is None or r.destination in
-                 destinations) and (r.band is None or r.band in bands)]
+        known = [(i, r) for i, r in out if (r.destination is None or _named(r.destination,
+                 destinations)) and (r.band is None or _named(r.band, bands))]
         self.ties(known, path, destinations, bands)
         return [r for _, r in out]
 
@@ -520,8 +531,10 @@ class _Validator:
             for service, tname in self.mapping(spec.get("tariffs") or {}, _join(path, "tariffs")
                                                ).items():
                 here = _join(_join(path, "tariffs"), str(service))
-                if service not in services:
+                if not _named(service, services):
                     self.bad(here, f"unknown service {service!r}")
+                elif not isinstance(tname, str):
+                    self.bad(here, f"must name a tariff, got {_kind(tname)}")
                 elif tname in self.broken_tariffs:
                     continue  # its own problems are listed already
                 elif tname not in tariffs:
@@ -540,19 +553,34 @@ class _Validator:
                 here = f"{path}.allowances[{i}]"
                 a = self.mapping(a, here, ("service", "units", "period"))
                 svc = a.get("service")
-                if svc not in services:
+                if not _named(svc, services):
                     self.bad(_join(here, "service"), f"unknown service {svc!r}")
-                units = self.integer(a, "units", here, lo=1, hi=2**62)
+                units = self.integer(a, "units", here, lo=1, hi=MAX_ALLOWANCE_UNITS)
                 period = a.get("period", "none")
-                if period not in PERIODS:
+                if not _named(period, PERIODS):
                     self.bad(_join(here, "period"),
                              f"{period!r} is not one of {', '.join(PERIODS)}")
-                if svc in services and units is not None and period in PERIODS:
+                if _named(svc, services) and units is not None and _named(period, PERIODS):
                     allowances.append(Allowance(svc, units, period))
+            totals: dict[str, int] = {}
+            for a in allowances:
+                totals[a.service] = totals.get(a.service, 0) + a.units
+            for svc, total in totals.items():
+                # the charging kernels hold a service's free units as one int64
+                if total > MAX_ALLOWANCE_UNITS:
+                    self.bad(_join(path, "allowances"),
+                             f"the {svc} allowances add up to {total} units; together they "
+                             f"may hold at most {MAX_ALLOWANCE_UNITS} (2**62)")
             out[key] = Plan(key, mapping, tuple(allowances))
         if isinstance(node, dict) and not node:
             self.bad("plans", "must name at least one plan")
         return out
+
+
+def _named(value: object, names) -> bool:
+    """``value`` is a string among ``names`` (a list or mapping in the YAML is not a name,
+    and must not reach a dict lookup as a key)."""
+    return isinstance(value, str) and value in names
 
 
 def _default_quota(rates: list[Rate]) -> int:

@@ -19,7 +19,7 @@ ROUNDING_MODES = ("up", "down", "half_up", "half_even")
 MAX_COST_UNITS = 9_000_000_000_000
 MAX_COST_MICROS = MAX_COST_UNITS * MICROS
 
-_DECIMAL = re.compile(r"^([+-]?)(\d+)(?:\.(\d+))?$|^([+-]?)\.(\d+)$")
+_DECIMAL = re.compile(r"([+-]?)([0-9]+)(?:\.([0-9]+))?|([+-]?)\.([0-9]+)")  # ASCII digits
 
 
 def parse_decimal(value: object) -> Fraction:
@@ -38,7 +38,7 @@ def parse_decimal(value: object) -> Fraction:
         value = format(Decimal(repr(value)), "f")
     if not isinstance(value, str):
         raise ValueError(f"expected a decimal amount such as \"0.05\", got {value!r}")
-    m = _DECIMAL.match(value.strip())
+    m = _DECIMAL.fullmatch(value.strip())
     if not m:
         raise ValueError(f"{value!r} is not a decimal amount (write it like \"0.05\")")
     if m.group(2) is not None:

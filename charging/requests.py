@@ -32,7 +32,8 @@ KINDS = ("event", "initial", "update", "terminate")
 SESSION_KINDS = ("initial", "update", "terminate")
 # used with fullmatch: "$" would also match before a trailing newline
 _RFC3339 = re.compile(
-    r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _DESTINATION = re.compile(r"\+?[0-9]{1,32}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,6 +97,7 @@ def _parse_common(obj: dict) -> Request | None:
     session, seq = get("session"), get("seq")
     if not (type(rid) is str and 0 < len(rid) <= 128 and type(kind) is str and kind in KINDS
             and type(account) is str and 0 < len(account) <= 128
+            and "{" not in account and "}" not in account
             and type(service) is str and 0 < len(service) <= 64
             and type(ts) is int and MIN_TS_MS <= ts < MAX_TS_MS
             and (used is None or type(used) is int and 0 <= used <= MAX_UNITS)
@@ -130,6 +132,10 @@ def _parse_checked(obj: dict, rating_only: bool) -> Request:
         raise RequestError("INVALID_FIELD", f"field 'kind' must be one of {', '.join(KINDS)}, "
                            f"got {kind!r}", rid)
     account = _text(obj, "account", rid, 128, required=not rating_only)
+    if account is not None and ("{" in account or "}" in account):
+        # an account's Redis keys carry it as their hash tag, {account}
+        raise RequestError("INVALID_FIELD", "field 'account' must not contain '{' or '}', got "
+                           f"{_show(account)}", rid)
     service = _text(obj, "service", rid, 64, required=True)
     session = _text(obj, "session", rid, 128, required=kind in SESSION_KINDS)
     seq = _units(obj, "seq", rid, required=kind in SESSION_KINDS, limit=2**53)

@@ -37,7 +37,7 @@ def catalog_load(file: str, redis_url: str | None, data_dir: str | None, as_json
     from catalog_cache.store import load_catalog_text
 
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        text = Path(file).read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError) as exc:
         fail(as_json, f"cannot read {file}: {exc}")
     services, client = connect_services(redis_url, data_dir)
@@ -176,7 +176,7 @@ def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None
           data_dir: str | None, as_json: bool) -> None:
     """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
     from balances.store import BalanceStore
-    from charging.decide import format_balance
+    from charging.decide import BALANCE_LIMIT, format_balance
     from charging.money import MICROS, parse_decimal
 
     try:
@@ -185,6 +185,9 @@ def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None
         fail(as_json, f"AMOUNT: {exc}")
     if micros.denominator != 1 or micros == 0:
         fail(as_json, f"AMOUNT {amount!r} must be non-zero with at most 6 decimals")
+    if abs(micros) > BALANCE_LIMIT:
+        fail(as_json, f"AMOUNT {amount!r} is beyond the supported range of balances, "
+             f"±{format_balance(BALANCE_LIMIT)}")
     services, client = connect_services(redis_url, data_dir)
     try:
         status, bal = BalanceStore(client, prefix=services.prefix).topup(

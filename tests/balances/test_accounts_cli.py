@@ -193,7 +193,7 @@ def test_topup_with_and_without_id(server, tmp_path):
     debit = cli("topup", "alice", "--redis", url, "--json", "--", "-2.00")
     assert debit.exit_code == 0 and as_json(debit)["balance"] == "20.00"
     for args in (["alice", "abc"], ["alice", "0"], ["alice", "0.0000001"], ["nobody", "1"],
-                 ["alice", "-100"]):
+                 ["alice", "-100"], ["alice", "9007199254.740992"], ["alice", "\u0663"]):
         res = cli("topup", "--redis", url, "--json", "--", *args)
         assert res.exit_code == 1, (args, res.output)
         assert "error" in as_json(res)

@@ -21,3 +21,23 @@ def test_account_id_with_a_trailing_newline_is_refused(catalog):
     with pytest.raises(AccountsFileError) as info:
         parse_accounts('{"id": "a1\\n", "plan": "PREPAID_S"}', catalog)
     assert [p.path for p in info.value.problems] == ["line 1.id"]
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(catalog):
+    with pytest.raises(AccountsFileError) as info:  # was: balance 500.00, silently
+        parse_accounts("- {id: a, plan: PREPAID_S, balance: 1, balance: 500}\n", catalog)
+    assert len(info.value.problems) == 1 and "duplicate key" in info.value.problems[0].reason
+
+
+def test_deeply_nested_yaml_is_a_problem_not_a_recursion_error(catalog):
+    with pytest.raises(AccountsFileError) as info:
+        parse_accounts("[" * 3000 + "]" * 3000, catalog)
+    assert "too deeply" in info.value.problems[0].reason
+
+
+def test_jsonl_file_with_a_byte_order_mark_reads(tmp_path, catalog):
+    from balances.accounts import read_accounts
+
+    path = tmp_path / "accounts.jsonl"
+    path.write_text('{"id":"a","plan":"PREPAID_S","balance":"1.00"}\n', encoding="utf-8-sig")
+    assert [(s.id, s.balance) for s in read_accounts(path, catalog)] == [("a", 1_000_000)]

@@ -130,6 +130,18 @@ def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
     assert len(r.store.ledger("a")) == 1
 
 
+def test_topup_beyond_the_exact_range_is_refused_untouched(make):
+    # 2**53 + 1 micros: the script's Lua numbers would round it by a micro, so an account
+    # allowed to go negative would be credited less than its ledger entry says
+    r = make("[{id: n, plan: VOICE_ONLY, balance: '-1.00', allow_negative: true}]")
+    assert r.store.topup("n", 2**53 + 1) == ("limit", None)
+    assert r.store.topup("n", -(2**53 + 1), topup_id="x") == ("limit", None)
+    assert r.store.view("n").balance == -1_000_000
+    assert len(r.store.ledger("n")) == 1
+    assert r.store.topup("n", 2**53 - 1) == ("ok", 2**53 - 1 - 1_000_000)  # the edge: exact
+    check_books(r, "n")
+
+
 # -- charging ------------------------------------------------------------------------------
 
 @charging_on

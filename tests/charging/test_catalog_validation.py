@@ -14,6 +14,7 @@ import pytest
 
 from charging.catalog import parse_catalog
 from charging.errors import CatalogError
+from tests.charging.decide_helpers import PLAN, SAMPLE_TEXT
 
 V = "tariffs.VOICE_STD"
 R0, R1, R2 = f"{V}.rates[0]", f"{V}.rates[1]", f"{V}.rates[2]"
@@ -434,3 +435,77 @@ def test_name_with_a_trailing_newline_is_rejected(problems_of):
     assert _NAME.fullmatch("DE") and not _NAME.fullmatch("DE\n")
     problems = problems_of({"destinations.DE\n": ["49"]})
     assert any(p.path.startswith("destinations.DE") for p in problems), problems
+
+
+# --- inputs that used to pass validation and break later (session 5 review) ---------------
+
+_DATA_ALLOWANCE = "      - {service: data, units: 1073741824, period: month}"
+
+
+def _problems(text: str) -> list:
+    with pytest.raises(CatalogError) as info:
+        parse_catalog(text)
+    return info.value.problems
+
+
+def test_allowances_of_one_service_may_not_add_up_past_2_to_the_62():
+    # each within 1..2**62, together 3 * 2**62: the kernels hold a service's free units as
+    # one int64 (four such crashed grant_at; three refused service for lack of units)
+    assert _DATA_ALLOWANCE in SAMPLE_TEXT
+    many = "\n".join(f"      - {{service: data, units: {2**62}, period: {p}}}"
+                     for p in ("month", "day", "week"))
+    problems = _problems(SAMPLE_TEXT.replace(_DATA_ALLOWANCE, many))
+    assert [p.path for p in problems] == [f"plans.{PLAN}.allowances"]
+    assert "2**62" in problems[0].reason
+    two = "\n".join(f"      - {{service: data, units: {2**61}, period: {p}}}"
+                    for p in ("month", "day"))
+    assert parse_catalog(SAMPLE_TEXT.replace(_DATA_ALLOWANCE, two))  # exactly 2**62: valid
+
+
+@pytest.mark.parametrize("old,new", [
+    ('steps: [{from: 0, price: "0.20", per: 60, increment: 60}]',
+     'steps: [{from: 0, price: "0.20", per: 60, increment: 60, price: "0.02"}]'),
+    ("currency: EUR\n", "currency: EUR\ncurrency: USD\n"),
+])
+def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(old, new):
+    text = SAMPLE_TEXT.replace(old, new)
+    assert text != SAMPLE_TEXT
+    problems = _problems(text)
+    assert len(problems) == 1 and "duplicate key" in problems[0].reason
+
+
+@pytest.mark.parametrize("old,new,path", [
+    ("        destination: DE_MOBILE\n        band: peak",
+     "        destination: [DE_MOBILE]\n        band: peak", f"{V}.rates[0].destination"),
+    ("        destination: DE_MOBILE\n        band: peak",
+     "        destination: DE_MOBILE\n        band: [peak]", f"{V}.rates[0].band"),
+    ("    service: voice\n", "    service: [voice]\n", f"{V}.service"),
+    ("tariffs: {voice: VOICE_STD,", "tariffs: {voice: [VOICE_STD],",
+     f"plans.{PLAN}.tariffs.voice"),
+    ("{service: data, units:", "{service: [data], units:",
+     f"plans.{PLAN}.allowances[0].service"),
+])
+def test_a_list_where_a_name_belongs_is_a_problem_not_a_crash(old, new, path):
+    text = SAMPLE_TEXT.replace(old, new, 1)
+    assert text != SAMPLE_TEXT
+    assert path in [p.path for p in _problems(text)]  # was: TypeError: unhashable type
+
+
+@pytest.mark.parametrize("tz", ["Europe", "localtime", "posixrules"])
+def test_timezone_must_be_a_zone_of_the_iana_list(tz):
+    problems = _problems(SAMPLE_TEXT.replace("timezone: Europe/Berlin", f"timezone: {tz}"))
+    assert [p.path for p in problems] == ["timezone"]  # "Europe" was an IsADirectoryError
+    assert parse_catalog(SAMPLE_TEXT.replace("timezone: Europe/Berlin", "timezone: UTC"))
+
+
+def test_deeply_nested_yaml_is_a_problem_not_a_recursion_error():
+    problems = _problems("[" * 2000 + "]" * 2000)
+    assert [p.path for p in problems] == [""] and "too deeply" in problems[0].reason
+
+
+def test_catalog_file_with_a_byte_order_mark_reads(tmp_path):
+    from charging.catalog import load_catalog
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text(SAMPLE_TEXT, encoding="utf-8-sig")
+    assert load_catalog(path).version == parse_catalog(SAMPLE_TEXT).version

@@ -47,6 +47,14 @@ def test_parse_decimal_ints(value, expected):
     assert parse_decimal(value) == expected
 
 
+@pytest.mark.parametrize("text", ["\u0663", "\uff13", "\U0001d7cf\U0001d7ce",
+                                  "\u0661\u0660\u0660.\u0665\u0660", "1.5\n2"])
+def test_parse_decimal_takes_ascii_digits_only(text):
+    # int() reads Arabic-Indic and full-width digits; an amount should not
+    with pytest.raises(ValueError):
+        parse_decimal(text)
+
+
 @pytest.mark.parametrize("value, expected", [
     (0.1, F(1, 10)),  # the binary float 0.1 is 3602879701896397/36028797018963968
     (0.05, F(1, 20)),

@@ -377,3 +377,17 @@ def test_fast_path_takes_the_common_shapes():
         assert _parse_common(obj) is not None and _parse_common(obj) == parse(obj)
     assert _parse_common(event).destination == "4917612345"
     assert _parse_common(EVENT) is None  # an RFC 3339 ts: the full checks parse it
+
+
+@pytest.mark.parametrize("account", ["}x", "}", "a{b}", "{a}"])
+def test_account_with_braces_is_invalid(account):
+    # an account's Redis keys carry it as their hash tag: "cf:{}x}:acct" has an empty tag,
+    # so on a cluster its keys would scatter over slots and its write would fail there
+    err = reject(with_(INITIAL, account=account))
+    assert err.code == "INVALID_FIELD" and "'account'" in err.detail
+    assert reject(with_(EVENT, account=account)).code == "INVALID_FIELD"
+
+
+def test_rfc3339_takes_ascii_digits_only():
+    err = reject(with_(EVENT, ts="2026-11-24T10:00:00.\u0661\u0662\u0663Z"))
+    assert err.code == "INVALID_FIELD" and "'ts'" in err.detail
