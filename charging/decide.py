@@ -21,12 +21,20 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from charging import kernels
-from charging.catalog import Tariff
+from charging.catalog import MAX_ALLOWANCE_UNITS, Tariff
 from charging.compiler import CompiledCatalog
 from charging.money import MICROS, format_amount
 from charging.rating import destination_digits
 from charging.requests import Request
-from charging.state import BLOCKED, Account, Bucket, Session, period_label
+from charging.state import (
+    BLOCKED,
+    LABEL_LENGTH,
+    Account,
+    Bucket,
+    Session,
+    label_as,
+    period_label,
+)
 
 SUCCESS = "SUCCESS"
 CREDIT_LIMIT_REACHED = "CREDIT_LIMIT_REACHED"
@@ -375,8 +383,10 @@ class _Decider:
         return taken, cost - taken
 
     def free_units(self, acct: Account, service: str) -> int:
+        # capped where the kernels' int64 ends: a catalog's allowances of a service add up
+        # to at most 2**62, but buckets kept from an older catalog may add to that
         buckets = acct.allowances.get(service)
-        return sum(b.free for b in buckets) if buckets else 0
+        return min(sum(b.free for b in buckets), MAX_ALLOWANCE_UNITS) if buckets else 0
 
     def consume(self, acct: Account, service: str, units: int) -> None:
         if not units:
@@ -405,7 +415,17 @@ class _Decider:
             if k == len(buckets):
                 buckets.append(Bucket(units=allowance.units, period=label))
                 changed = True
-            elif label > buckets[k].period:
+                continue
+            held = buckets[k].period
+            if len(held) != LABEL_LENGTH[allowance.period]:
+                # a new catalog changed the period's kind (week -> month, say): compare in
+                # the new kind from the day the bucket's period began; within it, the
+                # bucket only takes the new label and keeps what is left
+                held = label_as(held, allowance.period)
+                if label <= held:
+                    buckets[k].period = label
+                    changed = True
+            if label > held:
                 buckets[k].units = allowance.units
                 buckets[k].period = label
                 changed = True
@@ -483,7 +503,9 @@ class _Decider:
         # the decision was just made from the same taken money and balance: its ``charged``
         # is this charge's ``cost`` and its ``balance`` the same balance after
         out.charge = {
-            "id": req.id, "account": acct.id, "service": req.service, "session": req.session,
+            # the service charged: the tariff's, which for a session step is the session's
+            # own whatever the step names (the decision echoes the request's)
+            "id": req.id, "account": acct.id, "service": tariff.service, "session": req.session,
             "seq": req.seq, "ts": self.rfc3339(req.ts_ms), "units": used.units,
             "rated_units": used.rated, "allowance_units": used.allowance,
             "cost": out.decision["charged"], "currency": cc.catalog.currency,

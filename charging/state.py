@@ -8,7 +8,7 @@ micros, units are integers, times are epoch milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 ACTIVE, BLOCKED = "active", "blocked"
@@ -81,3 +81,30 @@ def period_label(period: str, ts_ms: int, zone: ZoneInfo) -> str:
     if period == "month":
         return local.strftime("%Y-%m")
     raise ValueError(f"unknown allowance period {period!r}")
+
+
+#: The length of each period's labels ("-", "2026-11", "2026-W48", "2026-11-24").
+LABEL_LENGTH = {"none": 1, "month": 7, "week": 8, "day": 10}
+
+
+def label_as(label: str, period: str) -> str:
+    """The ``period`` label of the day on which the allowance period ``label`` (of another
+    kind) began, for a bucket whose catalog changed its period: "" for a bucket that had no
+    period (it began before any)."""
+    if label == "-":
+        return "-" if period == "none" else ""
+    if "W" in label:
+        year, week = label.split("-W")
+        day = date.fromisocalendar(int(year), int(week), 1)
+    elif len(label) == LABEL_LENGTH["month"]:
+        day = date(int(label[:4]), int(label[5:7]), 1)
+    else:
+        day = date.fromisoformat(label)
+    if period == "none":
+        return "-"
+    if period == "day":
+        return day.isoformat()
+    if period == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    return f"{day.year:04d}-{day.month:02d}"

@@ -349,7 +349,8 @@ class Rules:
         if used.taken == 0 and used.uncharged == 0 and used.allowance == 0:
             return
         out.charge = {
-            "id": req.id, "account": req.account, "service": req.service,
+            # the service charged (a session step's is its session's, whatever it names)
+            "id": req.id, "account": req.account, "service": tariff.service,
             "session": req.session, "seq": req.seq, "ts": utc_text(req.ts_ms),
             "units": used.units, "rated_units": used.rated, "allowance_units": used.allowance,
             "cost": format_amount(used.taken, tariff.decimals),

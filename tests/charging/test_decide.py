@@ -1122,3 +1122,64 @@ def test_random_interleavings_keep_the_books(scenario):
         assert acct.sessions == {} and acct.reserved == 0
         for bucket in acct.allowances.get("data", []):
             assert bucket.reserved == 0
+
+
+# --- allowance periods changed by a new catalog; a step naming another service -------------
+
+_WEEKLY = load(SAMPLE_TEXT.replace("period: month}", "period: week}"))[2]
+_MONTHLY_B = load(SAMPLE_TEXT.replace(f'version: "{VERSION}"', 'version: "2026-11-b"'))[2]
+
+
+def _data_event(rid: str, ts: str, used: int) -> object:
+    return req(rid, "event", service="data", destination=None, used=used, ts=ts)
+
+
+def test_allowance_period_changed_to_a_later_period_refills():
+    acct = account()
+    decide([_data_event("e1", "2026-11-24T10:00:00+01:00", GiB)], {"a": acct},
+           catalogs=_WEEKLY)
+    assert acct.allowances["data"][0].units == 0  # the week's 1 GiB is used up
+    # the new catalog gives it per month; 15 December is in a later month than the week of
+    # 24 November began in ("2026-12" > "2026-W48" as text was False: no refill till 2027)
+    out = one(_data_event("e2", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
+    assert out.decision["charged"] == "0.0000" and out.charge["allowance_units"] == MiB
+    assert acct.allowances["data"][0].units == GiB - MiB
+    assert acct.allowances["data"][0].period == "2026-12"
+
+
+def test_allowance_period_changed_within_the_same_period_keeps_what_is_left():
+    acct = account()
+    decide([_data_event("e1", "2026-11-24T10:00:00+01:00", GiB)], {"a": acct},
+           catalogs=_WEEKLY)
+    # still November, the month the used-up week began in: nothing new to give yet
+    out = one(_data_event("e2", "2026-11-27T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
+    assert out.charge["allowance_units"] == 0 and amount(out.decision["charged"]) > 0
+    assert acct.allowances["data"][0].period == "2026-11"  # relabelled: refills in December
+    out = one(_data_event("e3", "2026-12-01T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
+    assert out.charge["allowance_units"] == MiB
+
+
+def test_free_units_are_capped_where_the_kernels_int64_ends():
+    # buckets kept from an older catalog can hold more than one catalog may give
+    from charging.state import Bucket
+
+    acct = account()
+    acct.allowances["data"] = [Bucket(units=2**62, period="2026-11") for _ in range(4)]
+    line = "      - {service: data, units: 1073741824, period: month}"
+    four = load(SAMPLE_TEXT.replace(line, "\n".join([line] * 4)))[2]
+    # 4 * 2**62 = 2**64 free units: beyond int64 (and uint64), grant_at raised a TypingError
+    out = one(req("i", "initial", service="data", destination=None, requested=2**40), acct,
+              catalogs=four)
+    assert out.decision["result"] == "SUCCESS" and out.decision["granted"] == 2**40
+
+
+def test_a_step_naming_another_service_is_charged_under_the_sessions():
+    acct = account()
+    outs, _ = decide([req("s:0", "initial", session="s", seq=0),
+                      req("s:1", "update", service="sms", session="s", seq=1, used=30)],
+                     {"a": acct})
+    decision, charge = outs[1].decision, outs[1].charge
+    assert decision["service"] == "sms"  # the decision echoes the request
+    assert charge["service"] == "voice"  # was "sms": voice seconds booked as SMS
+    assert (charge["tariff"], charge["rate"]) == ("VOICE_STD", "mobile_peak")
+    assert amount(charge["cost"]) == 150_000  # 30 s of voice at mobile_peak
