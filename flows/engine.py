@@ -21,8 +21,9 @@ import numpy as np
 import orjson
 
 from balances.charger import Charger
+from charging.decide import Outcome
 from charging.errors import RequestError, StoreError
-from charging.requests import decode, parse, reject_record
+from charging.requests import Request, decode, parse, reject_record
 from flows.observe import EngineMetrics
 
 log = logging.getLogger("chargeflow.engine")
@@ -78,16 +79,31 @@ class Engine:
             self._sweep(start)
         entered = entered_ns if entered_ns is not None else [start] * len(payloads)
         outputs: list[Output] = []
-        valid, valid_entered = [], []
+        valid, valid_entered, valid_payloads = [], [], []
         for payload, t in zip(payloads, entered):
             try:
                 valid.append(parse(decode(payload, self.fmt)))
                 valid_entered.append(t)
+                valid_payloads.append(payload)
             except RequestError as exc:
                 outputs.append(self._reject(exc, payload))
         if not valid:
             return outputs
-        outcomes = self._charge(valid)
+        try:
+            outcomes = self._charge(valid)
+        except Exception as exc:  # noqa: BLE001 - a defect met by some request: isolate it
+            found = self._isolate(valid, exc)
+            outcomes, entered_ok = [], []
+            for i, o in enumerate(found):
+                if isinstance(o, Outcome):
+                    outcomes.append(o)
+                    entered_ok.append(valid_entered[i])
+                else:
+                    outputs.append(self._reject(RequestError(
+                        "INTERNAL_ERROR", f"not decided: charging it raised {o!r}; nothing "
+                        "was charged for it (the engine's log has the traceback)", valid[i].id),
+                        valid_payloads[i]))
+            valid_entered = entered_ok
         now = self.clock_ns()
         c = self.counters
         c.batches += 1
@@ -110,6 +126,30 @@ class Engine:
         if self.metrics is not None:
             self.metrics.record_batch(results, np.array(latencies, dtype=np.float64) / 1e6)
         return outputs
+
+    def _isolate(self, requests: list[Request], exc: Exception) -> list[Outcome | Exception]:
+        """After charging ``requests`` raised ``exc`` (a defect met by some request; a store
+        outage is waited out in ``_charge``): outcomes in order, and for each request whose
+        charging raises on its own, the exception instead. The batch is halved until such a
+        request is alone, so the others are still decided: a crash would stop the stream,
+        and under recovery replay the same batch into the same crash. Halves keep input
+        order, and whatever a failed attempt wrote is replayed from the idempotency records,
+        so no request is applied twice."""
+        if len(requests) == 1:
+            log.error("charging request %r of account %r raised; it is rejected "
+                      "(INTERNAL_ERROR) and the stream goes on", requests[0].id,
+                      requests[0].account, exc_info=exc)
+            return [exc]
+        log.warning("charging a batch of %d raised %r; halving it to find the request",
+                    len(requests), exc)
+        mid = len(requests) // 2
+        return self._charge_isolating(requests[:mid]) + self._charge_isolating(requests[mid:])
+
+    def _charge_isolating(self, requests: list[Request]) -> list[Outcome | Exception]:
+        try:
+            return self._charge(requests)
+        except Exception as exc:  # noqa: BLE001 - isolated and logged by _isolate
+            return self._isolate(requests, exc)
 
     def _charge(self, requests):
         delay = 0.05

@@ -429,3 +429,44 @@ def test_metrics_count_decisions_rejects_and_latency_per_request(redis_client, p
     assert sample("chargeflow_decision_latency_seconds_bucket", le="+Inf") == n
     assert 3.0 < sample("chargeflow_decision_latency_seconds_sum") < 4.0 + n
     assert sample("chargeflow_batch_size_count") == 1
+
+
+def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
+        setup, redis_client, prefix, monkeypatch, caplog):
+    """A defect met by one request (injected here: the rules raise for id "poison") must not
+    stop the stream: the batch is halved until that request is alone, it is rejected with
+    INTERNAL_ERROR, and every other request gets exactly the outputs of a batch without it."""
+    from charging import decide
+
+    _, engine, store = setup
+    clean_prefix = f"{prefix}:clean"  # deleted with the test's prefix
+    prepare(redis_client, clean_prefix, ACCOUNTS)
+    clean = by_kind(new_engine(clean_prefix).process(
+        [orjson.dumps(r) for r in mixed_batch()]))
+
+    original = decide._Decider._decide
+
+    def faulty(self, i, req):
+        if req.id == "poison":
+            raise ZeroDivisionError("injected defect")
+        return original(self, i, req)
+
+    monkeypatch.setattr(decide._Decider, "_decide", faulty)
+    batch = mixed_batch()
+    batch.insert(7, event("poison", "alice", "sms", 1, TUE))  # between a session's steps
+    payloads = [orjson.dumps(r) for r in batch]
+    eng = engine()
+    for attempt in range(2):  # and again: replays, poison rejected again
+        out = by_kind(eng.process(payloads))
+        assert [(r["error"], r["id"]) for r in out["reject"]] == [("INTERNAL_ERROR", "poison")]
+        assert "injected defect" in out["reject"][0]["detail"]
+        assert orjson.loads(out["reject"][0]["raw"]) == batch[7]
+        assert [strip_latency(d) for d in out["decision"]] == \
+            [strip_latency(d) for d in clean["decision"]], attempt
+        assert out["charge"] == clean["charge"]
+    clean_store = BalanceStore(redis_client, prefix=clean_prefix)
+    for a in ("alice", "bob", "carol"):
+        assert store.view(a).balance == clean_store.view(a).balance
+        assert ledger_sum(store, a) == ledger_sum(clean_store, a)
+    assert eng.counters.reject_codes == {"INTERNAL_ERROR": 2}
+    assert "poison" in caplog.text and "injected defect" in caplog.text
