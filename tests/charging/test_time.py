@@ -413,3 +413,20 @@ def test_timestamps_at_the_ends_of_the_range_are_rated(band_catalog, timezone, t
     got = rate_requests(compiled, [req])[0]
     want = reference.select_rate(catalog, catalog.tariffs["T"], req.ts_ms, None).id
     assert got.error is None and got.rate == want == ("on" if local_text[:3] == "Thu" else "off")
+
+
+@pytest.mark.parametrize("label, period, expected", [
+    ("2026-W48", "month", "2026-11"),  # ISO week 48 of 2026 begins Monday 23 November
+    ("2026-W01", "month", "2025-12"),  # ... and week 1 on Monday 29 December 2025
+    ("2026-W01", "day", "2025-12-29"),
+    ("2026-11", "week", "2026-W44"),  # 1 November 2026 is a Sunday: ISO week 44
+    ("2026-11-24", "month", "2026-11"),
+    ("2026-11-24", "none", "-"),
+    ("-", "month", ""),  # a bucket without a period began before any: sorts first
+    ("-", "none", "-"),
+])
+def test_label_as_names_the_day_a_period_began_in_another_kind(label, period, expected):
+    from charging.state import LABEL_LENGTH, label_as
+
+    assert label_as(label, period) == expected
+    assert expected in ("", "-") or len(expected) == LABEL_LENGTH[period]
