@@ -324,7 +324,10 @@ class BalanceStore:
 
     def ledger(self, account: str) -> list[dict]:
         """The account's ledger entries, oldest first, with integer micros."""
-        rows = self.r.xrange(self.keys.ledger(account))
+        try:
+            rows = self.r.xrange(self.keys.ledger(account))
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise StoreError(f"cannot read the ledger of {account!r}: {exc}") from exc
         out = []
         for entry_id, fields in rows:
             row = {k.decode(): v.decode() for k, v in fields.items()}
@@ -343,14 +346,17 @@ class BalanceStore:
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""
         found: list[tuple[str, str]] = []
-        keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000) if self.cluster
-                else [self.keys.expiry("")])  # a single Redis has one index
-        for key in keys:
-            for member in self.r.zrangebyscore(key, "-inf", now_ms, start=0,
-                                               num=limit - len(found)):
-                found.append(split_member(member))
-            if len(found) >= limit:
-                break
+        try:
+            keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000)
+                    if self.cluster else [self.keys.expiry("")])  # a single Redis: one index
+            for key in keys:
+                for member in self.r.zrangebyscore(key, "-inf", now_ms, start=0,
+                                                   num=limit - len(found)):
+                    found.append(split_member(member))
+                if len(found) >= limit:
+                    break
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise StoreError(f"cannot read the session expiry index: {exc}") from exc
         return found
 
     def rescore_expiry(self, deadlines: dict[tuple[str, str], int]) -> None:
@@ -360,14 +366,20 @@ class BalanceStore:
         for (account, session), deadline in deadlines.items():
             pipe.zadd(self.keys.expiry(account), {session_member(account, session): deadline},
                       xx=True, gt=True)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise StoreError(f"cannot update the session expiry index: {exc}") from exc
 
     def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
         """Drop expiry-index entries (of sessions that no longer exist)."""
         pipe = self.r.pipeline(transaction=False)
         for account, session in members:
             pipe.zrem(self.keys.expiry(account), session_member(account, session))
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (redis.RedisError, RedisClusterException) as exc:
+            raise StoreError(f"cannot update the session expiry index: {exc}") from exc
 
 
 def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:

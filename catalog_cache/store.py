@@ -14,6 +14,7 @@ sessions that started under them (``get``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from redis.exceptions import RedisClusterException
 from charging.catalog import Catalog, parse_catalog
 from charging.compiler import CompiledCatalog, compile_catalog
 from charging.errors import CatalogError, Problem, StoreError
+
+log = logging.getLogger("chargeflow.catalog")
 
 
 class CatalogKeys:
@@ -76,6 +79,7 @@ class CatalogCache:
         self._compiled: OrderedDict[str, CompiledCatalog] = OrderedDict()
         self._active: str | None = None
         self._checked = float("-inf")
+        self._refused: set[str] = set()  # stored versions this release no longer accepts
 
     @property
     def current(self) -> CompiledCatalog:
@@ -83,7 +87,14 @@ class CatalogCache:
             self.refresh()
         if self._active is None:
             raise StoreError("no catalog is loaded: run `chargeflow catalog load FILE` first")
-        return self._version(self._active)
+        try:
+            return self._version(self._active)
+        except CatalogError as exc:
+            # stored when it validated, refused by this release's stricter checks: charging
+            # waits (as for a Redis outage) until a corrected version is loaded
+            raise StoreError(f"the active catalog version {self._active!r} does not validate "
+                             f"any more ({exc}); load a corrected catalog as a new version"
+                             ) from exc
 
     def refresh(self) -> str | None:
         """Read the active version now; returns it (None when no catalog was loaded)."""
@@ -96,9 +107,18 @@ class CatalogCache:
         return self._active
 
     def get(self, version: str) -> CompiledCatalog | None:
+        """An older version for the sessions opened under it; None if it is gone or no
+        longer validates (stored before a stricter release): its sessions then answer
+        RATING_FAILED rather than be rated at another version's prices."""
         try:
             return self._version(version)
         except KeyError:
+            return None
+        except CatalogError as exc:
+            if version not in self._refused:
+                self._refused.add(version)
+                log.error("catalog version %r does not validate any more; sessions opened "
+                          "under it answer RATING_FAILED: %s", version, exc)
             return None
 
     def _version(self, version: str) -> CompiledCatalog:

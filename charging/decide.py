@@ -299,10 +299,12 @@ class _Decider:
         key = (session.catalog_version, session.tariff, session.rate_id)
         if key in self._session_rates:
             return self._session_rates[key]
-        cc = self.catalogs.get(session.catalog_version) or self.cc
+        # the session's own version (CONTRACT §4.2: rated with the rate selected at its
+        # initial); if that version is gone, RATING_FAILED, never another version's prices
+        cc = self.catalogs.get(session.catalog_version)
         try:
-            held = cc, cc.rate_index(session.tariff, session.rate_id), \
-                cc.catalog.tariffs[session.tariff]
+            held = None if cc is None else (cc, cc.rate_index(session.tariff, session.rate_id),
+                                            cc.catalog.tariffs[session.tariff])
         except KeyError:
             held = None
         self._session_rates[key] = held
@@ -419,11 +421,11 @@ class _Decider:
             held = buckets[k].period
             if len(held) != LABEL_LENGTH[allowance.period]:
                 # a new catalog changed the period's kind (week -> month, say): compare in
-                # the new kind from the day the bucket's period began; within it, the
-                # bucket only takes the new label and keeps what is left
+                # the new kind from the day the bucket's period began; within that period
+                # the bucket takes its label in the new kind and keeps what is left
                 held = label_as(held, allowance.period)
-                if label <= held:
-                    buckets[k].period = label
+                if label <= held:  # (a late request's earlier label must not move it back)
+                    buckets[k].period = held
                     changed = True
             if label > held:
                 buckets[k].units = allowance.units

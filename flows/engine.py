@@ -179,6 +179,9 @@ class Engine:
         except StoreError as exc:
             log.warning("sweep skipped: %s", exc)
             return
+        except Exception:  # noqa: BLE001 - a defect in the sweep must not stop the stream
+            log.exception("sweep failed; it runs again at its next turn")
+            return
         if released:
             log.info("released %d silent session(s)", released)
 

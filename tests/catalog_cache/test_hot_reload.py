@@ -11,7 +11,7 @@ import pytest
 
 from balances.charger import Charger
 from balances.store import BalanceStore
-from catalog_cache.store import CatalogCache, load_catalog_text
+from catalog_cache.store import CatalogCache, CatalogKeys, load_catalog_text
 from charging.errors import CatalogError, StoreError
 from tests.conftest import CATALOG_A, CATALOG_B, Clock, req
 
@@ -233,3 +233,34 @@ def test_a_catalog_adding_an_allowance_keeps_existing_allowance_state(rig):
     buckets = r.store.view("a").allowances["data"]
     assert all(b.reserved == 0 for b in buckets), buckets
     assert sum(b.free for b in buckets) <= 700 + 500 - 10, buckets
+
+
+def test_a_stored_version_this_release_refuses_is_not_used_for_its_sessions(rig, caplog):
+    """Versions are validated when loaded; a later, stricter release may refuse one already
+    stored (here: a key given twice, accepted before). Its sessions answer RATING_FAILED —
+    never another version's prices — and nothing is charged; the engine does not crash."""
+    r = rig(accounts=RICH)
+    r.one(req(id="old:0", kind="initial", account="r0", service="voice", session="old"))
+    balance = r.store.view("r0").balance
+    load_catalog_text(r.client, CATALOG_B, prefix=r.prefix)
+    keys = CatalogKeys(r.prefix)  # the stored text of test-a, as an older release kept it
+    r.client.hset(keys.versions, "test-a",
+                  CATALOG_A.replace("currency: EUR\n", "currency: EUR\ncurrency: EUR\n"))
+    fresh = Charger(BalanceStore(r.client, prefix=r.prefix),
+                    CatalogCache(r.client, prefix=r.prefix), Clock())
+    (out,) = r.charge(req(id="old:1", kind="terminate", account="r0", service="voice",
+                          session="old", used=61), charger=fresh)
+    assert (out.decision["result"], out.decision["charged"], out.charge) == \
+        ("RATING_FAILED", "0.00", None)
+    assert r.store.view("r0").balance == balance
+    assert "does not validate any more" in caplog.text
+
+
+def test_an_active_version_this_release_refuses_waits_like_an_outage(redis_client, prefix):
+    load_catalog_text(redis_client, CATALOG_A, prefix=prefix)
+    keys = CatalogKeys(prefix)
+    redis_client.hset(keys.versions, "test-a",
+                      CATALOG_A.replace("currency: EUR\n", "currency: EUR\ncurrency: EUR\n"))
+    cache = CatalogCache(redis_client, prefix=prefix)
+    with pytest.raises(StoreError, match="(?s)does not validate any more.*new version"):
+        _ = cache.current

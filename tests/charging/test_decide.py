@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from charging import reference
 from charging.decide import FixedCatalogs, format_balance, release_silent
-from charging.state import Account, Session
+from charging.state import Account, Bucket, Session
 
 from .decide_helpers import (
     COMPILED,
@@ -1161,8 +1161,6 @@ def test_allowance_period_changed_within_the_same_period_keeps_what_is_left():
 
 def test_free_units_are_capped_where_the_kernels_int64_ends():
     # buckets kept from an older catalog can hold more than one catalog may give
-    from charging.state import Bucket
-
     acct = account()
     acct.allowances["data"] = [Bucket(units=2**62, period="2026-11") for _ in range(4)]
     line = "      - {service: data, units: 1073741824, period: month}"
@@ -1183,3 +1181,32 @@ def test_a_step_naming_another_service_is_charged_under_the_sessions():
     assert charge["service"] == "voice"  # was "sms": voice seconds booked as SMS
     assert (charge["tariff"], charge["rate"]) == ("VOICE_STD", "mobile_peak")
     assert amount(charge["cost"]) == 150_000  # 30 s of voice at mobile_peak
+
+
+def test_a_session_whose_catalog_version_is_gone_is_not_rated_at_another_versions_prices():
+    # CONTRACT §4.2: a session is rated with the rate selected at its initial; with that
+    # version unavailable the step answers RATING_FAILED (it was rated at v2's 0.15/min)
+    v2 = (SAMPLE_TEXT.replace(f'version: "{VERSION}"', 'version: "v2"')
+          .replace('price: "0.12"', 'price: "0.15"'))
+    acct = account("10.00")
+    acct.sessions["s"] = Session(id="s", service="voice", catalog_version=VERSION,
+                                 tariff="VOICE_STD", rate_id="mobile", last_seen_ms=NOW)
+    out = one(req("u", "terminate", ts=SAT_10, used=60), acct, catalogs=load(v2)[2])
+    assert (out.decision["result"], out.decision["charged"], out.charge) == \
+        ("RATING_FAILED", "0.00", None)
+    assert acct.balance == eur("10.00")
+
+
+def test_a_late_request_after_a_period_change_does_not_move_the_bucket_back():
+    week = (SAMPLE_TEXT.replace(f'version: "{VERSION}"', 'version: "w"')
+            .replace("units: 1073741824, period: month", "units: 1048576, period: week"))
+    month = (SAMPLE_TEXT.replace(f'version: "{VERSION}"', 'version: "m"')
+             .replace("units: 1073741824, period: month", "units: 1048576, period: month"))
+    cats = FixedCatalogs(load(month)[1], older=(load(week)[1],))
+    acct = account("10.00")
+    acct.allowances = {"data": [Bucket(units=0, period="2026-W50")]}  # 7 Dec's week, used up
+    one(_data_event("late", "2026-11-20T10:00:00+01:00", 0), acct, catalogs=cats)
+    assert acct.allowances["data"][0].period == "2026-12"  # not November's label
+    out = one(_data_event("e", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=cats)
+    assert out.charge["allowance_units"] == 0  # was refilled: a second allowance in December
+    assert (out.decision["charged"], out.decision["balance"]) == ("0.0100", "9.99")

@@ -396,6 +396,25 @@ def test_engine_releases_silent_sessions_between_batches(setup):
     assert len(released) == 2 and released[0] <= released[1]
 
 
+def test_a_sweep_that_cannot_reach_redis_waits_for_its_next_turn(setup, caplog):
+    """The engine's sweep meets a Redis that does not answer (a real client to a closed
+    port): the batch is still answered and the sweep is only logged as skipped."""
+    from functools import partial
+
+    from balances.sweeper import sweep
+
+    _, engine, _ = setup
+    eng = engine()
+    dead = BalanceStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2),
+                        prefix="nowhere")
+    eng.sweeper = partial(sweep, dead)
+    eng.sweep_every_ns = 0
+    out = by_kind(eng.process([orjson.dumps(event("sw-3", "alice", "sms", 1, TUE)),
+                               b"not json"]))
+    assert [d["id"] for d in out["decision"]] == ["sw-3"] and len(out["reject"]) == 1
+    assert "sweep skipped" in caplog.text
+
+
 def test_metrics_count_decisions_rejects_and_latency_per_request(redis_client, prefix):
     from prometheus_client import CollectorRegistry
 
