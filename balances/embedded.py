@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -34,6 +35,8 @@ SOCKET = "redis.sock"
 PIDFILE = "redis.pid"
 FSYNC_MODES = ("everysec", "always", "no")
 AOF_REWRITE_MIN_SIZE = "1gb"
+#: A unix socket's path must fit sockaddr_un (108 bytes on Linux, 104 on macOS, with its NUL).
+MAX_SOCKET_PATH = 103
 
 
 def server_binary() -> str:
@@ -53,6 +56,24 @@ def server_binary() -> str:
     return found
 
 
+def pid_runs(pid: int, program: str) -> bool:
+    """Whether process ``pid`` runs and is ``program`` (by its executable's name). A pid file left
+    by a crash or a reboot may name a process that reused the number; it must not be
+    signalled. Where there is no /proc, any live process counts."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # not ours to signal, so not the one we started
+    if not Path("/proc/self/comm").exists():
+        return True
+    try:  # the executable's name, which a process title (Redis sets one) does not change
+        return Path(f"/proc/{pid}/comm").read_text().strip() == program[:15]
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class EmbeddedRedis:
     data_dir: Path
@@ -64,7 +85,8 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket.resolve()}"
+        # quoted: redis-py reads "#", "?" and "%" in a URL as fragment, query and escapes
+        return f"unix://{quote(str(self.socket.resolve()))}"
 
     def _client(self) -> redis.Redis:
         # no retries: a server that is gone should be known as gone at once
@@ -93,6 +115,12 @@ class EmbeddedRedis:
     def _start(self, timeout_s: float) -> str:
         if self.running():
             return self.url
+        path = os.fsencode(self.socket.resolve())
+        if len(path) > MAX_SOCKET_PATH:
+            # Redis would cut the path, listen on another file and never be found here
+            raise StoreError(f"the data directory {self.data_dir} is too long for the embedded "
+                             f"Redis's unix socket ({len(path)} bytes with '/{SOCKET}', the "
+                             f"limit is {MAX_SOCKET_PATH}); use a shorter --data-dir")
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
         args = [
@@ -134,6 +162,8 @@ class EmbeddedRedis:
         pid_file = self.data_dir / PIDFILE
         if pid_file.exists():
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+                pid = int(pid_file.read_text().strip())
+                if pid_runs(pid, "redis-server"):
+                    os.kill(pid, signal.SIGTERM)
             except (ValueError, ProcessLookupError):
                 pass

@@ -20,6 +20,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from balances.embedded import pid_runs
 from charging.errors import BrokerError
 
 PIDFILE = "broker.pid"
@@ -109,6 +110,8 @@ class EmbeddedBroker:
             return False
         try:
             pid = int(pid_file.read_text().strip())
+            if not pid_runs(pid, "tansu"):  # gone; its number may be another process's now
+                raise ProcessLookupError(pid)
             os.kill(pid, signal.SIGTERM)
         except (ValueError, ProcessLookupError):
             pid_file.unlink(missing_ok=True)

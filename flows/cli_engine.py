@@ -69,7 +69,11 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     setup_logging(log_format)
     metrics = EngineMetrics()
     if metrics_port is not None:
-        serve(metrics_port, metrics_host)
+        try:
+            serve(metrics_port, metrics_host)
+        except OSError as exc:
+            fail(False, f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                 f"{exc.strerror or exc}")
 
     if (input_file is None) != (output_dir is None):
         fail(False, "--input and --output go together (a JSONL run writes into a directory)")
@@ -80,6 +84,9 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt, retention_s=idem_s,
                           ledger_retention_s=ledger_s, tune_gc=True)
     if input_file is not None:
+        if input_file == "-" and sys.stdin is None:
+            fail(False, "--input -: standard input is closed; pipe the requests in, or name "
+                 "a file")
         try:
             stream = sys.stdin.buffer if input_file == "-" else open(input_file, "rb")  # noqa: SIM115
         except OSError as exc:

@@ -137,9 +137,13 @@ class _RequestPartition(StatefulSourcePartition):
         offset = None
         for msg in self.consumer.consume(self.batch_size, POLL_S):
             err = msg.error()
-            if err is not None and err.code() == KafkaErrorCode._PARTITION_EOF:
+            if err is not None:
+                # an event of the consumer (end of partition, a broker gone, ...), not a
+                # request: its offset (-1001 for most) must not become the snapshot's
+                if err.code() != KafkaErrorCode._PARTITION_EOF:
+                    log.warning("Kafka consumer: %s", err)
                 continue
-            out.append(msg.value() or b"")  # a broken message is rejected downstream
+            out.append(msg.value() or b"")  # an empty message is rejected downstream
             offset = msg.offset() + 1
         if offset is not None:
             out.append(Consumed(self.part, offset))

@@ -9,8 +9,11 @@ from __future__ import annotations
 import gc
 import os
 import select
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -83,15 +86,41 @@ def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
     files = {kind: open(out_dir / name, "wb") for kind, name in OUTPUT_FILES.items()}  # noqa: SIM115
     try:
         fileno = getattr(lines, "fileno", None)
-        chunks = _stream_chunks(fileno(), batch, wait_s) if fileno else _chunks(lines, batch)
-        for chunk in chunks:
-            for out in engine.process(chunk):
-                files[out.kind].write(out.value + b"\n")
-            for f in files.values():
-                f.flush()
+        with _stop_signals() as wake:
+            chunks = (_stream_chunks(fileno(), batch, wait_s, wake) if fileno
+                      else _chunks(lines, batch))
+            for chunk in chunks:
+                for out in engine.process(chunk):
+                    files[out.kind].write(out.value + b"\n")
+                for f in files.values():
+                    f.flush()
     finally:
         for f in files.values():
             f.close()
+
+
+@contextmanager
+def _stop_signals() -> Iterator[int | None]:
+    """SIGTERM and SIGINT end the input (README: they drain and stop the engine): the
+    lines read so far are decided and written, then the run ends normally. Yields a file
+    descriptor that becomes readable on such a signal (None off the main thread, where
+    Python cannot handle signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    read_end, write_end = os.pipe()
+
+    def stop(signum: int, frame: object) -> None:
+        os.write(write_end, b"x")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield read_end
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(read_end)
+        os.close(write_end)
 
 
 def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
@@ -100,16 +129,25 @@ def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def _stream_chunks(fd: int, size: int, wait_s: float) -> Iterator[list[bytes]]:
+def _stream_chunks(fd: int, size: int, wait_s: float, stop: int | None = None
+                   ) -> Iterator[list[bytes]]:
     """Non-empty lines of ``fd`` in batches: a batch closes ``wait_s`` after its first line
-    arrived (or at ``size`` lines, or at end of input)."""
+    arrived (or at ``size`` lines, or at end of input — also when ``stop`` becomes
+    readable)."""
     pending: list[bytes] = []
     tail = b""
     opened = 0.0  # when the first pending line arrived
+    watched = [fd] if stop is None else [fd, stop]
     while True:
         timeout = max(0.0, opened + wait_s - time.monotonic()) if pending else None
-        ready, _, _ = select.select([fd], [], [], timeout)
-        data = os.read(fd, 1 << 20) if ready else None
+        ready, _, _ = select.select(watched, [], [], timeout)
+        stopping = stop is not None and stop in ready
+        if stopping:
+            # a stop signal: the input ends here (a partial last line, whose rest is still
+            # unread, is left to the next run rather than rejected as malformed)
+            data, tail = b"", b""
+        else:
+            data = os.read(fd, 1 << 20) if ready else None
         if data:
             lines = (tail + data).split(b"\n")
             tail = lines.pop()

@@ -1,0 +1,152 @@
+"""The CLI around the embedded services and the JSONL run: stale pid files, awkward data
+directories, a busy metrics port, a closed stdin, and SIGINT/SIGTERM draining a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import orjson
+import pytest
+
+from tests.flows.conftest import REPO, accounts_of, cli_args, cli_env, jsonl
+
+TUE = "2026-11-24T10:00:00+01:00"
+
+
+def request(rid: str, account: str = "acct00000") -> bytes:
+    return orjson.dumps({"id": rid, "kind": "event", "account": account, "service": "sms",
+                         "ts": TUE, "used": 1}) + b"\n"
+
+
+def redis_servers_of(path: str) -> list[int]:
+    """redis-server processes whose command line names a socket under ``path`` (Redis shows
+    at most the first ~100 characters of it)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "redis-server" in cmd and path[:60] in cmd:
+            found.append(int(pid))
+    return found
+
+
+def test_stop_leaves_alone_a_process_that_reused_a_stale_broker_pid(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    victim = subprocess.Popen(["sleep", "60"])  # holds the pid a crashed broker left behind
+    try:
+        (data / "broker.pid").write_text(str(victim.pid))
+        (data / "broker.addr").write_text("127.0.0.1:1")
+        res = subprocess.run(cli_args("stop", "--data-dir", str(data)), env=cli_env(),
+                             cwd=REPO, capture_output=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        time.sleep(0.3)
+        assert victim.poll() is None, "chargeflow stop signalled a process that is not tansu"
+        assert not (data / "broker.pid").exists() and not (data / "broker.addr").exists()
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_a_data_dir_too_long_for_a_unix_socket_is_refused_at_once(tmp_path):
+    data = tmp_path / ("d" * max(1, 110 - len(str(tmp_path))))
+    t0 = time.monotonic()
+    res = subprocess.run(cli_args("balance", "nobody", "--data-dir", str(data)),
+                         env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
+    assert res.returncode == 2 and b"Traceback" not in res.stderr
+    assert b"too long for the embedded Redis's unix socket" in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 8  # no wait for a server that could never answer
+    assert redis_servers_of(str(tmp_path)) == []  # and none left running
+
+
+@pytest.mark.parametrize("name", ["ha#sh", "q?x", "pc%41t"])
+def test_data_dirs_with_url_characters_work(cf_env, tmp_path, name):
+    env = cf_env(accounts_of(1, "1.00"), name=name)  # was: exit 2, "cannot reach Redis"
+    out = tmp_path / "out"
+    env.cli_ok("run", "--input", "-", "--output", str(out), stdin=request("r1"))
+    assert [d["result"] for d in jsonl(out / "decisions.jsonl")] == ["SUCCESS"]
+
+
+def test_a_busy_metrics_port_is_a_clear_error(cf_env, tmp_path):
+    env = cf_env(accounts_of(1, "1.00"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = env.cli("run", "--input", "-", "--output", str(tmp_path / "out"),
+                      "--metrics-port", str(port), stdin=request("r1"))
+    assert res.returncode == 1 and b"Traceback" not in res.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}".encode() in res.stderr, res.stderr
+
+
+def test_a_closed_stdin_is_a_clear_error(cf_env, tmp_path):
+    env = cf_env(accounts_of(1, "1.00"))
+    res = subprocess.run(
+        cli_args("run", "--input", "-", "--output", str(tmp_path / "out"), "--data-dir",
+                 str(env.data_dir)),
+        env=cli_env(), cwd=REPO, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.close(0))
+    assert res.returncode == 1 and b"Traceback" not in res.stderr
+    assert b"standard input is closed" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_drains_a_jsonl_run_from_an_open_pipe(cf_env, tmp_path, sig):
+    """README: SIGTERM/SIGINT drain and stop `chargeflow run`. The lines read are decided and
+    written and the run exits 0 (SIGINT was "Aborted!", exit 1; SIGTERM killed it)."""
+    env = cf_env(accounts_of(1, "1.00"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        cli_args("run", "--input", "-", "--output", str(out), "--data-dir", str(env.data_dir)),
+        env=cli_env(), cwd=REPO, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(request("r1") + request("r2"))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(jsonl(out / "decisions.jsonl")
+                                                   if (out / "decisions.jsonl").exists()
+                                                   else []) < 2:
+            time.sleep(0.05)
+        proc.send_signal(sig)  # the pipe stays open: only the signal can end the run
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+        proc.stderr.close()
+    assert [d["id"] for d in jsonl(out / "decisions.jsonl")] == ["r1", "r2"]
+    assert env.balance_micros("acct00000") == 1_000_000 - 2 * 90_000  # two SMS at 0.09
+
+
+def test_a_kafka_consumer_event_is_neither_a_request_nor_an_offset():
+    """An error event of the consumer (a broker gone: offset -1001) was read as an empty
+    request — a bogus reject — and its offset became the snapshot's (-1000: Kafka's "stored
+    offset", from which a resumed engine without one would start at the end and skip
+    requests). Consumer events cannot be made on demand with a real broker, so this stands
+    in for the consumer: two messages as confluent-kafka hands them over."""
+    from confluent_kafka import KafkaError
+
+    from flows.dataflow import Consumed, _RequestPartition
+
+    class Message:
+        def __init__(self, value, offset, error=None):
+            self.value, self.offset = (lambda: value), (lambda: offset)
+            self.error = lambda: error
+
+    class Consumer:
+        def consume(self, n, timeout):
+            return [Message(b'{"id":"a"}', 5),
+                    Message(None, -1001, KafkaError(KafkaError._TRANSPORT))]
+
+    batch = _RequestPartition(Consumer(), 0, 10, threading.Event()).next_batch()
+    assert [x for x in batch if type(x) is not Consumed] == [b'{"id":"a"}']
+    assert [x.offset for x in batch if type(x) is Consumed] == [6]
