@@ -44,13 +44,17 @@ def service_options(fn):
 
 
 def connect_services(redis_url: str | None, data_dir: str | None):
-    """(Services, client), or exit 2 with the reason when Redis cannot be reached."""
+    """(Services, client); exit 2 with the reason when Redis cannot be reached, 1 when
+    ``--redis`` is not a Redis URL."""
     services = Services.from_options(redis_url, data_dir)
     try:
         return services, services.redis()
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except ValueError as exc:  # a malformed --redis: bad input, not an unreachable service
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 def emit(as_json: bool, doc: dict, human: str) -> None:

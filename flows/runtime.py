@@ -135,27 +135,33 @@ def _stream_chunks(fd: int, size: int, wait_s: float, stop: int | None = None
     arrived (or at ``size`` lines, or at end of input — also when ``stop`` becomes
     readable)."""
     pending: list[bytes] = []
-    tail = b""
+    tail: list[bytes] = []  # the line being read, in pieces (joined once it ends: a huge
+    # line costs its length, not its length squared)
     opened = 0.0  # when the first pending line arrived
     watched = [fd] if stop is None else [fd, stop]
     while True:
         timeout = max(0.0, opened + wait_s - time.monotonic()) if pending else None
         ready, _, _ = select.select(watched, [], [], timeout)
-        stopping = stop is not None and stop in ready
-        if stopping:
+        if stop is not None and stop in ready:
             # a stop signal: the input ends here (a partial last line, whose rest is still
             # unread, is left to the next run rather than rejected as malformed)
-            data, tail = b"", b""
+            data, tail = b"", []
         else:
             data = os.read(fd, 1 << 20) if ready else None
-        if data:
-            lines = (tail + data).split(b"\n")
-            tail = lines.pop()
+        if data and b"\n" not in data:
+            tail.append(data)
+        elif data:
+            lines = (b"".join(tail) + data if tail else data).split(b"\n")
+            last = lines.pop()
+            tail = [last] if last else []
             if not pending:
                 opened = time.monotonic()
             pending += [x.rstrip(b"\r") for x in lines if x.strip()]
-        elif data == b"" and tail.strip():  # end of input without a final newline
-            pending.append(tail.rstrip(b"\r"))
+        elif data == b"" and tail:  # end of input without a final newline
+            line = b"".join(tail)
+            tail = []
+            if line.strip():
+                pending.append(line.rstrip(b"\r"))
         while len(pending) >= size:
             yield pending[:size]
             pending = pending[size:]

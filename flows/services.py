@@ -47,10 +47,15 @@ class Services:
         return EmbeddedRedis(self.data_dir, self.fsync)
 
     def redis(self) -> redis.Redis | RedisCluster:
-        """A connected client (raises ``StoreError`` when the server cannot be reached)."""
+        """A connected client (raises ``StoreError`` when the server cannot be reached,
+        ``ValueError`` when the URL is not one)."""
         url = self.redis_url or self.embedded.start()
         try:
             client = connect(url)
+        except ValueError as exc:  # not a URL redis-py reads: the user's to fix
+            raise ValueError(f"{url!r} is not a Redis URL ({exc}); use redis://, rediss://, "
+                             "unix:// or redis+cluster://") from exc
+        try:
             client.ping()
         except (redis.RedisError, OSError, ValueError) as exc:
             raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc

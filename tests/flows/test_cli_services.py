@@ -150,3 +150,25 @@ def test_a_kafka_consumer_event_is_neither_a_request_nor_an_offset():
     batch = _RequestPartition(Consumer(), 0, 10, threading.Event()).next_batch()
     assert [x for x in batch if type(x) is not Consumed] == [b'{"id":"a"}']
     assert [x.offset for x in batch if type(x) is Consumed] == [6]
+
+
+def test_a_line_longer_than_a_read_is_joined_whole(cf_env, tmp_path):
+    """A 2.5 MB line comes in three 1 MiB reads; it is rejected as TOO_LARGE with its exact
+    size, and the lines around it are decided (the pieces are joined once, at its end)."""
+    env = cf_env(accounts_of(1, "1.00"))
+    huge = b'{"id":"big","pad":"' + b"x" * 2_500_000 + b'"}'
+    out = tmp_path / "out"
+    env.cli_ok("run", "--input", "-", "--output", str(out),
+               stdin=request("r1") + huge + b"\n" + request("r2") + huge)  # last: no newline
+    assert [d["id"] for d in jsonl(out / "decisions.jsonl")] == ["r1", "r2"]
+    rejects = jsonl(out / "rejects.jsonl")
+    assert [(r["error"], r["raw_truncated_from"]) for r in rejects] == \
+        [("TOO_LARGE", len(huge)), ("TOO_LARGE", len(huge))]
+
+
+def test_a_malformed_redis_url_is_bad_input(tmp_path):
+    res = subprocess.run(cli_args("balance", "alice", "--redis", "foo://x", "--data-dir",
+                                  str(tmp_path / "data")),
+                         env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
+    assert res.returncode == 1 and b"Traceback" not in res.stderr  # was 2, "cannot reach"
+    assert b"is not a Redis URL" in res.stderr, res.stderr
