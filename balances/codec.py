@@ -26,6 +26,7 @@ import orjson
 from redis.crc import key_slot
 
 from charging.decide import CHARGE_FIELDS, DECISION_FIELDS
+from charging.errors import CorruptAccountError
 from charging.state import Account, Bucket, Session
 
 SEP = "\x1f"
@@ -128,25 +129,38 @@ def changed_fields(acct: Account, sessions: set[str], buckets: set[str]
 
 
 def decode_account(account: str, raw: dict | list) -> Account | None:
-    """An ``Account`` from HGETALL (a dict, or the flat list a script returns); None if empty."""
+    """An ``Account`` from HGETALL (a dict, or the flat list a script returns); None if empty.
+    Raises ``CorruptAccountError`` when a field is missing or unreadable: a guessed default
+    (a balance of 0, version 0) would be written back, or conflict with every write."""
     if isinstance(raw, list):
         raw = dict(zip(raw[::2], raw[1::2]))
     if not raw:
         return None
     fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
-    def text(name: str, default: str = "") -> str:
+    def text(name: str, default: str | None = None) -> str:
         v = fields.get(name)
-        return default if v is None else v.decode() if isinstance(v, bytes) else v
+        if v is None:
+            if default is None:
+                raise CorruptAccountError(account, f"field {name!r} is missing")
+            return default
+        return v.decode() if isinstance(v, bytes) else v
 
-    acct = Account(id=account, plan=text("plan"), balance=int(text("bal", "0")),
-                   status=text("status", "active"), allow_negative=text("neg") == "1",
-                   reserved=int(text("res", "0")), version=int(text("ver", "0")))
-    for name, value in fields.items():
-        if name.startswith("b:"):
-            acct.allowances[name[2:]] = decode_buckets(value)
-        elif name.startswith("s:"):
-            acct.sessions[name[2:]] = decode_session(name[2:], value)
+    name = ""
+    try:
+        acct = Account(id=account, plan=text("plan"), balance=int(text("bal")),
+                       status=text("status", "active"), allow_negative=text("neg", "0") == "1",
+                       reserved=int(text("res", "0")), version=int(text("ver")))
+        for name, value in fields.items():
+            if name.startswith("b:"):
+                acct.allowances[name[2:]] = decode_buckets(value)
+            elif name.startswith("s:"):
+                acct.sessions[name[2:]] = decode_session(name[2:], value)
+    except CorruptAccountError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        where = f"field {name!r}" if name else "a money or version field"
+        raise CorruptAccountError(account, f"{where}: {exc!r}") from exc
     return acct
 
 

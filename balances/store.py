@@ -306,8 +306,8 @@ class BalanceStore:
         """Credit an account (debit with a negative amount), ledgered; idempotent by id.
 
         Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
-        ``unknown`` (no such account) or ``limit`` (would leave ±2**53 micros, or take
-        money that is reserved).
+        ``unknown`` (no such account), ``limit`` (would leave ±2**53 micros, or take
+        money that is reserved) or ``corrupt`` (the account has no readable balance).
         """
         if abs(micros) > BALANCE_LIMIT:  # the script's Lua numbers would round it
             return "limit", None

@@ -7,8 +7,13 @@ the same account never loses either side's change: the loser re-reads and tries 
 
 from __future__ import annotations
 
+import logging
+
 from balances.store import BalanceStore
 from charging.decide import release_silent
+from charging.errors import CorruptAccountError
+
+log = logging.getLogger("chargeflow.sweeper")
 
 MAX_ROUNDS = 8
 
@@ -37,7 +42,7 @@ def _sweep_page(store: BalanceStore, members: list[tuple[str, str]], now_ms: int
     for _ in range(MAX_ROUNDS):
         if not accounts:
             break
-        states, _ = store.load(accounts)
+        states = _readable(store, accounts)
         for a, s in members:
             if a not in states:
                 continue
@@ -60,3 +65,18 @@ def _sweep_page(store: BalanceStore, members: list[tuple[str, str]], now_ms: int
     store.remove_expiry(stale)  # index entries whose session is gone already
     store.rescore_expiry(alive)  # sessions that reported since their entry was written
     return released
+
+
+def _readable(store: BalanceStore, accounts: list[str]) -> dict:
+    """The accounts' states, in one read; if one cannot be read, one by one without it (and
+    logged), so a corrupt account does not keep the others' reservations held."""
+    try:
+        return store.load(accounts)[0]
+    except CorruptAccountError:
+        states = {}
+        for a in accounts:
+            try:
+                states.update(store.load([a])[0])
+            except CorruptAccountError as exc:
+                log.error("sweep skips it: %s", exc)
+        return states

@@ -5,6 +5,7 @@
     ├── RequestError                     a reject code: INVALID_JSON, MISSING_FIELD, ...
     ├── RatingError                      a §3.1 result code: RATING_FAILED, END_USER_SERVICE_DENIED
     ├── StoreError                       STORE_UNAVAILABLE (balances layer)
+    ├── CorruptAccountError              ACCOUNT_CORRUPT (an account's state unreadable)
     └── BrokerError                      BROKER_UNAVAILABLE (streaming layer)
 
 Lower-level exceptions (yaml, orjson, redis, confluent_kafka) are translated into these in
@@ -66,6 +67,18 @@ class RatingError(ChargeflowError):
 
 class StoreError(ChargeflowError):
     code = "STORE_UNAVAILABLE"
+
+
+class CorruptAccountError(ChargeflowError):
+    """An account's state in Redis cannot be read (a field missing or malformed). Not an
+    outage: waiting would not mend it, so it is not a ``StoreError``; the engine rejects
+    that account's requests and goes on."""
+
+    code = "ACCOUNT_CORRUPT"
+
+    def __init__(self, account: str, detail: str):
+        self.account = account
+        super().__init__(f"account {account!r} in Redis cannot be read: {detail}")
 
 
 class BrokerError(ChargeflowError):

@@ -196,6 +196,9 @@ def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None
         fail(as_json, str(exc), 2)
     if status == "unknown":
         fail(as_json, f"no account {account!r}", 1, id=account)
+    if status == "corrupt":
+        fail(as_json, f"account {account!r} has no readable balance in Redis; nothing was "
+             "applied (its hash needs repair)", 1, id=account)
     if status == "limit":
         fail(as_json, f"top-up of {amount} refused: the balance would leave the supported "
               "range, or a debit would take money reserved by open sessions", 1, id=account)

@@ -2,7 +2,7 @@
 -- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] the top-up's idempotency key
 -- ARGV: amount micros, reason, id, idempotency retention s, balance limit micros,
 --       "1" when the top-up has an id (KEYS[3] is only used then)
--- Returns {"ok", balance} | {"replay", stored} | {"unknown"} | {"limit", balance}
+-- Returns {"ok", balance} | {"replay", stored} | {"unknown"} | {"limit", balance} | {"corrupt"}
 local idempotent = ARGV[6] == '1'
 if idempotent then
   local seen = redis.call('GET', KEYS[3])
@@ -11,6 +11,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
 local amount = tonumber(ARGV[1])
 local balance = tonumber(redis.call('HGET', KEYS[1], 'bal'))
+if not balance then return {'corrupt'} end  -- no readable balance: never guess one
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'res') or '0')
 local negative = redis.call('HGET', KEYS[1], 'neg') == '1'
 local limit = tonumber(ARGV[5])

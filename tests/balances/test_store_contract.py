@@ -450,3 +450,17 @@ def test_session_step_with_another_service_returns_the_allowance_units(rig):
     acct = r.store.view("a")
     assert acct.sessions == {}
     assert acct.allowances["data"][0].reserved == 0
+
+
+@pytest.mark.parametrize("field", ["bal", "ver", "plan"])
+def test_an_account_missing_a_field_is_corrupt_not_guessed(make, field):
+    # a missing bal was read as 0 and written back; a missing ver as 0, which conflicted with
+    # every write (the engine then retried it as an outage, for ever)
+    from charging.errors import CorruptAccountError
+
+    r = make()
+    r.client.hdel(r.store.keys.account("a"), field)
+    with pytest.raises(CorruptAccountError, match=f"'{field}' is missing"):
+        r.store.view("a")
+    if field == "bal":
+        assert r.store.topup("a", 1_000_000) == ("corrupt", None)

@@ -194,3 +194,15 @@ def test_request_ids_cannot_break_the_sweeper(rig):
     r.one(req(id="v:0", kind="initial", account="a", service="voice", session="v"))
     r.one(req(id="odd}:expiry", kind="event", account="a", service="sms", used=1))
     assert sweep(r.store, T0_MS + SILENT_MS) == 1
+
+
+def test_one_unreadable_account_does_not_hold_the_others_reservations(rig, caplog):
+    r = rig(accounts="[{id: a, plan: PREPAID_S, balance: '10.00'}, "
+                     "{id: b, plan: PREPAID_S, balance: '10.00'}]")
+    r.charge(req(id="a0", kind="initial", account="a", service="voice", session="va"),
+             req(id="b0", kind="initial", account="b", service="voice", session="vb"))
+    r.client.hset(r.store.keys.account("a"), "s:va", b"\xc1 not msgpack")
+    assert sweep(r.store, T0_MS + SILENT_MS) == 1  # b's; a is skipped and logged
+    b = r.store.view("b")
+    assert "vb" not in b.sessions and b.reserved == 0
+    assert "sweep skips it" in caplog.text and "'a'" in caplog.text

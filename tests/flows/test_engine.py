@@ -489,3 +489,15 @@ def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
         assert ledger_sum(store, a) == ledger_sum(clean_store, a)
     assert eng.counters.reject_codes == {"INTERNAL_ERROR": 2}
     assert "poison" in caplog.text and "injected defect" in caplog.text
+
+
+def test_a_corrupt_account_is_rejected_not_retried_as_an_outage(setup, redis_client, prefix):
+    _, engine, store = setup
+    redis_client.hdel(store.keys.account("alice"), "ver")
+    eng = engine()
+    eng.sleep = lambda s: pytest.fail("a corrupt account was retried like a Redis outage")
+    out = by_kind(eng.process([orjson.dumps(event("c1", "alice", "sms", 1, TUE)),
+                               orjson.dumps(event("c2", "carol", "sms", 1, TUE))]))
+    assert [d["id"] for d in out["decision"]] == ["c2"]
+    assert [(r["error"], r["id"]) for r in out["reject"]] == [("INTERNAL_ERROR", "c1")]
+    assert "'ver' is missing" in out["reject"][0]["detail"]
