@@ -156,8 +156,6 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
                 acct.allowances[name[2:]] = decode_buckets(value)
             elif name.startswith("s:"):
                 acct.sessions[name[2:]] = decode_session(name[2:], value)
-    except CorruptAccountError:
-        raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         where = f"field {name!r}" if name else "a money or version field"
         raise CorruptAccountError(account, f"{where}: {exc!r}") from exc

@@ -258,7 +258,7 @@ class BalanceStore:
             node = self.r.get_node_from_key(k).name if self.cluster else ""
             groups.setdefault(node, []).append(i)
         replies: dict[int, tuple] = {}
-        try:
+        with _store_errors("cannot write to Redis"):
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
@@ -266,8 +266,6 @@ class BalanceStore:
                                     args=self._write_args([entries[i] for i in idx]),
                                     client=client)
                 replies.update(_conflicted(reply, idx))
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot write to Redis: {exc}") from exc
         return replies
 
     # -- administration --------------------------------------------------------------------
@@ -313,21 +311,17 @@ class BalanceStore:
             return "limit", None
         keys = [self.keys.account(account), self.keys.ledger(account),
                 self.keys.topup(account, topup_id or "")]
-        try:
+        with _store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
                                                  self.retention_s, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot top up in Redis: {exc}") from exc
         status = reply[0].decode()
         return status, int(reply[1]) if len(reply) > 1 else None
 
     def ledger(self, account: str) -> list[dict]:
         """The account's ledger entries, oldest first, with integer micros."""
-        try:
+        with _store_errors(f"cannot read the ledger of {account!r}"):
             rows = self.r.xrange(self.keys.ledger(account))
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot read the ledger of {account!r}: {exc}") from exc
         out = []
         for entry_id, fields in rows:
             row = {k.decode(): v.decode() for k, v in fields.items()}
@@ -346,7 +340,7 @@ class BalanceStore:
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""
         found: list[tuple[str, str]] = []
-        try:
+        with _store_errors("cannot read the session expiry index"):
             keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000)
                     if self.cluster else [self.keys.expiry("")])  # a single Redis: one index
             for key in keys:
@@ -355,8 +349,6 @@ class BalanceStore:
                     found.append(split_member(member))
                 if len(found) >= limit:
                     break
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot read the session expiry index: {exc}") from exc
         return found
 
     def rescore_expiry(self, deadlines: dict[tuple[str, str], int]) -> None:
@@ -366,20 +358,25 @@ class BalanceStore:
         for (account, session), deadline in deadlines.items():
             pipe.zadd(self.keys.expiry(account), {session_member(account, session): deadline},
                       xx=True, gt=True)
-        try:
+        with _store_errors("cannot update the session expiry index"):
             pipe.execute()
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot update the session expiry index: {exc}") from exc
 
     def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
         """Drop expiry-index entries (of sessions that no longer exist)."""
         pipe = self.r.pipeline(transaction=False)
         for account, session in members:
             pipe.zrem(self.keys.expiry(account), session_member(account, session))
-        try:
+        with _store_errors("cannot update the session expiry index"):
             pipe.execute()
-        except (redis.RedisError, RedisClusterException) as exc:
-            raise StoreError(f"cannot update the session expiry index: {exc}") from exc
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """A Redis failure inside as ``StoreError("<what>: ...")``, which callers wait out."""
+    try:
+        yield
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise StoreError(f"{what}: {exc}") from exc
 
 
 def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:

@@ -28,6 +28,7 @@ from charging.timezones import MAX_TS_MS, MIN_TS_MS
 MAX_PAYLOAD = 64 * 1024
 RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in its reject
 MAX_UNITS = 2**40
+MAX_SEQ = 2**53
 KINDS = ("event", "initial", "update", "terminate")
 SESSION_KINDS = ("initial", "update", "terminate")
 # used with fullmatch: "$" would also match before a trailing newline
@@ -112,7 +113,7 @@ def _parse_common(obj: dict) -> Request | None:
     if seq is None:
         if kind != "event":
             return None
-    elif not (type(seq) is int and 0 <= seq <= 2**53):
+    elif not (type(seq) is int and 0 <= seq <= MAX_SEQ):
         return None
     if destination is not None:
         if type(destination) is not str or not _DESTINATION.fullmatch(destination):
@@ -138,7 +139,7 @@ def _parse_checked(obj: dict, rating_only: bool) -> Request:
                            f"{_show(account)}", rid)
     service = _text(obj, "service", rid, 64, required=True)
     session = _text(obj, "session", rid, 128, required=kind in SESSION_KINDS)
-    seq = _units(obj, "seq", rid, required=kind in SESSION_KINDS, limit=2**53)
+    seq = _units(obj, "seq", rid, required=kind in SESSION_KINDS, limit=MAX_SEQ)
     return Request(
         id=rid, kind=kind or "event", account=account or "", service=service,
         ts_ms=_timestamp(obj, rid), used=_units(obj, "used", rid) or 0,

@@ -72,14 +72,18 @@ def period_label(period: str, ts_ms: int, zone: ZoneInfo) -> str:
     """The allowance period holding ``ts_ms`` in the catalog zone; labels sort in time order."""
     if period == "none":
         return "-"
-    local = datetime.fromtimestamp(ts_ms // 1000, tz=zone)
+    return _label(period, datetime.fromtimestamp(ts_ms // 1000, tz=zone).date())
+
+
+def _label(period: str, day: date) -> str:
+    """The label of the ``period`` (day, week or month) holding ``day``."""
     if period == "day":
-        return local.strftime("%Y-%m-%d")
+        return day.isoformat()
     if period == "week":
-        year, week, _ = local.isocalendar()
+        year, week, _ = day.isocalendar()
         return f"{year:04d}-W{week:02d}"
     if period == "month":
-        return local.strftime("%Y-%m")
+        return f"{day.year:04d}-{day.month:02d}"
     raise ValueError(f"unknown allowance period {period!r}")
 
 
@@ -100,11 +104,4 @@ def label_as(label: str, period: str) -> str:
         day = date(int(label[:4]), int(label[5:7]), 1)
     else:
         day = date.fromisoformat(label)
-    if period == "none":
-        return "-"
-    if period == "day":
-        return day.isoformat()
-    if period == "week":
-        year, week, _ = day.isocalendar()
-        return f"{year:04d}-W{week:02d}"
-    return f"{day.year:04d}-{day.month:02d}"
+    return "-" if period == "none" else _label(period, day)

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -86,7 +86,7 @@ def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
     files = {kind: open(out_dir / name, "wb") for kind, name in OUTPUT_FILES.items()}  # noqa: SIM115
     try:
         fileno = getattr(lines, "fileno", None)
-        with _stop_signals() as wake:
+        with _stop_signals() if fileno else nullcontext() as wake:
             chunks = (_stream_chunks(fileno(), batch, wait_s, wake) if fileno
                       else _chunks(lines, batch))
             for chunk in chunks:
