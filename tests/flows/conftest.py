@@ -191,6 +191,20 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str,
             time.sleep(0.05)
 
 
+def drain(readers: Iterable[TopicReader], quiet_s: float = 2.0, timeout_s: float = 60) -> None:
+    """Read until no reader has had a message for ``quiet_s`` (or ``timeout_s`` passed).
+
+    For topics read after the wait on another one: the engine writes decisions, charges and
+    rejects through separate producers, and a reader that was not polled during the run has
+    a backlog that one short poll does not get through."""
+    readers = list(readers)
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
+        if sum(r.poll(0.05) for r in readers):
+            quiet_since = time.monotonic()
+
+
 # -- engine processes and data dirs ----------------------------------------------------------
 
 class EngineProc:

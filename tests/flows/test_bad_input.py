@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import orjson
 
-from tests.flows.conftest import accounts_of, wait_for
+from tests.flows.conftest import accounts_of, drain, wait_for
 from tests.flows.oracle import (
     Model,
     account_traffic,
@@ -171,9 +171,7 @@ def test_malformed_stream_is_rejected_and_valid_requests_decided(cf_env):
     elapsed = time.monotonic() - t0
     print(f"\n[bad-input] {len(mixed)} messages ({n_rejects} malformed, {len(valid)} "
           f"well-formed) handled in {elapsed:.2f} s = {len(mixed) / elapsed:,.0f} msg/s")
-    rejects.poll(0.3)
-    charges.poll(0.3)
-    decisions.poll(0.2)
+    drain([decisions, charges, rejects])
 
     # every malformed message rejected once, with its code, a detail and its raw payload
     got: Counter = Counter()

@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import pytest
 
-from tests.flows.conftest import SAMPLE_TEXT, CfEnv, accounts_of, wait_for
+from tests.flows.conftest import SAMPLE_TEXT, CfEnv, accounts_of, drain, wait_for
 from tests.flows.oracle import (
     Model,
     account_traffic,
@@ -106,10 +106,7 @@ def run_with_kills(env: CfEnv, rng, root, accounts, requests, ids) -> dict:
     wait_for(lambda: ids <= decisions.by_id.keys(), 120, "a decision for every request",
              [decisions], engine)
     elapsed = time.monotonic() - t0
-    time.sleep(0.5)
-    decisions.poll(0.2)
-    charges.poll(0.5)
-    rejects.poll(0.2)
+    drain([decisions, charges, rejects])
     copies = sum(len(v) for i, v in decisions.by_id.items() if i in ids)
     print(f"\n[crash] {N_REQUESTS} requests produced in {produced_s:.2f} s, all decided in "
           f"{elapsed:.1f} s ({N_REQUESTS / elapsed:,.0f} req/s including restarts) with "

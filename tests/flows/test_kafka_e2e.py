@@ -20,7 +20,7 @@ import pytest
 
 from charging.reference import rate_units, select_rate, tariff_for
 from flows.broker import free_port
-from tests.flows.conftest import accounts_of, wait_for
+from tests.flows.conftest import accounts_of, drain, wait_for
 from tests.flows.oracle import (
     MOBILE,
     TUE_PEAK_MS,
@@ -149,9 +149,7 @@ def test_kafka_end_to_end_1000_accounts(cf_env, processes):
     wait_for(lambda: ids <= decisions.by_id.keys(), 180, "a decision for every request",
              [decisions], engine)
     elapsed = time.monotonic() - t0
-    charges.poll(0.5)
-    rejects.poll(0.2)
-    decisions.poll(0.2)
+    drain([decisions, charges, rejects])
     lat = sorted(ds[0]["latency_us"] for rid, ds in decisions.by_id.items() if rid in ids)
     print(f"\n[e2e] {len(requests)} requests ({len(ids)} ids) decided in {elapsed:.2f} s "
           f"= {len(requests) / elapsed:,.0f} req/s; engine latency p50 "
