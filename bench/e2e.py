@@ -9,7 +9,10 @@ another is measured, and no phase inherits the record batches of the ones before
 this broker slower as they accumulate):
 
 1. echo (``bench.echo``: the engine's source and sink with a step that returns its input):
-   each offered rate for S seconds, then ``--burst`` requests produced at once;
+   each offered rate for S seconds, then ``--burst`` requests produced at once; then the
+   store floor (``bench.echo --redis``: the same, plus what every engine must do per request
+   whatever its rules: one batched script of the data model's Redis commands and outputs of
+   the engine's sizes) on the engine's traffic, a burst only;
 2. the engine (``chargeflow run --recovery``): the same phases, then a crash phase: gateway
    traffic at ``--crash-rate`` while the engine is SIGKILLed and restarted;
 3. the baseline (``bench.baseline``: one request at a time, redis-py round trips, the exact
@@ -19,7 +22,9 @@ Before each echo and engine phase but the crash phase, ``--warm`` requests (20,0
 account) are answered untimed, so the engine's account cache is as warm as a running
 engine's; the cold start after a restart is what the crash phase shows.
 
-A burst's answer rate is the system's sustained throughput; ``ratio`` = engine / baseline.
+A burst's answer rate is the system's sustained throughput; ``ratio`` = engine / baseline,
+``of_floor`` = engine / store floor (the share of this machine's ceiling for the data model's
+I/O that the engine reaches).
 Writes a JSON of every figure (with machine and commit) and two PNGs: throughput and latency
 against offered load, and latency over time through the crash and restart.
 """
@@ -38,6 +43,7 @@ import orjson
 from balances.accounts import AccountSpec
 from balances.store import BalanceStore
 from bench.baseline import provision
+from bench.echo import charges_topic
 from bench.harness import (
     UNTHROTTLED,
     Phase,
@@ -58,6 +64,7 @@ from flows.dataflow import Topics
 from flows.services import Services
 
 ECHO_IN, ECHO_OUT = "bench.echo.in", "bench.echo.out"
+FLOOR_IN, FLOOR_OUT = "bench.floor.in", "bench.floor.out"
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 BASELINE_PREFIX = "bl"
 OPENING_MICROS = 1_000_000_000  # 1,000.00 per account: nobody runs dry during a run
@@ -96,6 +103,9 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
         systems = {
             "echo": (ECHO_IN, ECHO_OUT, parts, lambda b, n: [[
                 "-m", "bench.echo", "--kafka", b, "--source", ECHO_IN, "--sink", ECHO_OUT]]),
+            "floor": (FLOOR_IN, FLOOR_OUT, parts, lambda b, n: [[
+                "-m", "bench.echo", "--kafka", b, "--source", FLOOR_IN, "--sink", FLOOR_OUT,
+                "--redis", services.embedded.url]]),
             "engine": (t.requests, t.decisions, parts, engine_args),
             "baseline": (BASE_IN, BASE_OUT, 1, lambda b, n: [[
                 "-m", "bench.baseline", "--kafka", b, "--redis", services.embedded.url,
@@ -103,6 +113,7 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
                 "--charges", f"{BASE_OUT}.charges", "--rejects", f"{BASE_OUT}.rejects"]]),
         }
         traffic = {"echo": echo_requests(), "engine": gateway_requests(accounts),
+                   "floor": gateway_requests(accounts),
                    "baseline": gateway_requests(accounts)}
 
         def measure(system: str, rate: float, count: int = burst,
@@ -122,7 +133,7 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
             try:
                 ensure_topics(brokers, {t.requests: parts, t.decisions: parts,
                                         t.charges: parts, t.rejects: 1, topic_in: n_parts,
-                                        topic_out: n_parts})
+                                        topic_out: n_parts, charges_topic(topic_out): n_parts})
                 proc = Procs([Proc(a, data / f"{system}-{i}.log")
                               for i, a in enumerate(args(brokers, len(phases)))]).start()
                 wait_ready(brokers, topic_in, topic_out, traffic[system], n_parts)
@@ -150,9 +161,11 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
                 f"; decisions again {crash['recovered_after_s']} s after the kill"
                 if crash_s else ""))
 
-        for system in ("echo", "engine"):
-            for rate in [*rates, UNTHROTTLED]:
-                measure(system, rate)
+        for rate in [*rates, UNTHROTTLED]:
+            measure("echo", rate)
+        measure("floor", UNTHROTTLED)
+        for rate in [*rates, UNTHROTTLED]:
+            measure("engine", rate)
         if crash_rate:
             measure("engine", crash_rate, crash_s=crash_seconds)
         measure("baseline", UNTHROTTLED, count=baseline_burst)
@@ -201,7 +214,7 @@ def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts:
     paced = sorted({p.offered_rps for p in phases if p.offered_rps and not p.label})
     reference = 10000.0 if 10000.0 in paced else (paced[-1] if paced else None)
     engine_max, echo_max = pick("engine", UNTHROTTLED), pick("echo", UNTHROTTLED)
-    base_max = pick("baseline", UNTHROTTLED)
+    base_max, store_floor = pick("baseline", UNTHROTTLED), pick("floor", UNTHROTTLED)
     at_ref = pick("engine", reference) if reference else None
     floor_ref = pick("echo", reference) if reference else None
     engine_rps = engine_max.achieved_rps if engine_max else None
@@ -211,6 +224,9 @@ def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts:
         "baseline_rps": baseline_rps,
         "ratio": round(engine_rps / baseline_rps, 2) if engine_rps and baseline_rps else None,
         "echo_rps": echo_max.achieved_rps if echo_max else None,
+        "store_floor_rps": store_floor.achieved_rps if store_floor else None,
+        "of_floor": (round(engine_rps / store_floor.achieved_rps, 3)
+                     if engine_rps and store_floor and store_floor.achieved_rps else None),
         "offered_rps": reference,
         "p50_ms": at_ref.p50_ms if at_ref else None,
         "p99_ms": at_ref.p99_ms if at_ref else None,
@@ -250,7 +266,8 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
     highest offered rate."""
     plt = _pyplot()
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
-    colors = {"engine": "tab:blue", "echo": "tab:gray", "baseline": "tab:red"}
+    colors = {"engine": "tab:blue", "echo": "tab:gray", "baseline": "tab:red",
+              "floor": "tab:olive"}
     for system in ("engine", "echo"):
         ps = sorted((p for p in phases if p.system == system and p.offered_rps
                      and not p.label), key=lambda p: p.offered_rps)
@@ -360,7 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(orjson.dumps(result).decode())
     else:
         print(f"engine {result['engine_rps']} req/s, baseline {result['baseline_rps']} req/s: "
-              f"ratio {result['ratio']}; echo floor {result['echo_rps']} req/s")
+              f"ratio {result['ratio']}; echo floor {result['echo_rps']} req/s; store floor "
+              f"{result['store_floor_rps']} req/s (engine at {result['of_floor']} of it)")
         print(f"at {result['offered_rps']} req/s offered: engine p50/p99/p99.9 "
               f"{result['p50_ms']}/{result['p99_ms']}/{result['p999_ms']} ms, echo floor p99 "
               f"{result['floor_p99_ms']} ms; every request answered: {result['complete']}")

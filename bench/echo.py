@@ -1,10 +1,20 @@
-"""The do-nothing floor: the engine's dataflow shape with a step that only echoes.
+"""The floors: the engine's dataflow shape with a step that does (almost) nothing.
 
-    python -m bench.echo --kafka HOST:PORT --source TOPIC --sink TOPIC
+    python -m bench.echo --kafka HOST:PORT --source TOPIC --sink TOPIC [--redis URL]
 
-Kafka source → flat_map_batch (returns each message as it came) → Kafka sink, with the same
-source and sink as the engine, so the benchmark can show how much of a latency or
-throughput figure is the broker, Bytewax and the machine rather than charging.
+Kafka source → flat_map_batch → Kafka sink, with the same source and sink as the engine, so
+the benchmark can show how much of a latency or throughput figure is the broker, Bytewax,
+Redis and the machine rather than charging. Two steps:
+
+- **echo** (without ``--redis``): each message goes out as it came.
+- **store floor** (with ``--redis``): what every engine must do per request whatever its
+  rules, and nothing else. The step reads each request's id and account (``orjson.loads``),
+  makes one ``FLOOR_LUA`` call per batch (the Redis commands the data model needs per
+  operation: version check, idempotency claim with a 114-byte record, state, ledger entry;
+  ``bench.store``), and produces a decision of a real one's size (about 225 bytes) for every
+  request and a charge (about 305 bytes, to ``SINK.charges``) for six in seven, as the engine
+  does on gateway traffic.
+  The gap between this floor and the engine is what the engine's own work costs.
 """
 
 from __future__ import annotations
@@ -12,27 +22,85 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import bytewax.operators as op
+import msgpack
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
+from balances.store import DEFAULT_RETENTION_S
+from bench.store import FLOOR_LUA
 from flows.dataflow import OutputSink, RequestSource, split_marks
 from flows.engine import Output
+from flows.services import connect
+
+FLOOR_PREFIX = "floor"  # keys of their own: the engine's accounts are not touched
+RECORD = bytes(114)  # a session step's idempotency record
+# a decision and a charge of the engine's sizes on gateway traffic, the id spliced in
+DECISION = (b'{"id":"', b'","kind":"update","account":"b01234","service":"data","session":'
+            b'"g11-24443-s","seq":4,"result":"SUCCESS","granted":0,"validity_s":0,"final"'
+            b':false,"balance":"1000.00","charged":"0.0000","latency_us":109229}')
+CHARGE = (b'{"id":"', b'","account":"b06304","service":"voice","session":"g11-24200-s",'
+          b'"seq":4,"ts":"2026-11-24T09:02:52.088Z","units":92,"rated_units":120,'
+          b'"allowance_units":0,"cost":"0.4000","currency":"EUR","tariff":"VOICE_STD","rate"'
+          b':"other","catalog_version":"2026-11-a","balance":"996.00","uncharged":"0"}')
+CHARGE_EVERY = 7  # no charge for one request in seven
 
 
-def echo_flow(brokers: str, source: str, sink: str, stop: threading.Event) -> Dataflow:
-    """The engine's flow with nothing in the middle: same source, same sink."""
+def charges_topic(sink: str) -> str:
+    return f"{sink}.charges"
+
+
+def echo_step(items: list) -> list:
+    payloads, marks = split_marks(items)
+    return [Output("echo", None, p) for p in payloads] + marks
+
+
+def store_floor_step(redis_url: str, prefix: str = FLOOR_PREFIX) -> Callable[[list], list]:
+    """The store floor's step (above), with Redis's work overlapped with the step's own as
+    the engine's is: the script is sent, the outputs built, then the reply read."""
+    local = threading.local()
+
+    def step(items: list) -> list:
+        payloads, marks = split_marks(items)
+        if not payloads:
+            return marks
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            client = connect(redis_url)
+            local.sha = client.script_load(FLOOR_LUA)
+            conn = local.conn = client.connection_pool.get_connection()
+        docs = [orjson.loads(p) for p in payloads]
+        ops: list = []
+        for doc in docs:
+            ops += (doc["account"], doc["id"], RECORD)
+        conn.send_command("EVALSHA", local.sha, 0, msgpack.packb(ops, use_bin_type=False),
+                          prefix, DEFAULT_RETENTION_S, "1")
+        outputs: list = []
+        for k, doc in enumerate(docs):
+            rid, key = doc["id"].encode(), doc["account"].encode()
+            outputs.append(Output("decision", key, DECISION[0] + rid + DECISION[1]))
+            if k % CHARGE_EVERY:
+                outputs.append(Output("charge", key, CHARGE[0] + rid + CHARGE[1]))
+        conn.read_response()
+        return outputs + marks
+
+    return step
+
+
+def echo_flow(brokers: str, source: str, sink: str, stop: threading.Event,
+              redis_url: str | None = None) -> Dataflow:
+    """The engine's flow with nothing (or only the store floor) in the middle: same source,
+    same sink; decisions (and echoes) go to ``sink``, charges to ``charges_topic(sink)``."""
     flow = Dataflow("echo")
     inp = op.input("in", flow, RequestSource(brokers, source, stop))
-
-    def echo(items: list) -> list:
-        payloads, marks = split_marks(items)
-        return [Output("echo", None, p) for p in payloads] + marks
-
-    out = op.flat_map_batch("echo", inp, echo)
-    op.output("out", out, OutputSink(brokers, lambda kind: sink))
+    step = echo_step if redis_url is None else store_floor_step(redis_url)
+    out = op.flat_map_batch("echo", inp, step)
+    op.output("out", out, OutputSink(brokers, lambda kind: charges_topic(sink)
+                                     if kind == "charge" else sink))
     return flow
 
 
@@ -41,10 +109,12 @@ def main() -> None:
     ap.add_argument("--kafka", required=True)
     ap.add_argument("--source", required=True)
     ap.add_argument("--sink", required=True)
+    ap.add_argument("--redis", default=None,
+                    help="the store floor against this Redis URL (default: echo)")
     args = ap.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    cli_main(echo_flow(args.kafka, args.source, args.sink, stop),
+    cli_main(echo_flow(args.kafka, args.source, args.sink, stop, args.redis),
              epoch_interval=timedelta(seconds=2))
 
 

@@ -35,14 +35,16 @@ def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
               "--baseline-burst", "200", "--crash-rate", "300", "--crash-seconds", "6",
               "--accounts", "200", "--drain", "40", "--warm", "300", "--json",
               "--out", str(out)], 600)
-    for key in ("engine_rps", "baseline_rps", "ratio", "echo_rps", "p50_ms", "p99_ms",
-                "p999_ms", "floor_p99_ms"):
+    for key in ("engine_rps", "baseline_rps", "ratio", "echo_rps", "store_floor_rps",
+                "of_floor", "p50_ms", "p99_ms", "p999_ms", "floor_p99_ms"):
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["offered_rps"] == 300.0 and r["commit"] and r["machine"]["cpus"] >= 1
     assert r["warm"] == 300
     assert r["ratio"] == round(r["engine_rps"] / r["baseline_rps"], 2)
+    assert r["of_floor"] == round(r["engine_rps"] / r["store_floor_rps"], 3)
     systems = {(p["system"], p["offered_rps"], p["label"]) for p in r["phases"]}
-    assert systems == {("echo", 300.0, ""), ("echo", 0.0, ""), ("engine", 300.0, ""),
+    assert systems == {("echo", 300.0, ""), ("echo", 0.0, ""), ("floor", 0.0, ""),
+                       ("engine", 300.0, ""),
                        ("engine", 0.0, ""), ("engine", 300.0, "crash"),
                        ("baseline", 0.0, "")}
     # every request of every phase was answered, through the SIGKILL and restart too
