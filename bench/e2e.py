@@ -65,6 +65,7 @@ from flows.services import Services
 
 ECHO_IN, ECHO_OUT = "bench.echo.in", "bench.echo.out"
 FLOOR_IN, FLOOR_OUT = "bench.floor.in", "bench.floor.out"
+NAMES = {"floor": "store floor"}  # in the plots
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 BASELINE_PREFIX = "bl"
 OPENING_MICROS = 1_000_000_000  # 1,000.00 per account: nobody runs dry during a run
@@ -282,7 +283,8 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
     for p in phases:
         if not p.offered_rps:
             ax0.axhline(p.achieved_rps, color=colors.get(p.system, "k"), ls="--", lw=1,
-                        label=f"{p.system}, burst of {p.sent:,}: {p.achieved_rps:,.0f}/s")
+                        label=f"{NAMES.get(p.system, p.system)}, burst of {p.sent:,}: "
+                              f"{p.achieved_rps:,.0f}/s")
     top = max((p.offered_rps for p in phases if p.offered_rps), default=0)
     if top:
         ax0.plot([0, top], [0, top], color="k", lw=0.5, alpha=0.4)
