@@ -1,5 +1,6 @@
-# The chargeflow engine image (used by docker-compose.yml).
-FROM python:3.11-slim
+# The chargeflow engine image (used by docker-compose.yml), and on top of it the load
+# generator's (target "load": locust with bench/locustfile.py).
+FROM python:3.11-slim AS engine
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY charging ./charging
@@ -14,3 +15,10 @@ RUN pip install --no-cache-dir . && useradd -m chargeflow \
 USER chargeflow
 ENTRYPOINT ["chargeflow"]
 CMD ["--help"]
+
+FROM engine AS load
+USER root
+RUN pip install --no-cache-dir ".[load]"
+USER chargeflow
+ENTRYPOINT ["locust"]
+CMD ["-f", "bench/locustfile.py"]
