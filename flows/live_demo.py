@@ -35,6 +35,7 @@ from flows.dataflow import Topics
 from flows.services import Services
 
 DRY_SHARE = 0.1  # accounts that start with little credit and run dry
+CATCH_UP_S = 15.0  # at most this long, after the engine stopped, to read its last outputs
 
 
 @dataclass
@@ -85,14 +86,16 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
         _drive(producer, topics, gateway, tally, rate, duration_s, console)
         _drain(tally, timeout_s=15)
     finally:
-        stop.set()
-        engine.terminate()
+        engine.terminate()  # it finishes the batches it read and flushes their outputs
         try:
             engine.wait(timeout=30)
         except subprocess.TimeoutExpired:
             engine.kill()
         log.close()
-        reader.join(timeout=5)
+        # the reader stops once it has read every output now on the broker: a decision can
+        # arrive before the charge produced with it, which then counts in the summary too
+        stop.set()
+        reader.join(timeout=CATCH_UP_S + 5)
     summary = _summary(tally, store, accounts, catalog.currency, started, duration_s)
     if as_json:
         print(orjson.dumps(summary).decode())
@@ -165,11 +168,20 @@ def _drain(tally: Tally, timeout_s: float) -> None:
 def _consume(brokers: str, topics: Topics, tally: Tally, stop: threading.Event) -> None:
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "chargeflow-demo",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-    parts = [TopicPartition(t, p, -1) for t in (topics.decisions, topics.charges)
-             for p in range(1)] + [TopicPartition(topics.rejects, 0, -1)]  # -1: from the end
+    parts = [TopicPartition(t, 0) for t in (topics.decisions, topics.charges, topics.rejects)]
+    for tp in parts:  # from the end: the topics hold earlier runs' outputs
+        tp.offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
     consumer.assign(parts)
+    ends: list[int] | None = None  # the partitions' ends once stopped: read up to them
+    deadline = 0.0
     try:
-        while not stop.is_set():
+        while True:
+            if stop.is_set() and ends is None:
+                ends = [consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in parts]
+                deadline = time.monotonic() + CATCH_UP_S
+            if ends is not None and (time.monotonic() > deadline
+                                     or _read_up_to(consumer, parts, ends)):
+                return
             for msg in consumer.consume(1000, 0.002):  # a longer wait would add to latency
                 if msg.error():
                     continue
@@ -194,6 +206,15 @@ def _consume(brokers: str, topics: Topics, tally: Tally, stop: threading.Event) 
                         tally.rejects += 1
     finally:
         consumer.close()
+
+
+def _read_up_to(consumer: Consumer, parts: list[TopicPartition], ends: list[int]) -> bool:
+    """Whether the consumer has read each partition up to its end offset in ``ends``
+    (``parts`` hold the offsets the reading began at)."""
+    for tp, begun, end in zip(consumer.position(parts), parts, ends):
+        if max(tp.offset, begun.offset) < end:  # (offset < 0 where nothing was read yet)
+            return False
+    return True
 
 
 def _table(tally: Tally, elapsed: float, sent: int) -> Table:

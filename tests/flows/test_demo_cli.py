@@ -59,3 +59,51 @@ def test_demo_throughput_is_over_the_time_the_decisions_took():
     assert s["decided_per_s"] == 167  # 1,000 in 6 s, not 1,000 / 3 s
     empty = _summary(Tally(), NoAccounts(), [], "EUR", 0.0, 3.0)
     assert (empty["decided_per_s"], empty["p50_ms"], empty["p99_ms"]) == (None, None, None)
+
+
+def test_demo_reader_counts_charges_that_arrive_after_their_decisions(tmp_path):
+    """The demo's reader stops only once it has read every output on the broker: the last
+    decisions can be read before the charges produced with them, and stopping then left
+    those charges out of the revenue ("revenue matches ledger: NO")."""
+    import threading
+    import time
+    import uuid
+
+    from confluent_kafka import Producer
+
+    from flows.broker import EmbeddedBroker, ensure_topics
+    from flows.dataflow import Topics
+    from flows.live_demo import Tally, _consume
+
+    broker = EmbeddedBroker(tmp_path / "kafka")
+    address = broker.start()
+    try:
+        run = uuid.uuid4().hex[:8]
+        topics = Topics(decisions=f"d-{run}", charges=f"c-{run}", rejects=f"r-{run}")
+        ensure_topics(address, {topics.decisions: 1, topics.charges: 1, topics.rejects: 1})
+        producer = Producer({"bootstrap.servers": address, "linger.ms": 1})
+        producer.produce(topics.charges, orjson.dumps({"id": "old", "cost": "9.00"}))
+        producer.flush(10)  # an earlier run's output: not counted
+        ids = [f"r{k}" for k in range(50)]
+        tally = Tally(sent={i: time.monotonic_ns() for i in ids + ["old"]})
+        stop = threading.Event()
+        reader = threading.Thread(target=_consume, args=(address, topics, tally, stop))
+        reader.start()
+        time.sleep(1.0)  # the reader has assigned its partitions from their ends
+        for i in ids:
+            producer.produce(topics.decisions, orjson.dumps({"id": i, "result": "SUCCESS"}))
+        producer.flush(10)
+        deadline = time.monotonic() + 30
+        while len(tally.decided) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(tally.decided) == len(ids)
+        for i in ids:  # the charges come after their decisions were read
+            producer.produce(topics.charges, orjson.dumps({"id": i, "cost": "0.10"}))
+        producer.flush(10)
+        stop.set()
+        reader.join(30)
+        assert not reader.is_alive()
+        assert tally.charged == set(ids)
+        assert tally.revenue_micros == 50 * 100_000
+    finally:
+        broker.stop()
