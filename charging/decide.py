@@ -24,7 +24,13 @@ from charging import kernels
 from charging.catalog import MAX_ALLOWANCE_UNITS, Tariff
 from charging.compiler import CompiledCatalog
 from charging.money import MICROS, format_amount
-from charging.rating import destination_digits
+from charging.rating import (
+    destination_digits,
+    no_rate_detail,
+    over_limit_detail,
+    session_over_limit_detail,
+    version_gone_detail,
+)
 from charging.requests import Request
 from charging.state import (
     BLOCKED,
@@ -200,16 +206,19 @@ class _Decider:
         charged as far as the balance allows."""
         r = self.selected(i)
         if r is None:
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, decimals=tariff.decimals,
+                               detail=no_rate_detail(tariff.name, req.destination,
+                                                     req.ts_ms))
         self.refresh_buckets(acct, req.service, req.ts_ms)
         allowance = min(req.used, self.free_units(acct, req.service))
         status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
                                                req.used - allowance)
         if status != kernels.OK:
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, decimals=tariff.decimals,
+                               detail=over_limit_detail(req.used - allowance))
         available = acct.available()
         if result == SUCCESS and available is not None and cost > available:
-            return self.refuse(req, CREDIT_LIMIT_REACHED, acct)
+            return self.refuse(req, CREDIT_LIMIT_REACHED, acct, decimals=tariff.decimals)
         taken, uncharged = self.take(acct, int(cost))
         self.consume(acct, req.service, allowance)
         out = self.decided(req, result, acct, charged=taken, decimals=tariff.decimals)
@@ -226,7 +235,9 @@ class _Decider:
             change.sessions_written.discard(old.id)
         r = self.selected(i)
         if r is None:
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, decimals=tariff.decimals,
+                               detail=no_rate_detail(tariff.name, req.destination,
+                                                     req.ts_ms))
         self.refresh_buckets(acct, req.service, req.ts_ms)
         session = Session(id=req.session or "", service=req.service,
                           catalog_version=self.cc.version, tariff=tariff.name,
@@ -235,7 +246,8 @@ class _Decider:
         # units reported with the initial itself (unusual, but never dropped) are charged first
         used = self.commit(acct, session, self.cc, r, req.used)
         if used is None:
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, decimals=tariff.decimals,
+                               detail=over_limit_detail(req.used))
         granted = self.grant(acct, session, self.cc, r, req, tariff)
         requested = req.requested or tariff.quota
         if granted == 0:
@@ -261,7 +273,8 @@ class _Decider:
         """
         held = self.session_rate(session)
         if held is None:
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, detail=version_gone_detail(
+                session.id, session.catalog_version, session.tariff, session.rate_id))
         cc, r, tariff = held
         change = self.change(acct)
         self.release(acct, session)
@@ -272,7 +285,9 @@ class _Decider:
             acct.sessions.pop(session.id, None)
             change.sessions_removed.add(session.id)
             change.sessions_written.discard(session.id)
-            return self.refuse(req, RATING_FAILED, acct)
+            return self.refuse(req, RATING_FAILED, acct, decimals=tariff.decimals,
+                               detail=session_over_limit_detail(session.chargeable,
+                                                                req.used))
         session.seq = req.seq if req.seq is not None else session.seq
         session.last_seen_ms = self.now_ms
         granted = 0
@@ -478,9 +493,14 @@ class _Decider:
         return change
 
     def refuse(self, req: Request, result: str, acct: Account | None, *,
-               final: bool = False) -> Outcome:
+               final: bool = False, decimals: int = 2, detail: str | None = None) -> Outcome:
+        """A decision that charges nothing; ``decimals`` the tariff's, where one applies
+        (``charged`` is "0.00" otherwise)."""
         self._change_of(req.account)  # the decision itself is stored
-        return self.decided(req, result, acct, final=final)
+        out = self.decided(req, result, acct, final=final, decimals=decimals)
+        if detail is not None:  # why, for RATING_FAILED (CONTRACT §4.1); replays keep it
+            out.decision["detail"] = detail
+        return out
 
     def decided(self, req: Request, result: str, acct: Account | None, *, granted: int = 0,
                 validity: int = 0, final: bool = False, charged: int = 0,

@@ -116,6 +116,28 @@ def rate_requests(compiled: CompiledCatalog, requests: Sequence[Request],
     return out
 
 
+# Why a request is RATING_FAILED (CONTRACT §4.1), in ``chargeflow rate``'s errors and in the
+# engine's decisions alike.
+def no_rate_detail(tariff: str, destination: str | None, ts_ms: int) -> str:
+    return f"no rate of tariff {tariff!r} matches destination {destination!r} at ts {ts_ms}"
+
+
+def over_limit_detail(units: int) -> str:
+    return (f"the cost of {units} units exceeds 9,000,000,000,000, the largest the engine "
+            "represents")
+
+
+def session_over_limit_detail(chargeable: int, used: int) -> str:
+    return (f"the session's cost for its {chargeable} units so far and {used} more exceeds "
+            "9,000,000,000,000, the largest the engine represents; the session is ended")
+
+
+def version_gone_detail(session: str, version: str, tariff: str, rate: str) -> str:
+    return (f"session {session!r} was opened with catalog version {version!r} (tariff "
+            f"{tariff!r}, rate {rate!r}), which is no longer loaded; it is never rated at "
+            "another version's prices")
+
+
 def _outcome(compiled: CompiledCatalog, req: Request, status: int, rate: int, cost: int,
              rated: int, plan: str) -> Rated:
     if status == kernels.NOT_IN_PLAN:
@@ -125,12 +147,10 @@ def _outcome(compiled: CompiledCatalog, req: Request, status: int, rate: int, co
     tariff = compiled.catalog.plans[plan].tariffs[req.service]
     if status == kernels.NO_RATE:
         return Rated(req.id, tariff=tariff, error=RATING_FAILED,
-                     detail=f"no rate of tariff {tariff!r} matches destination "
-                     f"{req.destination!r} at ts {req.ts_ms}")
+                     detail=no_rate_detail(tariff, req.destination, req.ts_ms))
     if status == kernels.OVER_LIMIT:
         return Rated(req.id, tariff=tariff, rate=compiled.rate_ids[rate], error=RATING_FAILED,
-                     detail=f"the cost of {req.used} units exceeds 9,000,000,000,000, the "
-                     "largest the engine represents")
+                     detail=over_limit_detail(req.used))
     return Rated(req.id, cost_micros=cost, rated_units=rated, tariff=tariff,
                  rate=compiled.rate_ids[rate], decimals=compiled.catalog.tariffs[tariff].decimals)
 

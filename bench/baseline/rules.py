@@ -44,6 +44,12 @@ from bench.baseline.state import AccountState, Bucket, Session
 from charging.catalog import Catalog, Plan, Rate, Tariff
 from charging.errors import RatingError
 from charging.money import MICROS, format_amount, to_micros
+from charging.rating import (
+    no_rate_detail,
+    over_limit_detail,
+    session_over_limit_detail,
+    version_gone_detail,
+)
 from charging.reference import max_grant, rate_units, select_rate
 from charging.requests import Request
 
@@ -57,7 +63,7 @@ SESSION_UNKNOWN = "SESSION_UNKNOWN"
 #: Balances stay within ±(2**53 − 1) micros (README "Balances"): an account allowed to go
 #: negative is charged down to the floor at most, the rest reported as uncharged.
 BALANCE_FLOOR = -(2**53 - 1)
-#: Decimals of ``charged`` in decisions that charge nothing outside a tariff (refusals).
+#: Decimals of ``charged`` in refusals where no tariff applies (otherwise the tariff's).
 REFUSAL_DECIMALS = 2
 
 
@@ -148,17 +154,19 @@ class Rules:
         money; a step of a session not held is charged as far as the balance allows."""
         rate = self._select(tariff, req)
         if rate is None:
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, tariff.decimals,
+                                no_rate_detail(tariff.name, req.destination, req.ts_ms))
         self._refresh(acct, plan, req.service, req.ts_ms)
         allowance = min(req.used, acct.free_units(req.service))
         try:
             cost, rated = rate_units(tariff, rate, req.used - allowance)
         except RatingError:
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, tariff.decimals,
+                                over_limit_detail(req.used - allowance))
         cost_micros = to_micros(cost)
         available = acct.available()
         if result == SUCCESS and available is not None and cost_micros > available:
-            return self._refuse(req, CREDIT_LIMIT_REACHED, acct)
+            return self._refuse(req, CREDIT_LIMIT_REACHED, acct, tariff.decimals)
         taken, uncharged = self._take(acct, cost_micros)
         self._consume(acct, req.service, allowance)
         out = self._decided(req, result, acct, charged=taken, decimals=tariff.decimals)
@@ -174,14 +182,16 @@ class Rules:
             self._release(acct, old)
         rate = self._select(tariff, req)
         if rate is None:
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, tariff.decimals,
+                                no_rate_detail(tariff.name, req.destination, req.ts_ms))
         self._refresh(acct, plan, req.service, req.ts_ms)
         session = Session(service=req.service, tariff=tariff.name, rate=rate.id,
                           catalog_version=self.catalog.version, validity_s=tariff.validity_s,
                           held=[0] * len(acct.buckets.get(req.service, ())))
         used = self._commit(acct, session, tariff, rate, req.used)
         if used is None:
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, tariff.decimals,
+                                over_limit_detail(req.used))
         requested = req.requested or tariff.quota
         granted = self._grant(acct, session, tariff, rate, requested)
         if granted == 0:  # refused: no session is left behind
@@ -204,14 +214,17 @@ class Rules:
         tariff = self.catalog.tariffs.get(session.tariff)
         rate = self._rates.get((session.tariff, session.rate))
         if tariff is None or rate is None:
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, REFUSAL_DECIMALS, version_gone_detail(
+                req.session or "", session.catalog_version, session.tariff, session.rate))
         sid = req.session or ""
         self._release(acct, session)
         self._refresh(acct, plan, session.service, req.ts_ms)
+        chargeable = session.chargeable
         used = self._commit(acct, session, tariff, rate, req.used)
         if used is None:  # beyond what the engine represents: end the session
             acct.sessions.pop(sid, None)
-            return self._refuse(req, RATING_FAILED, acct)
+            return self._refuse(req, RATING_FAILED, acct, tariff.decimals,
+                                session_over_limit_detail(chargeable, req.used))
         if req.seq is not None:
             session.seq = req.seq
         session.last_seen_ms = now_ms
@@ -328,8 +341,12 @@ class Rules:
             bucket.units = 0
 
     # -- outputs
-    def _refuse(self, req: Request, result: str, acct: AccountState | None) -> Outcome:
-        return self._decided(req, result, acct)
+    def _refuse(self, req: Request, result: str, acct: AccountState | None,
+                decimals: int = REFUSAL_DECIMALS, detail: str | None = None) -> Outcome:
+        out = self._decided(req, result, acct, decimals=decimals)
+        if detail is not None:
+            out.decision["detail"] = detail
+        return out
 
     @staticmethod
     def _decided(req: Request, result: str, acct: AccountState | None, *, granted: int = 0,

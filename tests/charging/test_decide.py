@@ -44,6 +44,7 @@ from .decide_helpers import (
     decide,
     eur,
     load,
+    ms,
     one,
     ref_cost,
     ref_step,
@@ -278,6 +279,50 @@ def test_initial_rating_failed_when_no_rate_matches():
     assert all(o.charge is None and o.ledger == [] for o in outcomes[:3])
     assert set(acct.sessions) == {"t"}
     assert acct.balance == eur("10.00") and acct.reserved == eur("0.51")
+    # CONTRACT §4.1: the decision says why; nothing charged, in the tariff's decimals
+    assert [o.decision.get("detail") for o in outcomes] == [
+        f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
+        f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
+        f"no rate of tariff 'VOICE_STD' matches destination None at ts {ms(TUE_10)}", None]
+    assert [o.decision["charged"] for o in outcomes[:3]] == ["0.0000"] * 3  # VOICE_STD: 4
+
+
+# a price so high that 10,000 SMS cost 10**13 > 9·10**12, the largest cost the engine holds
+HUGE_TEXT = SAMPLE_TEXT.replace('price: "0.09", per: 1,', 'price: "1000000000", per: 1,')
+# data at 10,000,000.00 a MiB (no cap): a session opens on the month's free GiB, but the
+# largest report (2**40 bytes) would cost ~1.05·10**13 beyond it
+STEEP_TEXT = SAMPLE_TEXT.replace('price: "0.01", per: 1048576,',
+                                 'price: "10000000", per: 1048576,')
+
+
+def test_rating_beyond_the_engine_range_fails_with_a_detail_and_replays_alike():
+    assert HUGE_TEXT != SAMPLE_TEXT and STEEP_TEXT != SAMPLE_TEXT
+    _, _, catalogs = load(HUGE_TEXT)
+    acct = account("10.00")
+    out = one(req("e1", "event", service="sms", destination=None, used=10_000), acct,
+              catalogs=catalogs)
+    d = out.decision
+    assert (d["result"], d["charged"], d["balance"]) == ("RATING_FAILED", "0.0000", "10.00")
+    assert d["detail"] == ("the cost of 10000 units exceeds 9,000,000,000,000, the largest "
+                           "the engine represents")
+    assert out.charge is None and out.ledger == [] and acct.balance == eur("10.00")
+    again = one(req("e1", "event", service="sms", destination=None, used=10_000), acct,
+                catalogs=catalogs, previous={("a", "e1"): out.record()})
+    assert again.replay and again.decision == d
+
+    # a session step beyond the range: RATING_FAILED saying so, and the session is ended
+    _, _, catalogs = load(STEEP_TEXT)
+    rich = account("10000000.00")
+    opened = one(req("s:0", "initial", service="data", destination=None), rich,
+                 catalogs=catalogs)
+    assert opened.decision["result"] == "SUCCESS", opened.decision
+    step = one(req("s:1", "update", service="data", destination=None, used=2**40), rich,
+               catalogs=catalogs)
+    assert (step.decision["result"], step.decision["charged"]) == ("RATING_FAILED", "0.0000")
+    assert step.decision["detail"] == (
+        "the session's cost for its 0 units so far and 1099511627776 more exceeds "
+        "9,000,000,000,000, the largest the engine represents; the session is ended")
+    assert rich.sessions == {} and rich.reserved == 0
 
 
 # -- update / terminate -----------------------------------------------------------------------
@@ -1210,3 +1255,16 @@ def test_a_late_request_after_a_period_change_does_not_move_the_bucket_back():
     out = one(_data_event("e", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=cats)
     assert out.charge["allowance_units"] == 0  # was refilled: a second allowance in December
     assert (out.decision["charged"], out.decision["balance"]) == ("0.0100", "9.99")
+
+
+def test_refusals_show_charged_in_the_tariffs_decimals_where_a_tariff_applies():
+    """``charged`` has the tariff's decimals (README), refusals included; where no tariff
+    applies (no account, a service outside the plan) two."""
+    poor = account("0.05")  # an SMS costs 0.09
+    d = one(req("e1", "event", service="sms", destination=None, used=1), poor).decision
+    assert (d["result"], d["charged"]) == ("CREDIT_LIMIT_REACHED", "0.0000")  # SMS_STD: 4
+    assert SAMPLE.tariffs["SMS_STD"].decimals == 4
+    d = one(req("e2", "event", service="mms", destination=None, used=1), poor).decision
+    assert (d["result"], d["charged"]) == ("END_USER_SERVICE_DENIED", "0.00")
+    d = one(req("e3", "event", service="sms", account="ghost", used=1), None).decision
+    assert (d["result"], d["charged"]) == ("USER_UNKNOWN", "0.00")
