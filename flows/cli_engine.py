@@ -46,6 +46,9 @@ from flows.services import Services
               default=90 * 86400, show_default=True,
               help="Seconds ledger entries are kept in Redis (0: forever); older ones are "
               "trimmed as accounts are charged.")
+@click.option("--sweep-s", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds between a worker's releases of sessions silent for 2 x their "
+              "validity (with or without traffic).")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on HOST:PORT/metrics.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
@@ -59,8 +62,8 @@ from flows.services import Services
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
         process_id: int | None, addresses: str | None, recovery_dir: str | None,
         snapshot_s: float, partitions: int, fmt: str, idem_s: int, ledger_s: int,
-        metrics_port: int | None, metrics_host: str, log_format: str, redis_url: str | None,
-        data_dir: str | None) -> None:
+        sweep_s: float, metrics_port: int | None, metrics_host: str, log_format: str,
+        redis_url: str | None, data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
     from catalog_cache.store import CatalogCache
     from flows.observe import EngineMetrics, serve, setup_logging
@@ -82,7 +85,7 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
         fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
     url = services.redis_url or services.embedded.url
     config = EngineConfig(redis_url=url, prefix=services.prefix, fmt=fmt, retention_s=idem_s,
-                          ledger_retention_s=ledger_s, tune_gc=True)
+                          ledger_retention_s=ledger_s, tune_gc=True, sweep_every_s=sweep_s)
     if input_file is not None:
         if input_file == "-" and sys.stdin is None:
             fail(False, "--input -: standard input is closed; pipe the requests in, or name "

@@ -81,8 +81,11 @@ class _ChargeStep:
         if engine is None:
             engine = self.local.engine = self.make_engine()
         payloads, marks = split_marks(items)
+        if not payloads:  # marks only: a source's idle tick (or a batch of nothing)
+            engine.idle()
+            return marks
         entered = time.monotonic_ns()
-        outputs = engine.process(payloads, [entered] * len(payloads)) if payloads else []
+        outputs = engine.process(payloads, [entered] * len(payloads))
         return [*outputs, *marks]
 
 
@@ -109,12 +112,14 @@ class Topics:
 
 
 POLL_S = 0.001
+IDLE_TICK_S = 1.0  # a partition with no requests for this long sends a mark on anyway
 
 
 class _RequestPartition(StatefulSourcePartition):
     """One Kafka partition of requests: payloads in offset order, each batch followed by its
     ``Consumed`` mark. The snapshot is the offset up to which outputs were produced, taken
-    after a flush of the producer that took them.
+    after a flush of the producer that took them. With no requests for ``IDLE_TICK_S`` it
+    sends a mark alone, so the step still runs (for the engine's sweep).
 
     Each poll waits at most ``POLL_S`` for messages: long enough that a burst arrives in large
     batches, short enough not to hold up a worker. It ends when ``stop`` is set, so the
@@ -129,6 +134,8 @@ class _RequestPartition(StatefulSourcePartition):
         self.batch_size = batch_size
         self.stop = stop
         self.part = _Partition(offset)
+        self.offset = offset  # the end of the last batch read
+        self.ticked = time.monotonic()  # when this partition last sent something on
 
     def next_batch(self) -> list:
         if self.stop.is_set():
@@ -145,8 +152,16 @@ class _RequestPartition(StatefulSourcePartition):
                 continue
             out.append(msg.value() or b"")  # an empty message is rejected downstream
             offset = msg.offset() + 1
+        now = time.monotonic()
         if offset is not None:
+            self.offset = offset
             out.append(Consumed(self.part, offset))
+            self.ticked = now
+        elif now - self.ticked >= IDLE_TICK_S:
+            # idle: a mark at the offset already reached (it moves nothing) lets the step
+            # run, whose engine then releases silent sessions on time (Engine.idle)
+            out.append(Consumed(self.part, self.offset))
+            self.ticked = now
         return out
 
     def snapshot(self) -> int:

@@ -75,8 +75,7 @@ class Engine:
                 ) -> list[Output]:
         """Decide a batch; ``entered_ns`` (monotonic ns) is when each message entered."""
         start = self.clock_ns()
-        if self.sweeper is not None and start - self._last_sweep >= self.sweep_every_ns:
-            self._sweep(start)
+        self._sweep_if_due(start)
         entered = entered_ns if entered_ns is not None else [start] * len(payloads)
         outputs: list[Output] = []
         valid, valid_entered, valid_payloads = [], [], []
@@ -169,6 +168,15 @@ class Engine:
                             len(requests), delay, exc)
                 self.sleep(delay)
                 delay = min(self.max_backoff_s, delay * 2)
+
+    def idle(self) -> None:
+        """Called when no request came for a while (the sources tick about once a second):
+        silent sessions are released on time with no traffic too."""
+        self._sweep_if_due(self.clock_ns())
+
+    def _sweep_if_due(self, now_ns: int) -> None:
+        if self.sweeper is not None and now_ns - self._last_sweep >= self.sweep_every_ns:
+            self._sweep(now_ns)
 
     def _sweep(self, now_ns: int) -> None:
         """Release silent sessions now and then, between batches (a failure only waits for

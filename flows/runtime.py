@@ -90,6 +90,9 @@ def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
             chunks = (_stream_chunks(fileno(), batch, wait_s, wake) if fileno
                       else _chunks(lines, batch))
             for chunk in chunks:
+                if not chunk:  # an idle tick of a stream: no request for a while
+                    engine.idle()
+                    continue
                 for out in engine.process(chunk):
                     files[out.kind].write(out.value + b"\n")
                 for f in files.values():
@@ -129,19 +132,26 @@ def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def _stream_chunks(fd: int, size: int, wait_s: float, stop: int | None = None
-                   ) -> Iterator[list[bytes]]:
+IDLE_TICK_S = 1.0  # a stream with nothing to read for this long yields an empty batch
+
+
+def _stream_chunks(fd: int, size: int, wait_s: float, stop: int | None = None,
+                   idle_s: float = IDLE_TICK_S) -> Iterator[list[bytes]]:
     """Non-empty lines of ``fd`` in batches: a batch closes ``wait_s`` after its first line
     arrived (or at ``size`` lines, or at end of input — also when ``stop`` becomes
-    readable)."""
+    readable). With nothing to read for ``idle_s``, an empty batch: the engine's idle
+    tick (silent sessions are released with no traffic too)."""
     pending: list[bytes] = []
     tail: list[bytes] = []  # the line being read, in pieces (joined once it ends: a huge
     # line costs its length, not its length squared)
     opened = 0.0  # when the first pending line arrived
     watched = [fd] if stop is None else [fd, stop]
     while True:
-        timeout = max(0.0, opened + wait_s - time.monotonic()) if pending else None
+        timeout = max(0.0, opened + wait_s - time.monotonic()) if pending else idle_s
         ready, _, _ = select.select(watched, [], [], timeout)
+        if not ready and not pending:
+            yield []  # idle
+            continue
         if stop is not None and stop in ready:
             # a stop signal: the input ends here (a partial last line, whose rest is still
             # unread, is left to the next run rather than rejected as malformed)
