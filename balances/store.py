@@ -303,6 +303,10 @@ class BalanceStore:
               reason: str = "topup") -> tuple[str, int | None]:
         """Credit an account (debit with a negative amount), ledgered; idempotent by id.
 
+        A top-up id is remembered as long as the ledger keeps entries (``ledger_retention_s``,
+        90 days by default; 0: for ever), not the requests' retention: a payment id is
+        replayed long after a request id would be.
+
         Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
         ``unknown`` (no such account), ``limit`` (would leave ±2**53 micros, or take
         money that is reserved) or ``corrupt`` (the account has no readable balance).
@@ -313,7 +317,7 @@ class BalanceStore:
                 self.keys.topup(account, topup_id or "")]
         with _store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
-                                                 self.retention_s, BALANCE_LIMIT,
+                                                 self.ledger_retention_s, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
         status = reply[0].decode()
         return status, int(reply[1]) if len(reply) > 1 else None

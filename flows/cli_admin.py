@@ -11,7 +11,7 @@ from typing import TextIO
 import click
 import orjson
 
-from charging.errors import CatalogError, RequestError, StoreError
+from charging.errors import CatalogError, CorruptAccountError, RequestError, StoreError
 from flows.cli_common import (
     BATCH,
     connect_services,
@@ -124,6 +124,8 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
         acct = BalanceStore(client, prefix=services.prefix).view(account)
     except StoreError as exc:
         fail(as_json, str(exc), 2)
+    except CorruptAccountError as exc:
+        fail(as_json, f"{exc}; its hash needs repair", 1, id=account)
     if acct is None:
         fail(as_json, f"no account {account!r}", 1, id=account)
     allowances = {svc: sum(b.units for b in bs) for svc, bs in acct.allowances.items()}
@@ -197,8 +199,9 @@ def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None
     if status == "unknown":
         fail(as_json, f"no account {account!r}", 1, id=account)
     if status == "corrupt":
-        fail(as_json, f"account {account!r} has no readable balance in Redis; nothing was "
-             "applied (its hash needs repair)", 1, id=account)
+        fail(as_json, f"account {account!r} in Redis cannot be read (a balance, version or "
+             "plan missing or malformed); nothing was applied (its hash needs repair)", 1,
+             id=account)
     if status == "limit":
         fail(as_json, f"top-up of {amount} refused: the balance would leave the supported "
               "range, or a debit would take money reserved by open sessions", 1, id=account)

@@ -297,3 +297,19 @@ def test_embedded_server_is_started_reused_and_stopped(data_dir, tmp_path):
     new_pid = _pid(data_dir)
     assert new_pid is not None and new_pid != pid and _alive(new_pid)
     assert cli("stop", "--data-dir", dd).exit_code == 0
+
+
+def test_balance_and_topup_of_an_unreadable_account_exit_1_with_a_message(server, tmp_path):
+    """An account whose hash lost a field: ``balance`` printed a traceback; ``topup``
+    credited it (plan missing) or wrote a balance with no ledger entry (ver not a number)."""
+    url, client = server
+    cli("accounts", "load", write(tmp_path, "a.yaml", YAML_ACCOUNTS), "--redis", url)
+    client.hdel("cf:{alice}:acct", "plan")
+    res = cli("balance", "alice", "--redis", url, "--json")
+    assert res.exit_code == 1
+    assert "'plan' is missing" in as_json(res)["error"] and "Traceback" not in res.output
+    before = client.hgetall("cf:{alice}:acct")
+    res = cli("topup", "alice", "1.00", "--redis", url, "--json")
+    assert res.exit_code == 1 and "nothing was applied" in as_json(res)["error"]
+    assert client.hgetall("cf:{alice}:acct") == before
+    assert [e["id"] for e in BalanceStore(client, prefix="cf").ledger("alice")] == ["open"]

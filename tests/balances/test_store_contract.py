@@ -121,6 +121,19 @@ def test_topup_with_id_applies_once(make):
     assert r.store.view("a").balance == 11_000_000
     assert len(r.store.ledger("a")) == 2
     check_books(r, "a")
+    # the id is remembered as long as the ledger keeps entries (90 days by default), not
+    # the 7 days of request ids: a payment id may come again long after
+    ttl = r.client.ttl(r.store.keys.topup("a", "t1"))
+    assert r.store.ledger_retention_s - 60 < ttl <= r.store.ledger_retention_s
+    assert r.store.ledger_retention_s > r.store.retention_s
+
+
+def test_topup_ids_are_kept_for_ever_with_the_whole_ledger(make):
+    r = make()
+    r.store.ledger_retention_s = 0  # keep the whole ledger: and every top-up id
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("ok", 11_000_000)
+    assert r.client.ttl(r.store.keys.topup("a", "t1")) == -1  # no expiry
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("replay", 11_000_000)
 
 
 def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
@@ -462,5 +475,21 @@ def test_an_account_missing_a_field_is_corrupt_not_guessed(make, field):
     r.client.hdel(r.store.keys.account("a"), field)
     with pytest.raises(CorruptAccountError, match=f"'{field}' is missing"):
         r.store.view("a")
-    if field == "bal":
-        assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    # a top-up refuses it too, and writes nothing (it once credited an account missing its
+    # plan, and with no ver wrote the balance, then failed before the ledger entry)
+    key = r.store.keys.account("a")
+    before, ledger = r.client.hgetall(key), r.store.ledger("a")
+    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
+
+
+@pytest.mark.parametrize(("field", "value"), [("bal", b"12x"), ("ver", b"x"), ("res", b"1.5"),
+                                              ("bal", b"")])
+def test_a_topup_refuses_an_unreadable_field_and_writes_nothing(make, field, value):
+    r = make()
+    key = r.store.keys.account("a")
+    r.client.hset(key, field, value)
+    before, ledger = r.client.hgetall(key), r.store.ledger("a")
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("corrupt", None)
+    assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
+    assert not r.client.exists(r.store.keys.topup("a", "t1"))
