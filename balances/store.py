@@ -300,12 +300,13 @@ class BalanceStore:
         return self.load([account])[0][account]
 
     def topup(self, account: str, micros: int, *, topup_id: str | None = None,
-              reason: str = "topup") -> tuple[str, int | None]:
+              reason: str = "topup", id_retention_s: int | None = None
+              ) -> tuple[str, int | None]:
         """Credit an account (debit with a negative amount), ledgered; idempotent by id.
 
-        A top-up id is remembered as long as the ledger keeps entries (``ledger_retention_s``,
-        90 days by default; 0: for ever), not the requests' retention: a payment id is
-        replayed long after a request id would be.
+        A top-up id is remembered ``id_retention_s`` (0: for ever; by default as long as the
+        ledger keeps entries, ``ledger_retention_s``, 90 days), not the requests' retention:
+        a payment id may come again long after a request id would.
 
         Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
         ``unknown`` (no such account), ``limit`` (would leave ±2**53 micros, or take
@@ -317,7 +318,9 @@ class BalanceStore:
                 self.keys.topup(account, topup_id or "")]
         with _store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
-                                                 self.ledger_retention_s, BALANCE_LIMIT,
+                                                 self.ledger_retention_s
+                                                 if id_retention_s is None
+                                                 else id_retention_s, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
         status = reply[0].decode()
         return status, int(reply[1]) if len(reply) > 1 else None

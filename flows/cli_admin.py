@@ -173,9 +173,11 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
 @click.argument("account")
 @click.argument("amount")
 @click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")
+@click.option("--id-retention-s", type=click.IntRange(min=0), default=90 * 86400,
+              show_default=True, help="Seconds the --id is remembered (0: for ever).")
 @service_options
-def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None,
-          data_dir: str | None, as_json: bool) -> None:
+def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
+          redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
     """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
     from balances.store import BalanceStore
     from charging.decide import BALANCE_LIMIT, format_balance
@@ -193,7 +195,7 @@ def topup(account: str, amount: str, topup_id: str | None, redis_url: str | None
     services, client = connect_services(redis_url, data_dir)
     try:
         status, bal = BalanceStore(client, prefix=services.prefix).topup(
-            account, micros.numerator, topup_id=topup_id)
+            account, micros.numerator, topup_id=topup_id, id_retention_s=id_retention_s)
     except StoreError as exc:
         fail(as_json, str(exc), 2)
     if status == "unknown":

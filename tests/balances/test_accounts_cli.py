@@ -198,6 +198,12 @@ def test_topup_with_and_without_id(server, tmp_path):
         assert res.exit_code == 1, (args, res.output)
         assert "error" in as_json(res)
     assert as_json(cli("balance", "alice", "--redis", url, "--json"))["balance"] == "20.00"
+    # a payment id is remembered 90 days by default (request ids: 7), or for ever
+    keys = BalanceStore(client, prefix="cf").keys
+    assert 89 * 86400 < client.ttl(keys.topup("alice", "pay-1")) <= 90 * 86400
+    kept = cli("topup", "alice", "0.50", "--id", "pay-0", "--id-retention-s", "0", "--redis",
+               url, "--json")
+    assert kept.exit_code == 0 and client.ttl(keys.topup("alice", "pay-0")) == -1
     human = cli("topup", "alice", "1", "--id", "pay-1", "--redis", url)
     assert human.exit_code == 0 and "already applied" in human.stdout
 

@@ -128,12 +128,17 @@ def test_topup_with_id_applies_once(make):
     assert r.store.ledger_retention_s > r.store.retention_s
 
 
-def test_topup_ids_are_kept_for_ever_with_the_whole_ledger(make):
+def test_topup_ids_can_be_kept_for_ever_or_for_a_given_time(make):
     r = make()
-    r.store.ledger_retention_s = 0  # keep the whole ledger: and every top-up id
-    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("ok", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t1", id_retention_s=0) == ("ok", 11_000_000)
     assert r.client.ttl(r.store.keys.topup("a", "t1")) == -1  # no expiry
     assert r.store.topup("a", 1_000_000, topup_id="t1") == ("replay", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t2", id_retention_s=100) == (
+        "ok", 12_000_000)
+    assert 90 < r.client.ttl(r.store.keys.topup("a", "t2")) <= 100
+    r.store.ledger_retention_s = 0  # the default follows the ledger's: for ever here
+    assert r.store.topup("a", 1_000_000, topup_id="t3") == ("ok", 13_000_000)
+    assert r.client.ttl(r.store.keys.topup("a", "t3")) == -1
 
 
 def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
