@@ -9,6 +9,7 @@ balance, reservations and sessions (balances move only through ledgered operatio
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,15 @@ def _records(text: str) -> tuple[list[tuple[str, object]], list[Problem]]:
             if not line.strip():
                 continue
             try:
-                out.append((f"line {n}", orjson.loads(line)))
+                rec = orjson.loads(line)
+                if isinstance(rec, dict):
+                    _no_key_twice(line)
+                out.append((f"line {n}", rec))
             except orjson.JSONDecodeError as exc:
                 problems.append(Problem(f"line {n}", f"not valid JSON: {exc}"))
+            except _KeyTwice as exc:
+                problems.append(Problem(f"line {n}", f"key {exc.args[0]!r} is given twice; "
+                                        "give each field once"))
         return out, problems
     try:
         doc = load_yaml(text)
@@ -100,6 +107,25 @@ def _records(text: str) -> tuple[list[tuple[str, object]], list[Problem]]:
     if not isinstance(doc, list):
         return [], [Problem("", "expected a YAML list of accounts (or JSONL, one per line)")]
     return [(f"[{i}]", rec) for i, rec in enumerate(doc)], []
+
+
+class _KeyTwice(Exception):
+    pass
+
+
+def _no_key_twice(line: str) -> None:
+    """Raise ``_KeyTwice`` if a JSON object of ``line`` names a key twice (orjson keeps the
+    last silently; a YAML file's duplicate keys are an error, so these are too)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen: dict = {}
+        for key, value in items:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen[key] = value
+        return seen
+
+    json.loads(line, object_pairs_hook=pairs)
 
 
 def _spec(where: str, rec: object, catalog: Catalog | None, problems: list[Problem]

@@ -29,6 +29,17 @@ def test_a_key_given_twice_is_an_error_not_a_silent_overwrite(catalog):
     assert len(info.value.problems) == 1 and "duplicate key" in info.value.problems[0].reason
 
 
+def test_a_key_given_twice_in_a_jsonl_line_is_an_error_too(catalog):
+    text = ('{"id":"a","plan":"PREPAID_S","balance":"1.00"}\n'
+            '{"id":"b","plan":"PREPAID_S","balance":"1.00","balance":"900.00"}\n'
+            '{"id":"c","plan":"PREPAID_S","balance":"1.00","status":{"x":1,"x":2}}\n')
+    with pytest.raises(AccountsFileError) as info:  # was: b loaded with 900.00, silently
+        parse_accounts(text, catalog)
+    assert [(p.path, p.reason) for p in info.value.problems][:1] == [
+        ("line 2", "key 'balance' is given twice; give each field once")]
+    assert info.value.problems[1].path.startswith("line 3")
+
+
 def test_deeply_nested_yaml_is_a_problem_not_a_recursion_error(catalog):
     with pytest.raises(AccountsFileError) as info:
         parse_accounts("[" * 3000 + "]" * 3000, catalog)
