@@ -29,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from charging.errors import StoreError
+from charging.errors import DataDirError, StoreError
 
 SOCKET = "redis.sock"
 PIDFILE = "redis.pid"
@@ -107,6 +107,13 @@ class EmbeddedRedis:
             raise StoreError(f"appendfsync {self.fsync!r} is not one of {', '.join(FSYNC_MODES)}")
         if self.running():
             return self.url
+        path = os.fsencode(self.socket.resolve())
+        if len(path) > MAX_SOCKET_PATH:
+            # Redis would cut the path, listen on another file and never be found here
+            raise DataDirError(f"the data directory {self.data_dir} is too long for the "
+                               f"embedded Redis's unix socket ({len(path)} bytes with "
+                               f"'/{SOCKET}', the limit is {MAX_SOCKET_PATH}); use a shorter "
+                               "--data-dir")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.data_dir / "redis.lock", "w") as lock:  # one server per directory
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -115,12 +122,6 @@ class EmbeddedRedis:
     def _start(self, timeout_s: float) -> str:
         if self.running():
             return self.url
-        path = os.fsencode(self.socket.resolve())
-        if len(path) > MAX_SOCKET_PATH:
-            # Redis would cut the path, listen on another file and never be found here
-            raise StoreError(f"the data directory {self.data_dir} is too long for the embedded "
-                             f"Redis's unix socket ({len(path)} bytes with '/{SOCKET}', the "
-                             f"limit is {MAX_SOCKET_PATH}); use a shorter --data-dir")
         if self.socket.exists():
             self.socket.unlink()  # left by a server that died
         args = [

@@ -69,6 +69,12 @@ class StoreError(ChargeflowError):
     code = "STORE_UNAVAILABLE"
 
 
+class DataDirError(ChargeflowError, ValueError):
+    """A data directory the embedded services cannot use (wrong input: exit 1)."""
+
+    code = "BAD_DATA_DIR"
+
+
 class CorruptAccountError(ChargeflowError):
     """An account's state in Redis cannot be read (a field missing or malformed). Not an
     outage: waiting would not mend it, so it is not a ``StoreError``; the engine rejects

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from charging.errors import BrokerError, StoreError
+from charging.errors import BrokerError, DataDirError, StoreError
 from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
 from flows.services import Services
 
@@ -236,6 +236,8 @@ def demo(duration: float, rate: float, n_accounts: int, catalog_file: str | None
     try:
         run_engine_demo(Path(path), Path(data_dir or ".chargeflow"), duration, rate,
                         n_accounts, as_json)
+    except DataDirError as exc:
+        fail(as_json, str(exc), 1)
     except (StoreError, RuntimeError) as exc:
         fail(as_json, str(exc), 2)
     except BrokerError as exc:

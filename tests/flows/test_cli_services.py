@@ -62,10 +62,15 @@ def test_a_data_dir_too_long_for_a_unix_socket_is_refused_at_once(tmp_path):
     t0 = time.monotonic()
     res = subprocess.run(cli_args("balance", "nobody", "--data-dir", str(data)),
                          env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
-    assert res.returncode == 2 and b"Traceback" not in res.stderr
+    # wrong input: exit 1 (CONTRACT §5), and nothing created (it was exit 2, after mkdir)
+    assert res.returncode == 1 and b"Traceback" not in res.stderr
     assert b"too long for the embedded Redis's unix socket" in res.stderr, res.stderr
     assert time.monotonic() - t0 < 8  # no wait for a server that could never answer
     assert redis_servers_of(str(tmp_path)) == []  # and none left running
+    assert not data.exists()
+    demo = subprocess.run(cli_args("demo", "--duration", "1", "--data-dir", str(data)),
+                          env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
+    assert demo.returncode == 1 and b"too long" in demo.stderr and not data.exists()
 
 
 @pytest.mark.parametrize("name", ["ha#sh", "q?x", "pc%41t"])
