@@ -99,15 +99,17 @@ def drive(brokers: str, topic_in: str, topic_out: str, requests: Requests, syste
     ready.wait(30)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": LINGER_MS,
                          "queue.buffering.max.messages": 1_000_000})
-    begin = time.monotonic()
+    begin_ns = time.monotonic_ns()
+    begin = begin_ns / 1e9
     while (elapsed := time.monotonic() - begin) < seconds or not rate:
         if not rate and phase.sent >= count:
             break  # as fast as possible, but a bounded amount: the rate is its draining
         due = int(elapsed * rate) - phase.sent if rate else min(2000, count - phase.sent)
         for _ in range(max(0, due)):
             rid, key, value = requests()
-            with lock:
-                sent[rid] = time.monotonic_ns()
+            with lock:  # open loop: from when the request was due, not when it got out
+                sent[rid] = (begin_ns + int(phase.sent * 1e9 / rate)) if rate else \
+                    time.monotonic_ns()
             while True:
                 try:
                     producer.produce(topic_in, key=key, value=value)

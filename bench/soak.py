@@ -70,6 +70,9 @@ class PipeEngine:
         self.pid = self.p.pid
         self.sent: dict[str, int] = {}
         self.replies: list[tuple[float, float]] = []  # (reply monotonic s, latency ms)
+        self.window_of: dict[str, int] = {}  # request id -> the window that sent it
+        self.by_window: dict[int, list[tuple[float, float]]] = {}
+        self.n_window = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -94,12 +97,15 @@ class PipeEngine:
                     with self.lock:
                         start = self.sent.pop(rid, None)
                         if start is not None:
-                            self.replies.append((now / 1e9, (now - start) / 1e6))
+                            reply = (now / 1e9, (now - start) / 1e6)
+                            self.replies.append(reply)
+                            self.by_window.setdefault(self.window_of.pop(rid), []).append(reply)
 
     def window(self, traffic, rate: float, seconds: float, count: int = 0) -> Phase:
         """Offer ``rate`` for ``seconds`` (``rate`` 0: ``count`` at once); wait for the
         replies (up to 30 s) and return the window's figures."""
-        first = len(self.replies)
+        self.n_window += 1
+        me = self.n_window
         phase = Phase("engine", rate, seconds)
         begin = time.monotonic()
         while True:
@@ -112,6 +118,7 @@ class PipeEngine:
                 rid, _, value = traffic()
                 with self.lock:
                     self.sent[rid] = time.monotonic_ns()
+                    self.window_of[rid] = me
                 lines.append(value)
             if lines:
                 self.p.stdin.write(b"\n".join(lines) + b"\n")
@@ -119,10 +126,10 @@ class PipeEngine:
                 phase.sent += len(lines)
             time.sleep(0.001)
         deadline = time.monotonic() + 30
-        while len(self.replies) - first < phase.sent and time.monotonic() < deadline:
+        while len(self.by_window.get(me, ())) < phase.sent and time.monotonic() < deadline:
             time.sleep(0.02)
         with self.lock:
-            got = self.replies[first:]
+            got = list(self.by_window.pop(me, []))
         measure(phase, got, keep=1)
         return phase
 
