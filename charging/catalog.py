@@ -406,15 +406,22 @@ class _Validator:
         if not _named(mode, ROUNDING_MODES):
             self.bad(_join(rpath, "mode"), f"{mode!r} is not one of {', '.join(ROUNDING_MODES)}")
         max_cost = self.amount(spec, "max_cost", path, default=Fraction(-1))
-        rates = self.rates(spec.get("rates"), _join(path, "rates"), destinations, bands)
+        indexed = self.rates(spec.get("rates"), _join(path, "rates"), destinations, bands)
+        rates = [r for _, r in indexed]
         quota = self.integer(spec, "quota", path, lo=1, default=_default_quota(rates))
+        from charging.exact import tariff_problems  # exact builds on this module's model
+
         if len(self.problems) > start:
+            # the amount-range checks still run on what did validate (every problem is
+            # listed at once, CONTRACT §5), leniently where a field they use is broken
+            self.problems.extend(tariff_problems(
+                Tariff(name, "", 1, 1, 6 if decimals is None else decimals, DEFAULT_MODE,
+                       None if max_cost in (None, -1) else max_cost, tuple(rates)),
+                path, [i for i, _ in indexed]))
             self.broken_tariffs.add(name)
             return None
         tariff = Tariff(name, service, quota, validity, decimals, mode,
                         None if max_cost == -1 else max_cost, tuple(rates))
-        from charging.exact import tariff_problems  # exact builds on this module's model
-
         problems = tariff_problems(tariff, path)
         if problems:
             self.problems.extend(problems)
@@ -422,7 +429,9 @@ class _Validator:
             return None
         return tariff
 
-    def rates(self, node: object, path: str, destinations: dict, bands: dict) -> list[Rate]:
+    def rates(self, node: object, path: str, destinations: dict, bands: dict
+              ) -> list[tuple[int, Rate]]:
+        """The rates that validated, each with its index in the list."""
         if not isinstance(node, list) or not node:
             self.bad(path, "must be a non-empty list of rates")
             return []
@@ -451,7 +460,7 @@ class _Validator:
         known = [(i, r) for i, r in out if (r.destination is None or _named(r.destination,
                  destinations)) and (r.band is None or _named(r.band, bands))]
         self.ties(known, path, destinations, bands)
-        return [r for _, r in out]
+        return out
 
     def steps(self, node: object, path: str) -> list[Step]:
         if not isinstance(node, list) or not node:

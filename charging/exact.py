@@ -117,12 +117,15 @@ def rate_problems(tariff: Tariff, rate: Rate, path: str) -> list[Problem]:
     return out
 
 
-def tariff_problems(tariff: Tariff, path: str) -> list[Problem]:
-    """Every reason this tariff's exact rating would not fit int64 (run by the validator)."""
+def tariff_problems(tariff: Tariff, path: str, indices: list[int] | None = None
+                    ) -> list[Problem]:
+    """Every reason this tariff's exact rating would not fit int64 (run by the validator);
+    ``indices``: each rate's index in the catalog's list, where some were left out."""
     out: list[Problem] = []
     if tariff.max_cost is not None and tariff.max_cost * MICROS > MAX_COST_MICROS:
         out.append(Problem(f"{path}.max_cost", "exceeds 9,000,000,000,000, the largest cost "
                            "the engine represents"))
-    for i, rate in enumerate(tariff.rates):
+    for i, rate in zip(indices if indices is not None else range(len(tariff.rates)),
+                       tariff.rates):
         out.extend(rate_problems(tariff, rate, f"{path}.rates[{i}]"))
     return out

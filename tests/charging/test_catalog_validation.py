@@ -236,6 +236,20 @@ def test_connect_fee_above_9e12(expect_problem):
                    "exceeds 9,000,000,000,000")
 
 
+def test_amount_ranges_are_listed_beside_a_tariffs_other_problems(problems_of, find_problem):
+    # CONTRACT §5: every problem at once; the range checks ran only for tariffs without
+    # other problems, so these came out one fix later
+    problems = problems_of({f"{V}.service": "fax", f"{R0}.steps[0].per": 0,
+                            f"{V}.max_cost": "9000000000001",
+                            f"{R1}.connect_fee": "9000000000001"})
+    find_problem(problems, f"{V}.service", "unknown service")
+    find_problem(problems, f"{R0}.steps[0].per", "must be between 1")
+    find_problem(problems, f"{V}.max_cost", "exceeds 9,000,000,000,000")
+    # rate [0] did not validate: rate [1] is still named by its own index
+    find_problem(problems, f"{R1}.connect_fee", "exceeds 9,000,000,000,000")
+    assert not any(p.path.startswith(R2) for p in problems)  # nothing invented
+
+
 def test_duplicate_rate_id(expect_problem):
     expect_problem({f"{R1}.id": "mobile_peak"}, f"{R1}.id", "'mobile_peak' is used twice")
 
