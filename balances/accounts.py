@@ -97,6 +97,9 @@ def _records(text: str) -> tuple[list[tuple[str, object]], list[Problem]]:
             except _KeyTwice as exc:
                 problems.append(Problem(f"line {n}", f"key {exc.args[0]!r} is given twice; "
                                         "give each field once"))
+            except RecursionError:  # the stdlib parser nests less deeply than orjson
+                problems.append(Problem(f"line {n}", "nested too deeply; an account is a "
+                                        "flat record"))
         return out, problems
     try:
         doc = load_yaml(text)

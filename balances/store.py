@@ -62,6 +62,10 @@ def _lua(name: str) -> str:
     return (resources.files("balances") / "lua" / name).read_text()
 
 
+#: The longest a top-up id can be remembered, short of for ever (0): ~31.7 years.
+MAX_ID_RETENTION_S = 10**9
+
+
 class PendingSave:
     """A write sent by ``BalanceStore.send_save``; ``result()`` reads its reply (once)."""
 
@@ -314,13 +318,16 @@ class BalanceStore:
         """
         if abs(micros) > BALANCE_LIMIT:  # the script's Lua numbers would round it
             return "limit", None
+        ttl = self.ledger_retention_s if id_retention_s is None else id_retention_s
+        if type(ttl) is not int or not 0 <= ttl <= MAX_ID_RETENTION_S:
+            # checked here: the script's last write (SET EX) would refuse it after the others
+            raise ValueError(f"a top-up id's retention must be whole seconds from 0 (for ever) "
+                             f"to {MAX_ID_RETENTION_S:,}, got {ttl!r}")
         keys = [self.keys.account(account), self.keys.ledger(account),
                 self.keys.topup(account, topup_id or "")]
         with _store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
-                                                 self.ledger_retention_s
-                                                 if id_retention_s is None
-                                                 else id_retention_s, BALANCE_LIMIT,
+                                                 ttl, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
         status = reply[0].decode()
         return status, int(reply[1]) if len(reply) > 1 else None

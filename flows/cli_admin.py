@@ -173,8 +173,9 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
 @click.argument("account")
 @click.argument("amount")
 @click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")
-@click.option("--id-retention-s", type=click.IntRange(min=0), default=90 * 86400,
-              show_default=True, help="Seconds the --id is remembered (0: for ever).")
+@click.option("--id-retention-s", type=click.IntRange(min=0, max=10**9),  # MAX_ID_RETENTION_S
+              default=90 * 86400, show_default=True,
+              help="Seconds the --id is remembered (0: for ever).")
 @service_options
 def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
           redis_url: str | None, data_dir: str | None, as_json: bool) -> None:

@@ -13,8 +13,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
 -- fails half-way is not rolled back, so everything is checked before the first write
 local fields = redis.call('HMGET', KEYS[1], 'bal', 'ver', 'plan', 'res')
 local function whole(v) return v and string.match(v, '^[+-]?%d+$') end
-if not (whole(fields[1]) and whole(fields[2]) and fields[3]
-        and (not fields[4] or whole(fields[4]))) then
+-- the version as HINCRBY takes it: no sign but '-', no leading zero, and room for + 1
+local function version(v)
+  return v and #v <= 18 and (v == '0' or string.match(v, '^%-?[1-9]%d*$'))
+end
+local ledger_type = redis.call('TYPE', KEYS[2])['ok']
+if not (whole(fields[1]) and version(fields[2]) and fields[3]
+        and (not fields[4] or whole(fields[4]))
+        and (ledger_type == 'none' or ledger_type == 'stream')) then
   return {'corrupt'}  -- never guess a balance, a version or a plan
 end
 local amount = tonumber(ARGV[1])
@@ -26,14 +32,13 @@ local after = balance + amount
 if after > limit or after < -limit or (amount < 0 and not negative and after < reserved) then
   return {'limit', tostring(balance)}
 end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)  -- checked above: none of the writes can fail
 redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after))
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'delta', ARGV[1],
            'balance', string.format('%.0f', after), 'reason', ARGV[2])
 if idempotent then
-  local ttl = tonumber(ARGV[4])
-  if ttl > 0 then
-    redis.call('SET', KEYS[3], string.format('%.0f', after), 'EX', ttl)
+  if ARGV[4] ~= '0' then  -- whole seconds from 1 to MAX_ID_RETENTION_S (BalanceStore.topup)
+    redis.call('SET', KEYS[3], string.format('%.0f', after), 'EX', ARGV[4])
   else
     redis.call('SET', KEYS[3], string.format('%.0f', after))
   end

@@ -198,7 +198,14 @@ def test_topup_with_and_without_id(server, tmp_path):
         assert res.exit_code == 1, (args, res.output)
         assert "error" in as_json(res)
     assert as_json(cli("balance", "alice", "--redis", url, "--json"))["balance"] == "20.00"
-    # a payment id is remembered 90 days by default (request ids: 7), or for ever
+    # a payment id is remembered 90 days by default (request ids: 7), or for ever, or up to
+    # the store's limit
+    from balances.store import MAX_ID_RETENTION_S
+
+    too_long = cli("topup", "alice", "1", "--id", "x", "--id-retention-s",
+                   str(MAX_ID_RETENTION_S + 1), "--redis", url, "--json")
+    assert too_long.exit_code == 1
+    assert not client.exists(BalanceStore(client, prefix="cf").keys.topup("alice", "x"))
     keys = BalanceStore(client, prefix="cf").keys
     assert 89 * 86400 < client.ttl(keys.topup("alice", "pay-1")) <= 90 * 86400
     kept = cli("topup", "alice", "0.50", "--id", "pay-0", "--id-retention-s", "0", "--redis",

@@ -52,3 +52,15 @@ def test_jsonl_file_with_a_byte_order_mark_reads(tmp_path, catalog):
     path = tmp_path / "accounts.jsonl"
     path.write_text('{"id":"a","plan":"PREPAID_S","balance":"1.00"}\n', encoding="utf-8-sig")
     assert [(s.id, s.balance) for s in read_accounts(path, catalog)] == [("a", 1_000_000)]
+
+
+def test_a_deeply_nested_jsonl_line_is_a_problem_not_a_crash(catalog):
+    # orjson reads 1,000 levels; the duplicate-key check's stdlib parser raised a
+    # RecursionError out of parse_accounts on them (review 7)
+    nested = '{"x":' * 1000 + "1" + "}" * 1000
+    good = '{"id": "b", "plan": "PREPAID_S", "balance": "1.00"}'
+    line = '{"id": "a", "plan": "PREPAID_S", "balance": "1.00", "meta": ' + nested + "}"
+    with pytest.raises(AccountsFileError) as info:
+        parse_accounts(good + "\n" + line + "\n", catalog)
+    assert [p.path for p in info.value.problems] == ["line 2"]
+    assert "nested too deeply" in info.value.problems[0].reason

@@ -13,6 +13,7 @@ from redis.cluster import RedisCluster
 
 from balances.accounts import parse_accounts
 from balances.codec import decode_record
+from balances.store import MAX_ID_RETENTION_S
 from balances.sweeper import sweep
 from tests.conftest import T0_MS, Rig, micros, req
 
@@ -139,6 +140,40 @@ def test_topup_ids_can_be_kept_for_ever_or_for_a_given_time(make):
     r.store.ledger_retention_s = 0  # the default follows the ledger's: for ever here
     assert r.store.topup("a", 1_000_000, topup_id="t3") == ("ok", 13_000_000)
     assert r.client.ttl(r.store.keys.topup("a", "t3")) == -1
+
+
+@pytest.mark.parametrize("ver", [b"+5", b"007", b"9223372036854775807"])
+def test_a_topup_writes_all_or_nothing_on_a_version_hincrby_refuses(make, ver):
+    # read by the engine (int()), refused by HINCRBY: the balance was written first, then
+    # the script failed, leaving a credit with no ledger entry and no remembered id (review 7)
+    r = make()
+    key = r.store.keys.account("a")
+    r.client.hset(key, "ver", ver)
+    before, ledger = r.client.hgetall(key), r.store.ledger("a")
+    assert r.store.topup("a", 1_000_000, topup_id="pay-1") == ("corrupt", None)
+    assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
+
+
+def test_a_topup_refuses_a_ledger_key_of_another_type_before_writing(make):
+    r = make()
+    key, ledger_key = r.store.keys.account("a"), r.store.keys.ledger("a")
+    r.client.delete(ledger_key)
+    r.client.set(ledger_key, b"not a stream")
+    before = r.client.hgetall(key)
+    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    assert r.client.hgetall(key) == before
+
+
+@pytest.mark.parametrize("retention", [10**16, -1, 0.5, MAX_ID_RETENTION_S + 1])
+def test_a_topup_id_retention_out_of_range_is_refused_before_anything(make, retention):
+    # SET EX refused 10**16 only after the balance, version and ledger were written: every
+    # retry of the same payment id credited again (review 7)
+    r = make()
+    with pytest.raises(ValueError, match="retention"):
+        r.store.topup("a", 1_000_000, topup_id="pay-1", id_retention_s=retention)
+    assert r.store.view("a").balance == 10_000_000 and len(r.store.ledger("a")) == 1
+    assert r.store.topup("a", 1_000_000, topup_id="pay-1",
+                         id_retention_s=MAX_ID_RETENTION_S) == ("ok", 11_000_000)
 
 
 def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
