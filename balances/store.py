@@ -314,7 +314,8 @@ class BalanceStore:
 
         Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
         ``unknown`` (no such account), ``limit`` (would leave ±2**53 micros, or take
-        money that is reserved) or ``corrupt`` (the account has no readable balance).
+        money that is reserved) or ``corrupt`` (a field it needs is missing or unreadable;
+        nothing is written).
         """
         if abs(micros) > BALANCE_LIMIT:  # the script's Lua numbers would round it
             return "limit", None

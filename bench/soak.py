@@ -69,8 +69,8 @@ class PipeEngine:
             stdout=open(data / "engine.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
         self.pid = self.p.pid
         self.sent: dict[str, int] = {}
-        self.replies: list[tuple[float, float]] = []  # (reply monotonic s, latency ms)
         self.window_of: dict[str, int] = {}  # request id -> the window that sent it
+        # window -> its replies: (reply monotonic s, latency ms)
         self.by_window: dict[int, list[tuple[float, float]]] = {}
         self.n_window = 0
         self.lock = threading.Lock()
@@ -97,9 +97,8 @@ class PipeEngine:
                     with self.lock:
                         start = self.sent.pop(rid, None)
                         if start is not None:
-                            reply = (now / 1e9, (now - start) / 1e6)
-                            self.replies.append(reply)
-                            self.by_window.setdefault(self.window_of.pop(rid), []).append(reply)
+                            self.by_window.setdefault(self.window_of.pop(rid), []).append(
+                                (now / 1e9, (now - start) / 1e6))
 
     def window(self, traffic, rate: float, seconds: float, count: int = 0) -> Phase:
         """Offer ``rate`` for ``seconds`` (``rate`` 0: ``count`` at once); wait for the

@@ -11,6 +11,7 @@ from typing import TextIO
 import click
 import orjson
 
+from balances.store import MAX_ID_RETENTION_S
 from charging.errors import CatalogError, CorruptAccountError, RequestError, StoreError
 from flows.cli_common import (
     BATCH,
@@ -173,7 +174,7 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
 @click.argument("account")
 @click.argument("amount")
 @click.option("--id", "topup_id", default=None, help="Idempotency key: the same id applies once.")
-@click.option("--id-retention-s", type=click.IntRange(min=0, max=10**9),  # MAX_ID_RETENTION_S
+@click.option("--id-retention-s", type=click.IntRange(min=0, max=MAX_ID_RETENTION_S),
               default=90 * 86400, show_default=True,
               help="Seconds the --id is remembered (0: for ever).")
 @service_options

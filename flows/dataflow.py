@@ -38,7 +38,7 @@ from confluent_kafka import KafkaError as KafkaErrorCode
 from confluent_kafka.admin import AdminClient
 
 from charging.errors import BrokerError
-from flows.engine import CHARGES, DECISIONS, REJECTS, Engine
+from flows.engine import CHARGES, DECISIONS, IDLE_TICK_S, REJECTS, Engine
 
 log = logging.getLogger("chargeflow.engine")
 
@@ -112,7 +112,6 @@ class Topics:
 
 
 POLL_S = 0.001
-IDLE_TICK_S = 1.0  # a partition with no requests for this long sends a mark on anyway
 
 
 class _RequestPartition(StatefulSourcePartition):

@@ -28,6 +28,10 @@ from flows.observe import EngineMetrics
 
 log = logging.getLogger("chargeflow.engine")
 
+#: A source with no requests for this long calls the step anyway (Engine.idle): a Kafka
+#: partition sends a mark alone, a JSONL stream an empty batch.
+IDLE_TICK_S = 1.0
+
 DECISIONS = "chargeflow.decisions"
 CHARGES = "chargeflow.charges"
 REJECTS = "chargeflow.rejects"
@@ -170,8 +174,8 @@ class Engine:
                 delay = min(self.max_backoff_s, delay * 2)
 
     def idle(self) -> None:
-        """Called when no request came for a while (the sources tick about once a second):
-        silent sessions are released on time with no traffic too."""
+        """Called when no request came for ``IDLE_TICK_S``: silent sessions are released on
+        time with no traffic too."""
         self._sweep_if_due(self.clock_ns())
 
     def _sweep_if_due(self, now_ns: int) -> None:

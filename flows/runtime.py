@@ -25,7 +25,7 @@ from balances.store import DEFAULT_LEDGER_RETENTION_S, DEFAULT_RETENTION_S, Bala
 from balances.sweeper import sweep
 from catalog_cache.store import CatalogCache
 from charging.rating import warm_up
-from flows.engine import Engine
+from flows.engine import IDLE_TICK_S, Engine
 from flows.observe import EngineMetrics
 from flows.services import connect
 
@@ -130,9 +130,6 @@ def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
     payloads = (line.rstrip(b"\r\n") for line in lines if line.strip())
     while chunk := list(islice(payloads, size)):
         yield chunk
-
-
-IDLE_TICK_S = 1.0  # a stream with nothing to read for this long yields an empty batch
 
 
 def _stream_chunks(fd: int, size: int, wait_s: float, stop: int | None = None,

@@ -11,7 +11,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
 -- an account the engine cannot read (decode_account) is not written either: a script that
 -- fails half-way is not rolled back, so everything is checked before the first write
-local fields = redis.call('HMGET', KEYS[1], 'bal', 'ver', 'plan', 'res')
+local fields = redis.call('HMGET', KEYS[1], 'bal', 'ver', 'plan', 'res', 'neg')
 local function whole(v) return v and string.match(v, '^[+-]?%d+$') end
 -- the version as HINCRBY takes it: no sign but '-', no leading zero, and room for + 1
 local function version(v)
@@ -26,7 +26,7 @@ end
 local amount = tonumber(ARGV[1])
 local balance = tonumber(fields[1])
 local reserved = tonumber(fields[4] or '0')
-local negative = redis.call('HGET', KEYS[1], 'neg') == '1'
+local negative = fields[5] == '1'
 local limit = tonumber(ARGV[5])
 local after = balance + amount
 if after > limit or after < -limit or (amount < 0 and not negative and after < reserved) then
