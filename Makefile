@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
+	bash .ci/ensure-redis
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
