@@ -1,1 +1,3 @@
 """Redis system of record for accounts, allowances, reservations and the ledger (issue 3)."""
+
+import charging.native  # noqa: F401 - before any module it may compile

@@ -25,7 +25,7 @@ import msgpack
 import orjson
 from redis.crc import key_slot
 
-from charging.decide import CHARGE_FIELDS, DECISION_FIELDS
+from charging.decide import CHARGE_FIELDS, DECISION_FIELDS, Change, Outcome
 from charging.errors import CorruptAccountError
 from charging.state import Account, Bucket, Session
 
@@ -221,3 +221,43 @@ def decode_record(blob: bytes) -> dict:
     repeated = {c: decision[d] for c, d in _SHARED}
     return {"decision": decision,
             "charge": {f: own[f] if f in own else repeated[f] for f in CHARGE_FIELDS}}
+
+
+def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outcome],
+                extra_ledger: list[dict], expiry: str) -> list:
+    """One account's entry for ``lua/write.lua`` (layout there): what a batch decided for
+    it (``outs``, replays left out), its new state, ledger entries and expiry-index
+    changes; ``expiry`` is the account's expiry-index key."""
+    idem: list = []
+    ledger: list[list[str]] = []
+    for o in outs:
+        idem.append(o.request.id)
+        idem.append(encode_record(o.record()))
+        for e in o.ledger:
+            ledger.append(ledger_fields(e))
+    for e in extra_ledger:
+        ledger.append(ledger_fields(e))
+    if acct is None or not change.changed:
+        expected = "" if acct is None else str(acct.version)
+        return [name, expected, [], [], idem, ledger, expiry, [], []]
+    fields = changed_fields(acct, change.sessions_written, change.buckets)
+    fields["ver"] = str(acct.version + 1)
+    hset = [x for kv in fields.items() for x in kv]
+    hdel = [f"s:{sid}" for sid in change.sessions_removed]
+    # the expiry index gets a session's deadline when it opens, a lower bound from then
+    # on (updates only move it later): the sweeper re-scores sessions it finds alive, so
+    # an update costs no index write
+    zadd = [x for sid in change.sessions_opened if sid in acct.sessions
+            for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
+    zrem = [session_member(name, sid) for sid in change.sessions_removed]
+    return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
+
+
+def ledger_fields(entry: dict) -> list[str]:
+    """A ledger entry as its stream fields (the stream is the account's, and its entry ids
+    carry the server time in ms)."""
+    fields = ["id", entry["id"], "delta", str(entry["delta"]), "balance", str(entry["balance"]),
+              "reason", entry["reason"], "catalog_version", entry.get("catalog_version", "")]
+    if "released" in entry:
+        fields += ["released", str(entry["released"])]
+    return fields

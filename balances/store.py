@@ -33,12 +33,11 @@ from redis.exceptions import NoScriptError, RedisClusterException
 from balances.accounts import AccountSpec
 from balances.codec import (
     Keys,
-    changed_fields,
     decode_account,
     decode_record,
-    encode_record,
     session_member,
     split_member,
+    write_entry,
 )
 from charging.decide import BALANCE_LIMIT, Change, Outcome
 from charging.errors import StoreError
@@ -171,7 +170,8 @@ class BalanceStore:
             outs = per_account.get(name, [])
             if acct is None and not outs:
                 continue
-            entries.append(self._entry(name, acct, change, outs, (ledger or {}).get(name, [])))
+            entries.append(write_entry(name, acct, change, outs, (ledger or {}).get(name, []),
+                                       self.keys.expiry(name)))
             keys.append(self.keys.account(name))
             names.append(name)
         pending = PendingSave(self, accounts, changes, names)
@@ -231,28 +231,6 @@ class BalanceStore:
                        for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts
-
-    def _entry(self, name: str, acct: Account | None, change: Change, outs: list[Outcome],
-               extra_ledger: list[dict]) -> list:
-        """One account's entry for ``lua/write.lua`` (layout there)."""
-        idem = [x for o in outs for x in (o.request.id, encode_record(o.record()))]
-        ledger = [_ledger_fields(e) for o in outs for e in o.ledger]
-        ledger += [_ledger_fields(e) for e in extra_ledger]
-        expiry = self.keys.expiry(name)
-        if acct is None or not change.changed:
-            expected = "" if acct is None else str(acct.version)
-            return [name, expected, [], [], idem, ledger, expiry, [], []]
-        fields = changed_fields(acct, change.sessions_written, change.buckets)
-        fields["ver"] = str(acct.version + 1)
-        hset = [x for kv in fields.items() for x in kv]
-        hdel = [f"s:{sid}" for sid in change.sessions_removed]
-        # the expiry index gets a session's deadline when it opens, a lower bound from then
-        # on (updates only move it later): the sweeper re-scores sessions it finds alive, so
-        # an update costs no index write
-        zadd = [x for sid in change.sessions_opened if sid in acct.sessions
-                for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
-        zrem = [session_member(name, sid) for sid in change.sessions_removed]
-        return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
 
     def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, tuple]:
         """Run lua/write.lua over the entries (one call, or one per node on a cluster); the
@@ -399,12 +377,3 @@ def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:
     ``positions[entry - 1]`` -> (hgetall, decided ids)."""
     return {positions[int(reply[k]) - 1]: (reply[k + 1], reply[k + 2])
             for k in range(0, len(reply), 3)}
-
-
-def _ledger_fields(entry: dict) -> list[str]:
-    # The stream is the account's and its entry ids carry the server time in ms.
-    fields = ["id", entry["id"], "delta", str(entry["delta"]), "balance", str(entry["balance"]),
-              "reason", entry["reason"], "catalog_version", entry.get("catalog_version", "")]
-    if "released" in entry:
-        fields += ["released", str(entry["released"])]
-    return fields

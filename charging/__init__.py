@@ -3,3 +3,5 @@
 Catalog model and validation, the compiler to numpy arrays, numba kernels, the exact
 reference rater and money helpers. Nothing here talks to Redis, Kafka or Bytewax.
 """
+
+from charging import native  # noqa: E402,F401 - before any module it may compile

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import msgpack
 import orjson
@@ -148,6 +148,12 @@ def _parse_checked(obj: dict, rating_only: bool) -> Request:
     )
 
 
+@overload
+def _text(obj: dict, key: str, rid: str | None, limit: int, *, required: Literal[True]
+          ) -> str: ...
+@overload
+def _text(obj: dict, key: str, rid: str | None, limit: int, *, required: bool
+          ) -> str | None: ...
 def _text(obj: dict, key: str, rid: str | None, limit: int, *, required: bool) -> str | None:
     val = obj.get(key)
     if val is None:

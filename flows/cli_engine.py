@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from charging import native
 from charging.errors import BrokerError, DataDirError, StoreError
 from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
 from flows.services import Services
@@ -123,6 +124,7 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
     from flows.dataflow import Topics, kafka_flow
     from flows.runtime import make_engine
 
+    native.warn_if_stale()
     topics = Topics()
     try:
         brokers = kafka or EmbeddedBroker(services.data_dir).start()
@@ -142,8 +144,8 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
                  "process 0 of the cluster creates them; start it with the same --recovery", 2)
         recovery = RecoveryConfig(str(rdir))
     log = logging.getLogger("chargeflow.engine")
-    log.info("starting: kafka %s, redis %s, %d worker(s)%s", brokers, config.redis_url, workers,
-             f", recovery {recovery_dir}" if recovery_dir else "")
+    log.info("starting: kafka %s, redis %s, %d worker(s)%s; %s", brokers, config.redis_url,
+             workers, f", recovery {recovery_dir}" if recovery_dir else "", native.describe())
     stop = threading.Event()
     flow = kafka_flow(brokers, partial(make_engine, config, metrics), topics, stop=stop)
 

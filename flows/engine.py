@@ -15,12 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import orjson
 
-from balances.charger import Charger
 from charging.decide import Outcome
 from charging.errors import RequestError, StoreError
 from charging.requests import Request, decode, parse, reject_record
@@ -58,8 +57,14 @@ class Counters:
     store_retries: int = 0
 
 
+class Charges(Protocol):
+    """What the engine charges a batch with: ``balances.charger.Charger``."""
+
+    def charge(self, requests: Sequence[Request]) -> list[Outcome]: ...
+
+
 class Engine:
-    def __init__(self, charger: Charger, *, fmt: str = "json",
+    def __init__(self, charger: Charges, *, fmt: str = "json",
                  clock_ns: Callable[[], int] = time.monotonic_ns,
                  sleep: Callable[[float], None] = time.sleep, max_backoff_s: float = 2.0,
                  metrics: EngineMetrics | None = None,
@@ -186,6 +191,8 @@ class Engine:
         """Release silent sessions now and then, between batches (a failure only waits for
         the next turn: the sweep is idempotent)."""
         self._last_sweep = now_ns
+        if self.sweeper is None:
+            return
         try:
             released = self.sweeper(time.time_ns() // 1_000_000)
         except StoreError as exc:

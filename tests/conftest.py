@@ -34,6 +34,7 @@ from balances.accounts import AccountSpec, parse_accounts
 from balances.charger import Charger
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
+from charging import native
 from charging.catalog import Catalog, parse_catalog
 from charging.compiler import CompiledCatalog, compile_catalog
 from charging.decide import FixedCatalogs, Outcome
@@ -70,6 +71,19 @@ CATALOG_B = (CATALOG_A.replace('version: "test-a"', 'version: "test-b"')
              .replace('{from: 0,  price: "0.10"', '{from: 0,  price: "0.30"')
              .replace('price: "0.12"', 'price: "0.60"'))
 assert CATALOG_B.count('"0.20", per: 1,') == 1 and '"0.30"' in CATALOG_B and '"0.60"' in CATALOG_B
+
+
+def pytest_sessionstart(session):
+    """Compiled modules older than their sources would test old code: refuse."""
+    old = [] if native.pure() else native.stale()
+    if old:
+        pytest.exit(f"compiled modules older than their sources: {', '.join(old)}; rebuild "
+                    "them with `make native`, or run the sources with CHARGEFLOW_PURE=1",
+                    returncode=2)
+
+
+def pytest_report_header(config):
+    return f"chargeflow: {native.describe()}"
 
 
 def micros(amount: str | None) -> int:

@@ -67,16 +67,16 @@ def ledger_sum(store: BalanceStore, account: str) -> int:
 @pytest.fixture
 def setup(redis_client, prefix):
     catalog = prepare(redis_client, prefix, ACCOUNTS)
-    engines: list[Engine] = []
+    clients = []
 
     def engine() -> Engine:
         e = new_engine(prefix)
-        engines.append(e)
+        clients.append(e.charger.store.r)
         return e
 
     yield catalog, engine, BalanceStore(redis_client, prefix=prefix)
-    for e in engines:
-        e.charger.store.r.close()
+    for client in clients:
+        client.close()
 
 
 def mixed_batch() -> list[dict]:
@@ -451,11 +451,23 @@ def test_metrics_count_decisions_rejects_and_latency_per_request(redis_client, p
 
 
 def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
-        setup, redis_client, prefix, monkeypatch, caplog):
-    """A defect met by one request (injected here: the rules raise for id "poison") must not
-    stop the stream: the batch is halved until that request is alone, it is rejected with
-    INTERNAL_ERROR, and every other request gets exactly the outputs of a batch without it."""
-    from charging import decide
+        setup, redis_client, prefix, caplog):
+    """A defect met by one request (injected here: charging a batch that holds id "poison"
+    writes the requests before it, then raises) must not stop the stream: the batch is
+    halved until that request is alone, it is rejected with INTERNAL_ERROR, and every other
+    request gets exactly the outputs of a batch without it (those written before the defect
+    are replayed from their idempotency records)."""
+
+    class Faulty:
+        def __init__(self, charger):
+            self.charger = charger
+
+        def charge(self, requests):
+            ids = [r.id for r in requests]
+            if "poison" in ids:
+                self.charger.charge(requests[:ids.index("poison")])
+                raise ZeroDivisionError("injected defect")
+            return self.charger.charge(requests)
 
     _, engine, store = setup
     clean_prefix = f"{prefix}:clean"  # deleted with the test's prefix
@@ -463,18 +475,11 @@ def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
     clean = by_kind(new_engine(clean_prefix).process(
         [orjson.dumps(r) for r in mixed_batch()]))
 
-    original = decide._Decider._decide
-
-    def faulty(self, i, req):
-        if req.id == "poison":
-            raise ZeroDivisionError("injected defect")
-        return original(self, i, req)
-
-    monkeypatch.setattr(decide._Decider, "_decide", faulty)
     batch = mixed_batch()
     batch.insert(7, event("poison", "alice", "sms", 1, TUE))  # between a session's steps
     payloads = [orjson.dumps(r) for r in batch]
     eng = engine()
+    eng.charger = Faulty(eng.charger)
     for attempt in range(2):  # and again: replays, poison rejected again
         out = by_kind(eng.process(payloads))
         assert [(r["error"], r["id"]) for r in out["reject"]] == [("INTERNAL_ERROR", "poison")]

@@ -1,0 +1,115 @@
+"""Which of the engine's per-request modules run compiled (mypyc), and whether any is stale.
+
+``build_native.py`` compiles ``MODULES`` into extension modules beside their sources;
+Python then imports the extension instead of the ``.py``. An extension older than its
+source would run old code, so the engine warns about it (``warn_if_stale``) and the test
+suite refuses to start (tests/conftest.py) until ``make native`` rebuilds it.
+
+With ``CHARGEFLOW_PURE=1`` in the environment the sources are imported even where
+extensions exist (each package's ``__init__`` imports this module first), so the same
+checkout runs, tests and benchmarks either way.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: What runs for every request, in dependency order (paths from the repository root).
+MODULES = (
+    "charging/money.py",
+    "charging/state.py",
+    "charging/requests.py",
+    "charging/decide.py",
+    "balances/codec.py",
+    "balances/charger.py",
+    "flows/engine.py",
+)
+GROUP = "charging._native"  # mypyc's shared library of the group (charging/_native__mypyc...so)
+
+log = logging.getLogger("chargeflow.native")
+
+
+def extension_of(source: Path) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = source.with_suffix(suffix)
+        if path.exists():
+            return path
+    return None
+
+
+def library() -> Path | None:
+    """The group's shared library, which holds the compiled code of every module (each
+    module's own extension is a small shim that loads it)."""
+    package, _, name = GROUP.rpartition(".")
+    return extension_of(ROOT / package.replace(".", "/") / f"{name}__mypyc.py")
+
+
+def extensions() -> list[Path]:
+    """The compiled files present: each module's extension and the group's library."""
+    found = [extension_of(ROOT / m) for m in MODULES] + [library()]
+    return [p for p in found if p is not None]
+
+
+def stale() -> list[str]:
+    """Modules whose compiled code is older than their source (it would run old code):
+    the library is dated when a build finishes (``build_native.py``)."""
+    lib = library()
+    built = lib.stat().st_mtime if lib is not None else float("-inf")
+    return [m for m in MODULES if extension_of(ROOT / m) is not None
+            and built < (ROOT / m).stat().st_mtime]
+
+
+def compiled() -> list[str]:
+    """Modules of ``MODULES`` imported as compiled extensions in this process."""
+    out = []
+    for m in MODULES:
+        mod = sys.modules.get(m[:-3].replace("/", "."))
+        if mod is not None and not (getattr(mod, "__file__", "") or "").endswith(".py"):
+            out.append(m)
+    return out
+
+
+def describe() -> str:
+    """For the engine's start-up line: how many per-request modules run compiled."""
+    import balances.charger  # noqa: F401 - so that every per-request module is imported
+    import flows.engine  # noqa: F401
+
+    return (f"{len(compiled())} of {len(MODULES)} per-request modules compiled"
+            f"{' (CHARGEFLOW_PURE=1)' if pure() else ''}")
+
+
+def warn_if_stale() -> None:
+    old = stale()
+    if old:
+        log.warning("compiled modules older than their sources, running old code: %s; "
+                    "rebuild them with `make native` (or remove them: python "
+                    "build_native.py --clean)", ", ".join(old))
+
+
+class _Sources(importlib.abc.MetaPathFinder):
+    """Finds ``MODULES`` as their ``.py`` sources, ahead of the extensions beside them."""
+
+    def __init__(self) -> None:
+        self.paths = {m[:-3].replace("/", "."): ROOT / m for m in MODULES}
+
+    def find_spec(self, fullname, path=None, target=None):
+        source = self.paths.get(fullname)
+        return None if source is None else importlib.util.spec_from_file_location(
+            fullname, source)
+
+
+def pure() -> bool:
+    """True when ``CHARGEFLOW_PURE=1`` asks for the sources."""
+    return os.environ.get("CHARGEFLOW_PURE", "") == "1"
+
+
+if pure() and not any(isinstance(f, _Sources) for f in sys.meta_path):
+    sys.meta_path.insert(0, _Sources())
