@@ -205,7 +205,17 @@ def _pack(obj: object) -> bytes:
 
 def decode_record(blob: bytes) -> dict:
     """The record ``encode_record`` packed (or, as earlier versions stored it, JSON or a
-    whole charge)."""
+    whole charge). A record that is not one raises ``ValueError``: its request is then not
+    replayed but rejected (INTERNAL_ERROR), as a defect (``Engine._isolate``)."""
+    record = _decode_record(blob)
+    decision = record.get("decision") if isinstance(record, dict) else None
+    if not isinstance(decision, dict) or type(decision.get("result")) is not str \
+            or not isinstance(record.get("charge"), (dict, type(None))):
+        raise ValueError(f"unreadable idempotency record: {blob[:80]!r}")
+    return record
+
+
+def _decode_record(blob: bytes) -> dict:
     if blob[:1] == b"{":
         return orjson.loads(blob)
     obj = msgpack.unpackb(blob)

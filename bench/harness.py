@@ -273,9 +273,14 @@ def commit() -> str | None:
 
 
 def run_facts() -> dict:
-    """What every result file carries: the commit, the machine, the time of measurement."""
+    """What every result file carries: the commit, the machine, the time of measurement,
+    and whether the per-request modules ran compiled (``charging.native``)."""
+    from charging import native
+
+    old = native.stale()
     return {"commit": commit(), "machine": machine(),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "native": native.describe() + (f"; STALE: {', '.join(old)}" if old else "")}
 
 
 def stamp() -> str:
@@ -291,6 +296,7 @@ def save_result(out_dir: Path, name: str, result: dict, when: str | None = None)
     result.setdefault("commit", facts["commit"])
     result["machine"] = facts["machine"] | result.get("machine", {})
     result.setdefault("measured_at", facts["measured_at"])
+    result.setdefault("native", facts["native"])
     path = out_dir / f"{name}-{when or stamp()}.json"
     path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return path

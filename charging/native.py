@@ -45,26 +45,32 @@ def extension_of(source: Path) -> Path | None:
     return None
 
 
-def library() -> Path | None:
+def library(root: Path = ROOT) -> Path | None:
     """The group's shared library, which holds the compiled code of every module (each
     module's own extension is a small shim that loads it)."""
     package, _, name = GROUP.rpartition(".")
-    return extension_of(ROOT / package.replace(".", "/") / f"{name}__mypyc.py")
+    return extension_of(root / package.replace(".", "/") / f"{name}__mypyc.py")
 
 
-def extensions() -> list[Path]:
+def extensions(root: Path = ROOT) -> list[Path]:
     """The compiled files present: each module's extension and the group's library."""
-    found = [extension_of(ROOT / m) for m in MODULES] + [library()]
+    found = [extension_of(root / m) for m in MODULES] + [library(root)]
     return [p for p in found if p is not None]
 
 
-def stale() -> list[str]:
-    """Modules whose compiled code is older than their source (it would run old code):
-    the library is dated when a build finishes (``build_native.py``)."""
-    lib = library()
-    built = lib.stat().st_mtime if lib is not None else float("-inf")
-    return [m for m in MODULES if extension_of(ROOT / m) is not None
-            and built < (ROOT / m).stat().st_mtime]
+def stale(root: Path = ROOT) -> list[str]:
+    """Modules that would run other code than their source: once any compiled file is
+    present, loading one shim starts every module of the group from the library, so each
+    module needs its shim and a library built after its source was saved (a build dates
+    the library when it began, ``build_native.py``). Nothing is stale when nothing is
+    compiled."""
+    lib = library(root)
+    shims = {m: extension_of(root / m) for m in MODULES}
+    if lib is None:
+        return [m for m, shim in shims.items() if shim is not None]
+    built = lib.stat().st_mtime
+    return [m for m, shim in shims.items()
+            if shim is None or built < (root / m).stat().st_mtime]
 
 
 def compiled() -> list[str]:

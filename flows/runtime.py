@@ -24,6 +24,7 @@ from balances.charger import Charger
 from balances.store import DEFAULT_LEDGER_RETENTION_S, DEFAULT_RETENTION_S, BalanceStore
 from balances.sweeper import sweep
 from catalog_cache.store import CatalogCache
+from charging import native
 from charging.rating import warm_up
 from flows.engine import IDLE_TICK_S, Engine
 from flows.observe import EngineMetrics
@@ -59,6 +60,7 @@ def tune_gc() -> None:
 
 
 def make_engine(config: EngineConfig, metrics: EngineMetrics | None = None) -> Engine:
+    native.warn_if_stale()  # each worker: the JSONL mode and benchmarks build engines too
     client = connect(config.redis_url)
     store = BalanceStore(client, prefix=config.prefix, retention_s=config.retention_s,
                          ledger_retention_s=config.ledger_retention_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import orjson
+import pytest
 
 from balances.codec import decode_record, encode_record
 from charging.catalog import parse_catalog
@@ -68,3 +69,13 @@ def test_records_stored_by_earlier_versions_still_read():
     assert decode_record(orjson.dumps(record)) == record  # JSON
     whole = msgpack.packb([list(record["decision"].values()), list(record["charge"].values())])
     assert decode_record(whole) == record  # positional, the charge whole
+
+
+@pytest.mark.parametrize("record", [
+    [["r1", "event", "a", "sms", None, None, 7, 0, 0, False, "1.00", "0.00"], None],  # result 7
+    {"decision": "SUCCESS", "charge": None},
+    {"decision": {"result": "SUCCESS"}, "charge": "0.10"},
+])
+def test_a_record_that_is_not_one_is_refused_not_replayed(record):
+    with pytest.raises(ValueError, match="unreadable idempotency record"):
+        decode_record(msgpack.packb(record))

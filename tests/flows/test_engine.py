@@ -452,22 +452,11 @@ def test_metrics_count_decisions_rejects_and_latency_per_request(redis_client, p
 
 def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
         setup, redis_client, prefix, caplog):
-    """A defect met by one request (injected here: charging a batch that holds id "poison"
-    writes the requests before it, then raises) must not stop the stream: the batch is
-    halved until that request is alone, it is rejected with INTERNAL_ERROR, and every other
-    request gets exactly the outputs of a batch without it (those written before the defect
-    are replayed from their idempotency records)."""
-
-    class Faulty:
-        def __init__(self, charger):
-            self.charger = charger
-
-        def charge(self, requests):
-            ids = [r.id for r in requests]
-            if "poison" in ids:
-                self.charger.charge(requests[:ids.index("poison")])
-                raise ZeroDivisionError("injected defect")
-            return self.charger.charge(requests)
+    """A defect met by one request must not stop the stream: the batch is halved until that
+    request is alone, it is rejected with INTERNAL_ERROR, and every other request gets
+    exactly the outputs of a batch without it. The defect is injected inside the charger,
+    after the rules have changed the batch's cached accounts in memory: the store's write
+    raises for a batch that holds id "poison" (so the charger must drop what it changed)."""
 
     _, engine, store = setup
     clean_prefix = f"{prefix}:clean"  # deleted with the test's prefix
@@ -479,7 +468,14 @@ def test_a_request_whose_charging_raises_is_rejected_and_the_rest_decided(
     batch.insert(7, event("poison", "alice", "sms", 1, TUE))  # between a session's steps
     payloads = [orjson.dumps(r) for r in batch]
     eng = engine()
-    eng.charger = Faulty(eng.charger)
+    send_save = eng.charger.store.send_save
+
+    def faulty(accounts, changes, outcomes, *rest, **kw):
+        if any(o.request.id == "poison" for o in outcomes):
+            raise ZeroDivisionError("injected defect")
+        return send_save(accounts, changes, outcomes, *rest, **kw)
+
+    eng.charger.store.send_save = faulty
     for attempt in range(2):  # and again: replays, poison rejected again
         out = by_kind(eng.process(payloads))
         assert [(r["error"], r["id"]) for r in out["reject"]] == [("INTERNAL_ERROR", "poison")]

@@ -1,0 +1,54 @@
+"""charging.native: when compiled extensions would run other code than their sources."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+
+from charging import native
+
+SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def tree(tmp_path, *, shims=native.MODULES, library=True, built=1_000.0, saved=500.0):
+    """Sources saved at ``saved``, the given shims, and the library dated ``built``."""
+    for m in native.MODULES:
+        src = tmp_path / m
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text("")
+        os.utime(src, (saved, saved))
+    for m in shims:
+        (tmp_path / m).with_suffix(SUFFIX).write_bytes(b"")
+    if library:
+        package, _, name = native.GROUP.rpartition(".")
+        lib = tmp_path / package.replace(".", "/") / f"{name}__mypyc{SUFFIX}"
+        lib.write_bytes(b"")
+        os.utime(lib, (built, built))
+    return tmp_path
+
+
+def test_nothing_compiled_is_nothing_stale(tmp_path):
+    root = tree(tmp_path, shims=(), library=False)
+    assert native.stale(root) == [] and native.extensions(root) == []
+
+
+def test_a_build_after_every_source_is_current(tmp_path):
+    root = tree(tmp_path)
+    assert native.stale(root) == []
+    assert len(native.extensions(root)) == len(native.MODULES) + 1
+
+
+def test_a_source_saved_after_the_build_is_stale(tmp_path):
+    root = tree(tmp_path)
+    os.utime(root / "charging/decide.py", (2_000.0, 2_000.0))
+    assert native.stale(root) == ["charging/decide.py"]
+
+
+def test_a_missing_shim_is_stale_while_the_library_runs_its_module(tmp_path):
+    root = tree(tmp_path, shims=[m for m in native.MODULES if m != "charging/requests.py"])
+    assert native.stale(root) == ["charging/requests.py"]
+
+
+def test_shims_without_their_library_are_stale(tmp_path):
+    root = tree(tmp_path, shims=["flows/engine.py"], library=False)
+    assert native.stale(root) == ["flows/engine.py"]
