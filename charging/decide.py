@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -95,6 +95,17 @@ class Outcome:
     ledger: list[dict] = field(default_factory=list)  # balance changes, in order
     replay: bool = False  # the id was decided before: its first outputs again, nothing changed
 
+    # Written out, not generated: compiled (mypyc), a dataclass's generated __init__ stays
+    # interpreted Python, and an outcome is made per request. __eq__ and __repr__ are the
+    # dataclass's.
+    def __init__(self, request: Request, decision: dict, charge: dict | None = None,
+                 ledger: list[dict] | None = None, replay: bool = False) -> None:
+        self.request = request
+        self.decision = decision
+        self.charge = charge
+        self.ledger = [] if ledger is None else ledger
+        self.replay = replay
+
     def record(self) -> dict:
         """What the store keeps per request id, so a replay returns the same outputs."""
         return {"decision": self.decision, "charge": self.charge}
@@ -109,6 +120,13 @@ class Change:
     sessions_opened: set[str] = field(default_factory=set)  # new (or restarted) this batch
     buckets: set[str] = field(default_factory=set)  # services whose allowances changed
     changed: bool = False  # balance, reservations, allowances or sessions changed
+
+    def __init__(self) -> None:  # written out for the compiled build, as Outcome's
+        self.sessions_written = set()
+        self.sessions_removed = set()
+        self.sessions_opened = set()
+        self.buckets = set()
+        self.changed = False
 
 
 def format_balance(micros: int) -> str:
@@ -540,15 +558,18 @@ class _Decider:
                                "reason": reason, "catalog_version": cc.version})
 
 
-class _Used(NamedTuple):
+class _Used:
     """What charging reported units did: units, rated units, allowance units, money taken and
-    money owed (micros)."""
+    money owed (micros). A plain class: compiled, it is built natively (a NamedTuple's
+    constructor stays interpreted Python)."""
 
-    units: int
-    rated: int
-    allowance: int
-    taken: int
-    uncharged: int
+    def __init__(self, units: int, rated: int, allowance: int, taken: int,
+                 uncharged: int) -> None:
+        self.units = units
+        self.rated = rated
+        self.allowance = allowance
+        self.taken = taken
+        self.uncharged = uncharged
 
 
 def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:

@@ -45,6 +45,26 @@ class Session:
     last_seen_ms: int = 0  # engine clock at the last step
     seq: int = 0
 
+    # Written out, not generated: compiled (mypyc), a dataclass's generated __init__ stays
+    # interpreted Python. __eq__ and __repr__ are the dataclass's.
+    def __init__(self, id: str, service: str, catalog_version: str, tariff: str,
+                 rate_id: str, chargeable: int = 0, used: int = 0, granted: int = 0,
+                 money_reserved: int = 0, allowance_reserved: list[int] | None = None,
+                 validity_s: int = 600, last_seen_ms: int = 0, seq: int = 0) -> None:
+        self.id = id
+        self.service = service
+        self.catalog_version = catalog_version
+        self.tariff = tariff
+        self.rate_id = rate_id
+        self.chargeable = chargeable
+        self.used = used
+        self.granted = granted
+        self.money_reserved = money_reserved
+        self.allowance_reserved = [] if allowance_reserved is None else allowance_reserved
+        self.validity_s = validity_s
+        self.last_seen_ms = last_seen_ms
+        self.seq = seq
+
     @property
     def deadline_ms(self) -> int:
         """Engine time after which the session is released as silent (2 × validity)."""
