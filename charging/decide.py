@@ -106,6 +106,11 @@ class Outcome:
         self.ledger = [] if ledger is None else ledger
         self.replay = replay
 
+    def __reduce__(self) -> tuple:
+        # copy and pickle rebuild through __init__: compiled, an object cannot be made
+        # without its __init__'s arguments
+        return Outcome, (self.request, self.decision, self.charge, self.ledger, self.replay)
+
     def record(self) -> dict:
         """What the store keeps per request id, so a replay returns the same outputs."""
         return {"decision": self.decision, "charge": self.charge}

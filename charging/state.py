@@ -65,6 +65,14 @@ class Session:
         self.last_seen_ms = last_seen_ms
         self.seq = seq
 
+    def __reduce__(self) -> tuple:
+        # copy and pickle rebuild through __init__: compiled, an object cannot be made
+        # without its __init__'s arguments
+        return Session, (self.id, self.service, self.catalog_version, self.tariff,
+                         self.rate_id, self.chargeable, self.used, self.granted,
+                         self.money_reserved, self.allowance_reserved, self.validity_s,
+                         self.last_seen_ms, self.seq)
+
     @property
     def deadline_ms(self) -> int:
         """Engine time after which the session is released as silent (2 × validity)."""

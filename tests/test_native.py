@@ -52,3 +52,30 @@ def test_a_missing_shim_is_stale_while_the_library_runs_its_module(tmp_path):
 def test_shims_without_their_library_are_stale(tmp_path):
     root = tree(tmp_path, shims=["flows/engine.py"], library=False)
     assert native.stale(root) == ["flows/engine.py"]
+
+
+def test_state_and_outcomes_copy_and_pickle_compiled_or_not():
+    """Compiled, a class with an __init__ written out cannot be made without its arguments:
+    copy and pickle must still rebuild accounts, sessions and outcomes."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from charging.decide import Change, Outcome
+    from charging.requests import Request
+    from charging.state import Account, Bucket, Session
+
+    session = Session("s1", "voice", "v1", "VOICE", "mobile_peak", chargeable=60,
+                      allowance_reserved=[5], seq=3)
+    acct = Account("a", "PREPAID_S", 1_000, allowances={"sms": [Bucket(10, 5, "2026-11")]},
+                   sessions={"s1": session})
+    out = Outcome(Request("r1", "event", "a", "sms", 0), {"result": "SUCCESS"},
+                  ledger=[{"delta": -1}])
+    for obj in (session, acct, out, Change()):
+        assert copy.deepcopy(obj) == obj
+        assert copy.copy(obj) == obj
+        assert pickle.loads(pickle.dumps(obj)) == obj
+    twin = copy.deepcopy(acct)
+    twin.sessions["s1"].allowance_reserved.append(1)
+    assert session.allowance_reserved == [5]  # deep: nothing shared
+    assert dataclasses.replace(session, seq=4).seq == 4
