@@ -4,12 +4,13 @@
     python build_native.py --if-stale  # only if one is missing or older than its source
     python build_native.py --clean     # remove them: the engine runs as plain Python again
 
-The modules below are what the engine runs for every request: validation, the charging
-rules, the account state, the store's records and the batch step. They are ordinary typed
-Python; mypyc turns each into an extension module (``charging/decide.cpython-311-...so``)
-that Python imports instead of the ``.py`` beside it, with the same behaviour and about a
-third less CPU (bench/README.md, "Where the time goes"). Everything else stays Python, and
-without a C compiler or with ``--clean`` the whole engine runs as Python, unchanged.
+The modules (``charging.native.MODULES``) are what the engine runs for every request:
+validation, the charging rules, the account state, the store's records and the batch step.
+They are ordinary typed Python; mypyc turns each into an extension module
+(``charging/decide.cpython-311-...so``) that Python imports instead of the ``.py`` beside
+it, with the same behaviour and about a third less CPU (bench/README.md, "Where the time
+goes"). Everything else stays Python, and without a C compiler or with ``--clean`` the
+whole engine runs as Python, unchanged.
 
 An extension is built from its source at one moment: after a module is edited its old
 extension would still be imported. ``make`` rebuilds them when a source is newer
@@ -38,8 +39,7 @@ def build() -> None:
     began = time.time()  # a source saved during the build is newer than the build
     # remove the old files first rather than write over them: a running engine or test
     # process has them mapped, and rewriting a mapped library in place can crash it
-    for path in extensions():
-        path.unlink()
+    remove()
     setup(
         name="chargeflow-native",
         script_args=["--quiet", "build_ext", "--inplace", "--build-temp", "build/native"],
@@ -55,9 +55,16 @@ def build() -> None:
     os.utime(lib, (began, began))
 
 
-def clean() -> None:
-    for path in extensions():
+def remove() -> list[Path]:
+    """Delete the compiled files; the paths deleted."""
+    found = extensions()
+    for path in found:
         path.unlink()
+    return found
+
+
+def clean() -> None:
+    for path in remove():
         print(f"removed {path.relative_to(ROOT)}")
 
 
@@ -87,5 +94,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

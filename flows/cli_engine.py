@@ -124,7 +124,6 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
     from flows.dataflow import Topics, kafka_flow
     from flows.runtime import make_engine
 
-    native.warn_if_stale()
     topics = Topics()
     try:
         brokers = kafka or EmbeddedBroker(services.data_dir).start()

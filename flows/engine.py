@@ -184,17 +184,14 @@ class Engine:
         self._sweep_if_due(self.clock_ns())
 
     def _sweep_if_due(self, now_ns: int) -> None:
-        if self.sweeper is not None and now_ns - self._last_sweep >= self.sweep_every_ns:
-            self._sweep(now_ns)
-
-    def _sweep(self, now_ns: int) -> None:
         """Release silent sessions now and then, between batches (a failure only waits for
         the next turn: the sweep is idempotent)."""
-        self._last_sweep = now_ns
-        if self.sweeper is None:
+        sweeper = self.sweeper
+        if sweeper is None or now_ns - self._last_sweep < self.sweep_every_ns:
             return
+        self._last_sweep = now_ns
         try:
-            released = self.sweeper(time.time_ns() // 1_000_000)
+            released = sweeper(time.time_ns() // 1_000_000)
         except StoreError as exc:
             log.warning("sweep skipped: %s", exc)
             return
