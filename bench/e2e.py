@@ -25,13 +25,18 @@ engine's; the cold start after a restart is what the crash phase shows.
 A burst's answer rate is the system's sustained throughput; ``ratio`` = engine / baseline,
 ``of_floor`` = engine / store floor (the share of this machine's ceiling for the data model's
 I/O that the engine reaches).
-Writes a JSON of every figure (with machine and commit) and two PNGs: throughput and latency
-against offered load, and latency over time through the crash and restart.
+Every phase but the crash phase also reports the CPU time per answered request of each
+process it ran on (the system under test, broker, Redis and this load generator, ``cpu_us``):
+with all of them on one machine, it shows which of them the machine's cores went to, and
+whether they were all busy.
+Writes a JSON of every figure (with machine and commit) and two PNGs: throughput, latency and
+CPU per request against offered load, and latency over time through the crash and restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -41,11 +46,13 @@ import numpy as np
 import orjson
 
 from balances.accounts import AccountSpec
+from balances.embedded import PIDFILE as REDIS_PIDFILE
 from balances.store import BalanceStore
 from bench.baseline import provision
 from bench.echo import charges_topic
 from bench.harness import (
     UNTHROTTLED,
+    CpuMeter,
     Phase,
     Proc,
     Procs,
@@ -59,6 +66,7 @@ from bench.harness import (
     wait_ready,
 )
 from catalog_cache.store import load_catalog_text
+from flows.broker import PIDFILE as BROKER_PIDFILE
 from flows.broker import EmbeddedBroker, ensure_topics, free_port
 from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
@@ -152,10 +160,14 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
                     proc = crash["engine"]
                     phase = crash["phase"]
                 else:
+                    cpu = CpuMeter({system: [p.pid for p in proc.procs],
+                                    "broker": _pid_in(bdir / BROKER_PIDFILE),
+                                    "redis": _pid_in(services.data_dir / REDIS_PIDFILE),
+                                    "generator": [os.getpid()]})
                     phase = drive(brokers, topic_in, topic_out, traffic[system], system,
                                   rate, seconds, count=count, partitions=n_parts,
                                   drain_s=drain_s if system != "baseline" else
-                                  max(drain_s, 180.0))
+                                  max(drain_s, 180.0), cpu=cpu)
             finally:
                 if proc is not None:
                     proc.stop()
@@ -178,6 +190,13 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
         tmp.cleanup()
     return report(phases, crash, seconds=seconds, accounts=n_accounts, workers=workers,
                   processes=processes, warm=warm, out_dir=out_dir)
+
+
+def _pid_in(pid_file: Path) -> list[int]:
+    try:
+        return [int(pid_file.read_text().strip())]
+    except (OSError, ValueError):
+        return []
 
 
 def warm_count(warm: int, accounts: int) -> int:
@@ -289,7 +308,7 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
     """Throughput and latency percentiles against offered load; latency over time at the
     highest offered rate."""
     plt = _pyplot()
-    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, ((ax0, ax1), (ax2, ax3)) = plt.subplots(2, 2, figsize=(15, 9.5))
     colors = {"engine": "tab:blue", "echo": "tab:gray", "baseline": "tab:red",
               "floor": "tab:olive"}
     for system in ("engine", "echo"):
@@ -327,10 +346,38 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
         ax2.set(xlabel="seconds", ylabel="latency (ms)", yscale="log",
                 title=f"engine latency over time at {last.offered_rps:,.0f}/s offered")
         ax2.grid(alpha=0.3)
+    plot_cpu(ax3, phases)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_cpu(ax, phases: list[Phase]) -> None:
+    """CPU time per answered request of each process, phase by phase, stacked, against
+    what the machine's cores allow at the rate the phase reached: where the bar meets the
+    mark, every core was busy."""
+    shown = [p for p in phases if p.cpu_us]
+    cores = os.cpu_count() or 1
+    names = [n for n in ("engine", "echo", "floor", "baseline", "broker", "redis",
+                         "generator") if any(n in p.cpu_us for p in shown)]
+    colors = {"engine": "tab:blue", "echo": "tab:gray", "floor": "tab:olive",
+              "baseline": "tab:red", "broker": "tab:orange", "redis": "tab:brown",
+              "generator": "tab:purple"}
+    labels = [f"{NAMES.get(p.system, p.system)} "
+              f"{f'{p.offered_rps:,.0f}/s' if p.offered_rps else 'burst'}" for p in shown]
+    left = np.zeros(len(shown))
+    for name in names:
+        us = np.array([p.cpu_us.get(name, 0.0) for p in shown])
+        ax.barh(labels, us, left=left, color=colors[name], label=name)
+        left += us
+    budget = [cores * 1e6 / p.achieved_rps if p.achieved_rps else np.nan for p in shown]
+    ax.plot(budget, labels, "k|", markersize=14, mew=2,
+            label=f"{cores} cores' time per request at the rate reached")
+    ax.invert_yaxis()
+    ax.set(xlabel="CPU µs per answered request", title="where the machine's CPU goes")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
 
 
 def plot_crash(crash: dict, path: Path) -> Path:
@@ -359,9 +406,12 @@ def plot_crash(crash: dict, path: Path) -> Path:
 
 def _line(p: dict) -> str:
     offered = f"{p['offered_rps']:>8,.0f}/s" if p["offered_rps"] else "   burst "
+    cpu = p.get("cpu_us") or {}
     return (f"{p['system']:>8} {p['label']:>5} offered {offered}: sent {p['sent']:>7,} "
             f"received {p['received']:>7,} achieved {p['achieved_rps']:>9,.0f}/s  p50 "
-            f"{p['p50_ms']} p99 {p['p99_ms']} p99.9 {p['p999_ms']} ms")
+            f"{p['p50_ms']} p99 {p['p99_ms']} p99.9 {p['p999_ms']} ms" + (
+                "\n" + " " * 15 + "CPU per request: " + ", ".join(
+                    f"{name} {us:,.0f} µs" for name, us in cpu.items()) if cpu else ""))
 
 
 def main(argv: list[str] | None = None) -> dict:

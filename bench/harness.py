@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import psutil
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from bench.gateway import Gateway
@@ -47,6 +48,8 @@ class Phase:
     p99_ms: float | None = None
     p999_ms: float | None = None
     max_ms: float | None = None
+    #: CPU time per answered request (µs) of each process involved, over the phase
+    cpu_us: dict[str, float] = field(default_factory=dict)
     series: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
@@ -56,12 +59,14 @@ class Phase:
 def drive(brokers: str, topic_in: str, topic_out: str, requests: Requests, system: str,
           rate: float, seconds: float, *, count: int = 100_000, drain_s: float = 60.0,
           partitions: int = 1, label: str = "", keep: int = 4000,
-          t0_ns: int | None = None) -> Phase:
+          t0_ns: int | None = None, cpu: CpuMeter | None = None) -> Phase:
     """Produce at ``rate`` for ``seconds`` (``rate`` 0: ``count`` requests at once), collect
     the replies by id, and measure the latency of each.
 
     ``series`` keeps up to ``keep`` (seconds since ``t0_ns``, latency ms) points, evenly
     subsampled. Achieved rate: replies over the time from the first to the last reply.
+    With ``cpu``, ``cpu_us`` is the CPU time its processes spent from the first request
+    produced to the last reply, per reply.
     """
     phase = Phase(system, rate, seconds, label)
     sent: dict[str, int] = {}
@@ -99,6 +104,7 @@ def drive(brokers: str, topic_in: str, topic_out: str, requests: Requests, syste
     ready.wait(30)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": LINGER_MS,
                          "queue.buffering.max.messages": 1_000_000})
+    cpu_before = cpu.sample() if cpu is not None else {}
     begin_ns = time.monotonic_ns()
     begin = begin_ns / 1e9
     while (elapsed := time.monotonic() - begin) < seconds or not rate:
@@ -123,11 +129,48 @@ def drive(brokers: str, topic_in: str, topic_out: str, requests: Requests, syste
     producer.flush(30)
     deadline = time.monotonic() + drain_s
     while time.monotonic() < deadline and len(latencies) < phase.sent:
-        time.sleep(0.05)
+        time.sleep(0.01)
+    if cpu is not None and latencies:
+        phase.cpu_us = cpu.per_request(cpu_before, len(latencies))
     done.set()
     reader.join(10)
     measure(phase, latencies, keep)
     return phase
+
+
+class CpuMeter:
+    """CPU time (user + system, every thread) of named groups of processes: where a
+    machine's cores go per request, the system under test's and that of everything it
+    needs on the same machine (broker, Redis, this load generator)."""
+
+    def __init__(self, pids: dict[str, list[int]]):
+        self.procs: dict[str, list[psutil.Process]] = {}
+        for name, group in pids.items():
+            for pid in group:
+                try:
+                    self.procs.setdefault(name, []).append(psutil.Process(pid))
+                except psutil.Error:  # gone already: it is left out
+                    continue
+
+    def sample(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for name, procs in self.procs.items():
+            for proc in procs:
+                try:
+                    user, system = proc.cpu_times()[:2]
+                except psutil.Error:
+                    continue
+                seconds[name] = seconds.get(name, 0.0) + user + system
+        return seconds
+
+    def per_request(self, before: dict[str, float], requests: int) -> dict[str, float]:
+        """µs of CPU per request since ``before`` by group, and their ``total``."""
+        after = self.sample()
+        used = {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}
+        if not used:
+            return {}
+        used["total"] = sum(used.values())
+        return {name: round(s * 1e6 / requests, 1) for name, s in used.items()}
 
 
 def measure(phase: Phase, latencies: list[tuple[float, float]], keep: int) -> None:

@@ -49,6 +49,18 @@ def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
                        ("baseline", 0.0, "")}
     # every request of every phase was answered, through the SIGKILL and restart too
     assert r["complete"], [p for p in r["phases"] if not p["complete"]]
+    # where the CPU went, per phase: the system's own processes and what it ran on (the
+    # crash phase restarts the engine mid-phase and is not accounted)
+    for p in r["phases"]:
+        cpu = p["cpu_us"]
+        if p["label"] == "crash":
+            assert cpu == {}
+            continue
+        assert {p["system"], "broker", "redis", "generator", "total"} == set(cpu), p
+        assert cpu[p["system"]] > 0 and cpu["broker"] > 0 and cpu["generator"] > 0, p
+        assert abs(cpu["total"] - sum(v for k, v in cpu.items() if k != "total")) < 1, p
+    assert all(p["cpu_us"]["redis"] > 0 for p in r["phases"]
+               if p["system"] in ("engine", "floor", "baseline") and p["label"] != "crash")
     crash = r["crash"]
     assert crash["killed_s"] <= crash["restarted_s"] < 6  # ms apart: may round alike
     assert crash["phase"]["received"] == crash["phase"]["sent"] > 1000

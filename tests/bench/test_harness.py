@@ -5,13 +5,16 @@ charger. None asserts a speed of the system under test."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import types
 
 import orjson
 import pytest
 
-from bench.harness import gateway_requests
+from bench.harness import CpuMeter, gateway_requests
 
 ACCOUNTS = [f"b{i:05d}" for i in range(10_000)]  # bench e2e's defaults: 10,000 accounts
 
@@ -176,3 +179,19 @@ def test_store_bench_times_only_the_charger():
 
     ops = bs.run_batches(Instant(), SlowWork(), 64, 0.3)
     assert ops > 20_000, f"{ops:,.0f} ops/s through a charger that takes no time"
+
+
+def test_cpu_meter_counts_each_group_and_leaves_out_the_gone():
+    """bench/harness.py CpuMeter: CPU µs per request by group of processes, and the total;
+    a process that is not there (any more) counts for nothing rather than failing the run."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    meter = CpuMeter({"me": [os.getpid()], "gone": [gone.pid]})
+    before = meter.sample()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.2:  # 0.2 s of this process's CPU
+        sum(range(1000))
+    used = meter.per_request(before, 1000)
+    assert set(used) == {"me", "total"}
+    assert 150 <= used["me"] <= 2000  # µs per request: ≥ 0.2 s over 1,000 requests
+    assert used["total"] == used["me"]
