@@ -376,7 +376,7 @@ def plot_cpu(ax, phases: list[Phase]) -> None:
             label=f"{cores} cores' time per request at the rate reached")
     ax.invert_yaxis()
     ax.set(xlabel="CPU µs per answered request", title="where the machine's CPU goes")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="x")
 
 
