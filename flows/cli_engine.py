@@ -81,6 +81,14 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
 
     if (input_file is None) != (output_dir is None):
         fail(False, "--input and --output go together (a JSONL run writes into a directory)")
+    if input_file is not None:
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in _KAFKA_ONLY
+                 if ctx.get_parameter_source(_KAFKA_ONLY[name]) in _GIVEN]
+        if given:
+            fail(False, f"--input runs over a JSONL file with no broker, in one worker: "
+                 f"{', '.join(given)} do not apply to it; drop them, or drop --input and "
+                 "--output to run on Kafka")
     services, client = connect_services(redis_url, data_dir)
     if CatalogCache(client, prefix=services.prefix).refresh() is None:
         fail(False, "no catalog is loaded: run `chargeflow catalog load FILE` first")
@@ -108,6 +116,13 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
     partitions = partitions or workers * (len(cluster[1]) if cluster else 1)
     _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics,
                cluster)
+
+
+#: options of a Kafka run (their names on the command line -> parameter names)
+_KAFKA_ONLY = {"kafka": "kafka", "workers": "workers", "process_id": "process_id",
+               "addresses": "addresses", "recovery": "recovery_dir",
+               "snapshot_s": "snapshot_s", "partitions": "partitions"}
+_GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
 def _run_kafka(config, services: Services, kafka: str | None, workers: int,

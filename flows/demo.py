@@ -1,4 +1,4 @@
-"""``chargeflow demo`` until the streaming engine lands: rating with the kernels, on show.
+"""``chargeflow demo --rating-only``: rating with the kernels, on show, with no services.
 
 It rates the contract's worked examples next to the exact reference, then a generated week
 of traffic in batches of 1,024 with a live progress bar, and closes with a summary: rated

@@ -10,6 +10,7 @@ and with the charges that came out.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.dataflow import Topics
-from flows.services import Services
+from flows.services import ENV_URL, Services
 
 DRY_SHARE = 0.1  # accounts that start with little credit and run dry
 CATCH_UP_S = 15.0  # at most this long, after the engine stopped, to read its last outputs
@@ -55,7 +56,10 @@ class Tally:
 def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate: float,
                     n_accounts: int, as_json: bool) -> dict:
     console = Console(stderr=as_json, quiet=as_json)
-    services = Services.from_options(None, str(data_dir))
+    # private services, always: the demo makes the sample catalog the active version and
+    # loads 10,000 accounts, which must not land in a Redis that $CHARGEFLOW_REDIS_URL
+    # names for the engine and the administrative commands
+    services = Services(None, data_dir)
     client = services.redis()
     catalog = load_catalog_text(client, catalog_path.read_text(), prefix=services.prefix,
                                 source=str(catalog_path))
@@ -70,8 +74,10 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
     ensure_topics(brokers, {topics.requests: 1, topics.decisions: 1, topics.charges: 1,
                             topics.rejects: 1})  # one engine worker: one partition
     log = open(services.data_dir / "engine.log", "ab")  # noqa: SIM115 - closed below
+    private = {k: v for k, v in os.environ.items() if k != ENV_URL}
     engine = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-dir",
-                               str(services.data_dir)], stdout=log, stderr=subprocess.STDOUT)
+                               str(services.data_dir)], stdout=log, stderr=subprocess.STDOUT,
+                              env=private)
     started = time.time()
     tally = Tally()
     stop = threading.Event()

@@ -2,7 +2,8 @@
 
 ``EngineMetrics`` is handed to the ``Engine`` (it never reaches for a global): requests and
 decisions by result, rejects by code, decision latency, batch sizes and the Redis round trip
-per batch. ``serve`` exposes them, with Bytewax's own metrics, on ``/metrics``.
+per batch. ``serve`` exposes them, with the Python process's own, on ``/metrics`` (Bytewax's
+internal metrics are served only by its own web server, which the engine does not start).
 
 The per-request figures are recorded a batch at a time (``record_batch``): one counter
 increment per result and one histogram update per batch, not a lock and a lookup per request.
@@ -81,7 +82,8 @@ class BatchHistogram:
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    """Expose the default registry (the engine's and Bytewax's metrics) on :port/metrics."""
+    """Expose the default registry (the engine's metrics and the process's) on
+    :port/metrics."""
     start_http_server(port, addr=host)
 
 

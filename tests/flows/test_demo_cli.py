@@ -3,6 +3,7 @@ reconciles (CONTRACT §5)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,10 +11,15 @@ import orjson
 
 
 def _demo(data) -> dict:
+    # a $CHARGEFLOW_REDIS_URL meant for the engine (here one where nothing answers) is not
+    # the demo's: it runs on private services, and the sample catalog and its accounts
+    # never land in that Redis
+    env = {**os.environ, "CHARGEFLOW_REDIS_URL": "redis://127.0.0.1:9/0"}
+    env.pop("CHARGEFLOW_DATA_DIR", None)
     res = subprocess.run(
         [sys.executable, "-m", "flows.cli", "demo", "--duration", "5", "--rate", "300",
          "--accounts", "300", "--data-dir", str(data), "--json"],
-        capture_output=True, text=True, timeout=240, check=False)
+        capture_output=True, text=True, timeout=240, check=False, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return orjson.loads(res.stdout.strip().splitlines()[-1])
 

@@ -162,3 +162,20 @@ def test_jsonl_missing_input_file_is_a_clear_error(cf_env, tmp_path):
     res = env.cli("run", "--input", str(missing), "--output", str(tmp_path / "out"))
     assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
     assert b"Traceback" not in res.stderr and str(missing).encode() in res.stderr
+
+
+def test_jsonl_refuses_the_options_of_a_kafka_run(cf_env, tmp_path):
+    """--input runs one worker over a file, with no broker: a --kafka, --workers or
+    --recovery given with it would be silently ignored, so it is refused, naming them, and
+    nothing is decided or written."""
+    env = cf_env(accounts_of(1))
+    out = tmp_path / "out"
+    line = orjson.dumps({"id": "r1", "kind": "event", "account": "acct00000", "service": "sms",
+                         "ts": 1795510800000, "used": 1}) + b"\n"
+    res = env.cli("run", "--input", "-", "--output", str(out), "--kafka", "127.0.0.1:9092",
+                  "--workers", "2", "--recovery", str(tmp_path / "rec"), stdin=line)
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    assert b"Traceback" not in res.stderr
+    for option in (b"--kafka", b"--workers", b"--recovery"):
+        assert option in res.stderr
+    assert not out.exists() and not (tmp_path / "rec").exists()

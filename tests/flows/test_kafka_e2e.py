@@ -117,14 +117,16 @@ def direct_expectation(catalog, per: dict[str, list[dict]], opening: Fraction) -
     return opening - total
 
 
-def start_cluster(env, processes: int, workers: int):
-    """One engine process, or a Bytewax cluster of several, against the 4-partition topics.
-    Returns the engine whose SIGTERM the test checks (the first)."""
+def start_cluster(env, processes: int, workers: int, *first: str):
+    """One engine process, or a Bytewax cluster of several, against topics of one partition
+    per worker of the whole cluster (2 or 4 here); ``first`` are more options of the first
+    process. Returns the engines, the first first."""
     if processes == 1:
-        return [env.start_engine("--workers", str(workers))]
+        return [env.start_engine("--workers", str(workers), *first)]
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
     engines = [env.spawn_engine("--workers", str(workers), "--process-id", str(i),
-                                "--addresses", addresses) for i in range(processes)]
+                                "--addresses", addresses, *(first if i == 0 else ()))
+               for i in range(processes)]
     addr = env.data_dir / "broker.addr"
     wait_for(lambda: addr.exists() and addr.read_text().strip() != "", 120,
              "the embedded broker", engine=engines[0])
@@ -132,12 +134,30 @@ def start_cluster(env, processes: int, workers: int):
     return engines
 
 
+def scrape(port: int) -> dict[str, dict[tuple[str, ...], float]]:
+    """The engine's /metrics over HTTP: sample name -> label values -> value."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = tuple(v for k, v in sorted(sample.labels.items()) if k != "le")
+            if "le" not in sample.labels:
+                found[sample.name][labels] = sample.value
+    return found
+
+
 @pytest.mark.parametrize("processes", [1, 2], ids=["1proc-2workers", "2procs-2workers"])
 def test_kafka_end_to_end_1000_accounts(cf_env, processes):
     rng = random.Random(20261124)
     accounts, per = scripted_traffic(rng)
     env = cf_env(accounts)
-    engines = start_cluster(env, processes, 2)
+    metrics_port = free_port()
+    engines = start_cluster(env, processes, 2, "--metrics-port", str(metrics_port))
     engine = engines[0]
     decisions, charges, rejects = (env.reader(k) for k in ("decisions", "charges", "rejects"))
     requests = list(interleave(per, rng))
@@ -181,6 +201,16 @@ def test_kafka_end_to_end_1000_accounts(cf_env, processes):
         check_charge(cs[0], r, exp, env.catalog)
     assert any(dec(c[0]["uncharged"]) > 0 for c in got_charges.values())
     assert rejects.docs == []
+    if processes == 1:  # the whole run on the metrics endpoint (a cluster: per process)
+        metrics = scrape(metrics_port)
+        decided = sum(len(ds) for rid, ds in decisions.by_id.items())  # probes and retries too
+        assert sum(metrics["chargeflow_decisions_total"].values()) == decided
+        assert metrics["chargeflow_decisions_total"][("SUCCESS",)] == sum(
+            len(ds) for ds in decisions.by_id.values() if ds[0]["result"] == "SUCCESS")
+        assert metrics["chargeflow_decision_latency_seconds_count"][()] == decided
+        assert metrics["chargeflow_batch_size_count"][()] >= 1
+        assert metrics["chargeflow_store_seconds_count"][()] >= 1
+        assert sum(metrics.get("chargeflow_rejects_total", {}).values()) == 0
 
     # an account's decisions come out on one partition, in the order of its requests
     for p, docs in decisions.partitions.items():
