@@ -212,6 +212,9 @@ def test_kafka_end_to_end_1000_accounts(cf_env, processes):
         assert metrics["chargeflow_store_seconds_count"][()] >= 1
         assert sum(metrics.get("chargeflow_rejects_total", {}).values()) == 0
 
+    # the topics have a partition per worker of the cluster, and the load spread over all
+    assert sorted(decisions.partitions) == list(range(2 * processes))
+    assert all(decisions.partitions.values())
     # an account's decisions come out on one partition, in the order of its requests
     for p, docs in decisions.partitions.items():
         order: dict[str, list[str]] = defaultdict(list)
