@@ -56,6 +56,16 @@ def server_binary() -> str:
     return found
 
 
+def running_pid(pid_file: Path, program: str) -> int | None:
+    """The process a pid file names, if it runs and is ``program`` (``pid_runs``); None when
+    the file is missing or unreadable or its process gone."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_runs(pid, program) else None
+
+
 def pid_runs(pid: int, program: str) -> bool:
     """Whether process ``pid`` runs and is ``program`` (by its executable's name). A pid file left
     by a crash or a reboot may name a process that reused the number; it must not be
@@ -160,11 +170,9 @@ class EmbeddedRedis:
         return True
 
     def _kill(self) -> None:
-        pid_file = self.data_dir / PIDFILE
-        if pid_file.exists():
+        pid = running_pid(self.data_dir / PIDFILE, "redis-server")
+        if pid is not None:
             try:
-                pid = int(pid_file.read_text().strip())
-                if pid_runs(pid, "redis-server"):
-                    os.kill(pid, signal.SIGTERM)
-            except (ValueError, ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
                 pass

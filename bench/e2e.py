@@ -47,6 +47,7 @@ import orjson
 
 from balances.accounts import AccountSpec
 from balances.embedded import PIDFILE as REDIS_PIDFILE
+from balances.embedded import running_pid
 from balances.store import BalanceStore
 from bench.baseline import provision
 from bench.echo import charges_topic
@@ -75,6 +76,9 @@ from flows.services import Services
 ECHO_IN, ECHO_OUT = "bench.echo.in", "bench.echo.out"
 FLOOR_IN, FLOOR_OUT = "bench.floor.in", "bench.floor.out"
 NAMES = {"floor": "store floor"}  # in the plots
+#: the plots' colours: the systems, then the processes they run on (in the CPU panel's order)
+COLORS = {"engine": "tab:blue", "echo": "tab:gray", "floor": "tab:olive", "baseline": "tab:red",
+          "broker": "tab:orange", "redis": "tab:brown", "generator": "tab:purple"}
 BASE_IN, BASE_OUT = "bench.baseline.in", "bench.baseline.out"
 BASELINE_PREFIX = "bl"
 OPENING_MICROS = 1_000_000_000  # 1,000.00 per account: nobody runs dry during a run
@@ -160,9 +164,11 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
                     proc = crash["engine"]
                     phase = crash["phase"]
                 else:
+                    broker = running_pid(bdir / BROKER_PIDFILE, "tansu")
+                    redis_pid = running_pid(services.data_dir / REDIS_PIDFILE, "redis-server")
                     cpu = CpuMeter({system: [p.pid for p in proc.procs],
-                                    "broker": _pid_in(bdir / BROKER_PIDFILE),
-                                    "redis": _pid_in(services.data_dir / REDIS_PIDFILE),
+                                    "broker": [broker] if broker else [],
+                                    "redis": [redis_pid] if redis_pid else [],
                                     "generator": [os.getpid()]})
                     phase = drive(brokers, topic_in, topic_out, traffic[system], system,
                                   rate, seconds, count=count, partitions=n_parts,
@@ -190,13 +196,6 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
         tmp.cleanup()
     return report(phases, crash, seconds=seconds, accounts=n_accounts, workers=workers,
                   processes=processes, warm=warm, out_dir=out_dir)
-
-
-def _pid_in(pid_file: Path) -> list[int]:
-    try:
-        return [int(pid_file.read_text().strip())]
-    except (OSError, ValueError):
-        return []
 
 
 def warm_count(warm: int, accounts: int) -> int:
@@ -309,22 +308,20 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
     highest offered rate."""
     plt = _pyplot()
     fig, ((ax0, ax1), (ax2, ax3)) = plt.subplots(2, 2, figsize=(15, 9.5))
-    colors = {"engine": "tab:blue", "echo": "tab:gray", "baseline": "tab:red",
-              "floor": "tab:olive"}
     for system in ("engine", "echo"):
         ps = sorted((p for p in phases if p.system == system and p.offered_rps
                      and not p.label), key=lambda p: p.offered_rps)
         if ps:
             ax0.plot([p.offered_rps for p in ps], [p.achieved_rps for p in ps], "o-",
-                     color=colors[system], label=f"{system}, paced")
+                     color=COLORS[system], label=f"{system}, paced")
         for q, style in (("p50_ms", "o-"), ("p99_ms", "s--"), ("p999_ms", "^:")):
             pts = [(p.offered_rps, getattr(p, q)) for p in ps if getattr(p, q)]
             if pts:
-                ax1.plot(*zip(*pts), style, color=colors[system], alpha=0.9,
+                ax1.plot(*zip(*pts), style, color=COLORS[system], alpha=0.9,
                          label=f"{system} {q[:-3].replace('p999', 'p99.9')}")
     for p in phases:
         if not p.offered_rps:
-            ax0.axhline(p.achieved_rps, color=colors.get(p.system, "k"), ls="--", lw=1,
+            ax0.axhline(p.achieved_rps, color=COLORS.get(p.system, "k"), ls="--", lw=1,
                         label=f"{NAMES.get(p.system, p.system)}, burst of {p.sent:,}: "
                               f"{p.achieved_rps:,.0f}/s")
     top = max((p.offered_rps for p in phases if p.offered_rps), default=0)
@@ -359,17 +356,13 @@ def plot_cpu(ax, phases: list[Phase]) -> None:
     mark, every core was busy."""
     shown = [p for p in phases if p.cpu_us]
     cores = os.cpu_count() or 1
-    names = [n for n in ("engine", "echo", "floor", "baseline", "broker", "redis",
-                         "generator") if any(n in p.cpu_us for p in shown)]
-    colors = {"engine": "tab:blue", "echo": "tab:gray", "floor": "tab:olive",
-              "baseline": "tab:red", "broker": "tab:orange", "redis": "tab:brown",
-              "generator": "tab:purple"}
+    names = [n for n in COLORS if any(n in p.cpu_us for p in shown)]
     labels = [f"{NAMES.get(p.system, p.system)} "
               f"{f'{p.offered_rps:,.0f}/s' if p.offered_rps else 'burst'}" for p in shown]
     left = np.zeros(len(shown))
     for name in names:
         us = np.array([p.cpu_us.get(name, 0.0) for p in shown])
-        ax.barh(labels, us, left=left, color=colors[name], label=name)
+        ax.barh(labels, us, left=left, color=COLORS[name], label=name)
         left += us
     budget = [cores * 1e6 / p.achieved_rps if p.achieved_rps else np.nan for p in shown]
     ax.plot(budget, labels, "k|", markersize=14, mew=2,

@@ -20,7 +20,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from balances.embedded import pid_runs
+from balances.embedded import running_pid
 from charging.errors import BrokerError
 
 PIDFILE = "broker.pid"
@@ -108,12 +108,14 @@ class EmbeddedBroker:
         pid_file = self.data_dir / PIDFILE
         if not pid_file.exists():
             return False
-        try:
-            pid = int(pid_file.read_text().strip())
-            if not pid_runs(pid, "tansu"):  # gone; its number may be another process's now
-                raise ProcessLookupError(pid)
-            os.kill(pid, signal.SIGTERM)
-        except (ValueError, ProcessLookupError):
+        # None: gone, the pid file unreadable, or its number another process's now
+        pid = running_pid(pid_file, "tansu")
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pid = None
+        if pid is None:
             pid_file.unlink(missing_ok=True)
             (self.data_dir / ADDRFILE).unlink(missing_ok=True)
             return False

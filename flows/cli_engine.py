@@ -83,8 +83,8 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
         fail(False, "--input and --output go together (a JSONL run writes into a directory)")
     if input_file is not None:
         ctx = click.get_current_context()
-        given = [f"--{name.replace('_', '-')}" for name in _KAFKA_ONLY
-                 if ctx.get_parameter_source(_KAFKA_ONLY[name]) in _GIVEN]
+        given = [p.opts[0] for p in ctx.command.params
+                 if p.name in _KAFKA_ONLY and ctx.get_parameter_source(p.name) in _GIVEN]
         if given:
             fail(False, f"--input runs over a JSONL file with no broker, in one worker: "
                  f"{', '.join(given)} do not apply to it; drop them, or drop --input and "
@@ -118,10 +118,9 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
                cluster)
 
 
-#: options of a Kafka run (their names on the command line -> parameter names)
-_KAFKA_ONLY = {"kafka": "kafka", "workers": "workers", "process_id": "process_id",
-               "addresses": "addresses", "recovery": "recovery_dir",
-               "snapshot_s": "snapshot_s", "partitions": "partitions"}
+#: the parameters of a Kafka run, which a JSONL run (--input) refuses
+_KAFKA_ONLY = {"kafka", "workers", "process_id", "addresses", "recovery_dir", "snapshot_s",
+               "partitions"}
 _GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
