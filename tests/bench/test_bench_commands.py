@@ -50,17 +50,25 @@ def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
     # every request of every phase was answered, through the SIGKILL and restart too
     assert r["complete"], [p for p in r["phases"] if not p["complete"]]
     # where the CPU went, per phase: the system's own processes and what it ran on (the
-    # crash phase restarts the engine mid-phase and is not accounted)
+    # crash phase restarts the engine mid-phase and is not accounted). CPU time comes in
+    # clock ticks (10 ms): a phase this small can round a process's share down to 0 (the
+    # echo and floor bursts of 1,000 did), so shares are asserted over the run, and not for
+    # the store floor, whose one burst costs it one or two ticks
+    used: dict[str, float] = {}
     for p in r["phases"]:
         cpu = p["cpu_us"]
         if p["label"] == "crash":
             assert cpu == {}
             continue
         assert {p["system"], "broker", "redis", "generator", "total"} == set(cpu), p
-        assert cpu[p["system"]] > 0 and cpu["broker"] > 0 and cpu["generator"] > 0, p
+        assert min(cpu.values()) >= 0, p
         assert abs(cpu["total"] - sum(v for k, v in cpu.items() if k != "total")) < 1, p
-    assert all(p["cpu_us"]["redis"] > 0 for p in r["phases"]
-               if p["system"] in ("engine", "floor", "baseline") and p["label"] != "crash")
+        for k in (p["system"], "broker", "generator"):
+            used[k] = used.get(k, 0.0) + cpu[k]
+        if p["system"] != "echo":  # echo touches no Redis
+            used["redis"] = used.get("redis", 0.0) + cpu["redis"]
+    assert set(used) == {"echo", "floor", "engine", "baseline", "broker", "generator", "redis"}
+    assert all(v > 0 for k, v in used.items() if k != "floor"), used
     crash = r["crash"]
     assert crash["killed_s"] <= crash["restarted_s"] < 6  # ms apart: may round alike
     assert crash["phase"]["received"] == crash["phase"]["sent"] > 1000
