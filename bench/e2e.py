@@ -13,7 +13,7 @@ this broker slower as they accumulate):
    store floor (``bench.echo --redis``: the same, plus what every engine must do per request
    whatever its rules: one batched script of the data model's Redis commands and outputs of
    the engine's sizes) on the engine's traffic, a burst only;
-2. the engine (``chargeflow run --recovery``): the same phases, then a crash phase: gateway
+2. the engine (``chargeflow run``): the same phases, then a crash phase: gateway
    traffic at ``--crash-rate`` while the engine is SIGKILLed and restarted;
 3. the baseline (``bench.baseline``: one request at a time, redis-py round trips, the exact
    reference rater): ``--baseline-burst`` requests produced at once.
@@ -107,7 +107,7 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
 
         def engine_args(brokers: str, n: int) -> list[list[str]]:
             run = ["-m", "flows.cli", "run", "--data-dir", str(data), "--kafka", brokers,
-                   "--workers", str(workers), "--recovery", str(data / f"recovery-{n}")]
+                   "--workers", str(workers)]
             if processes == 1:
                 return [run]
             addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
@@ -221,7 +221,7 @@ def _touching(accounts: list[str], traffic: Requests) -> Requests:
 def _crash_phase(brokers: str, topics: Topics, traffic, engine: Procs, rate: float,
                  seconds: float, parts: int, drain_s: float) -> dict:
     """Gateway traffic at ``rate`` while the engine is SIGKILLed a quarter of the way in and
-    started again at once on the same recovery directory."""
+    started again at once (it resumes from its group's committed offsets)."""
     t0 = time.monotonic_ns()
     events: dict = {"engine": engine}
 
@@ -387,7 +387,7 @@ def plot_crash(crash: dict, path: Path) -> Path:
             ax.axvline(crash[key], color=color, lw=1, label=f"{text} at {crash[key]:.1f} s")
     ax.set(xlabel="seconds since the phase began", ylabel="ms, produce → decision",
            yscale="log", title=f"engine at {phase.offered_rps:,.0f}/s offered, killed and "
-           f"restarted with --recovery: {phase.received:,} of {phase.sent:,} answered, "
+           f"restarted: {phase.received:,} of {phase.sent:,} answered, "
            f"back {crash.get('recovered_after_s')} s after the kill")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -38,8 +38,9 @@ from bytewax.run import cli_main
 
 from balances.store import DEFAULT_RETENTION_S
 from bench.store import FLOOR_LUA
-from flows.dataflow import OutputSink, RequestSource, split_marks
 from flows.engine import Output
+from flows.kafka import KafkaSettings
+from flows.kafka_io import OutputSink, RequestSource, Workers, split_marks
 from flows.services import connect
 
 FLOOR_PREFIX = "floor"  # keys of their own: the engine's accounts are not touched
@@ -111,11 +112,13 @@ def echo_flow(brokers: str, source: str, sink: str, stop: threading.Event,
     """The engine's flow with nothing (or only the store floor) in the middle: same source,
     same sink; decisions (and echoes) go to ``sink``, charges to ``charges_topic(sink)``."""
     flow = Dataflow("echo")
-    inp = op.input("in", flow, RequestSource(brokers, source, stop))
+    settings = KafkaSettings(brokers, group=f"echo-{source}")
+    workers = Workers()
+    inp = op.input("in", flow, RequestSource(settings, source, stop, workers=workers))
     step = echo_step if redis_url is None else store_floor_step(redis_url)
     out = op.flat_map_batch("echo", inp, step)
-    op.output("out", out, OutputSink(brokers, lambda kind: charges_topic(sink)
-                                     if kind == "charge" else sink))
+    op.output("out", out, OutputSink(settings, lambda kind: charges_topic(sink)
+                                     if kind == "charge" else sink, workers=workers))
     return flow
 
 

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from balances.embedded import running_pid
 from charging.errors import BrokerError
+from flows.kafka import KafkaSettings, describe_error
 
 PIDFILE = "broker.pid"
 ADDRFILE = "broker.addr"
@@ -147,13 +148,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def ensure_topics(brokers: str, topics: dict[str, int], timeout_s: float = 15.0) -> None:
+def ensure_topics(kafka: str | KafkaSettings, topics: dict[str, int],
+                  timeout_s: float = 15.0) -> None:
     """Create the topics that do not exist yet (name -> partitions)."""
-    admin = AdminClient({"bootstrap.servers": brokers})
+    settings = KafkaSettings(kafka) if isinstance(kafka, str) else kafka
+    admin = AdminClient(settings.client())
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach Kafka at {brokers}: {exc}") from exc
+        raise BrokerError(f"cannot reach Kafka at {settings.brokers} within {timeout_s:.0f} s:"
+                          f" {describe_error(exc)}") from exc
     missing = [NewTopic(t, num_partitions=n, replication_factor=1)
                for t, n in topics.items() if t not in existing]
     if not missing:

@@ -6,7 +6,8 @@ import logging
 import signal
 import sys
 import threading
-import time
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import click
@@ -31,9 +32,28 @@ from flows.services import Services
 @click.option("--addresses", "-a", default=None,
               help="HOST:PORT of every process of the cluster, separated by ';'.")
 @click.option("--recovery", "recovery_dir", default=None, type=click.Path(file_okay=False),
-              help="Bytewax recovery directory: resume from the last snapshot after a crash.")
-@click.option("--snapshot-s", default=2.0, show_default=True,
-              help="Seconds between recovery snapshots (and output flushes).")
+              hidden=True, help="No longer used: the engine resumes from its consumer "
+              "group's committed offsets.")
+@click.option("--commit-s", "--snapshot-s", "commit_s", type=click.FloatRange(min=0.01),
+              default=2.0, show_default=True,
+              help="Seconds between commits of the group's offsets (each after a flush of "
+              "the outputs before them): at most this much is read again after a crash.")
+@click.option("--group", default="chargeflow", show_default=True,
+              envvar="CHARGEFLOW_KAFKA_GROUP",
+              help="Kafka consumer group; its committed offsets are the engine's position.")
+@click.option("--kafka-config", "kafka_config", default=None, type=click.Path(dir_okay=False),
+              help="librdkafka settings, key=value per line (SASL, TLS, ...), for every "
+              "Kafka client of the engine.")
+@click.option("-X", "kafka_set", multiple=True, metavar="KEY=VALUE",
+              help="One librdkafka setting (after --kafka-config); may be repeated.")
+@click.option("--requests-topic", default="chargeflow.requests", show_default=True)
+@click.option("--decisions-topic", default="chargeflow.decisions", show_default=True)
+@click.option("--charges-topic", default="chargeflow.charges", show_default=True)
+@click.option("--rejects-topic", default="chargeflow.rejects", show_default=True)
+@click.option("--stale-requests", "stale", type=click.Choice(["refuse", "skip", "decide"]),
+              default="refuse", show_default=True,
+              help="What to do where the engine would start reading at requests older than "
+              "the idempotency retention (docs/operations.md).")
 @click.option("--partitions", type=int, default=None,
               help="Partitions of the topics this command creates when missing "
               "(default: one per worker of the whole cluster).")
@@ -62,7 +82,9 @@ from flows.services import Services
               help="Directory of the embedded services (default .chargeflow/).")
 def run(kafka: str | None, input_file: str | None, output_dir: str | None, workers: int,
         process_id: int | None, addresses: str | None, recovery_dir: str | None,
-        snapshot_s: float, partitions: int, fmt: str, idem_s: int, ledger_s: int,
+        commit_s: float, group: str, kafka_config: str | None, kafka_set: tuple[str, ...],
+        requests_topic: str, decisions_topic: str, charges_topic: str, rejects_topic: str,
+        stale: str, partitions: int, fmt: str, idem_s: int, ledger_s: int,
         sweep_s: float, metrics_port: int | None, metrics_host: str, log_format: str,
         redis_url: str | None, data_dir: str | None) -> None:
     """Run the charging engine: requests from Kafka (or a JSONL file) to decisions."""
@@ -114,53 +136,57 @@ def run(kafka: str | None, input_file: str | None, output_dir: str | None, worke
         fail(False, "--process-id and --addresses go together (a multi-process cluster)")
     cluster = (process_id, addresses.split(";")) if addresses else None
     partitions = partitions or workers * (len(cluster[1]) if cluster else 1)
-    _run_kafka(config, services, kafka, workers, recovery_dir, snapshot_s, partitions, metrics,
-               cluster)
+    from flows.dataflow import Topics
+    from flows.kafka import KafkaConfigError, load_settings
+
+    try:
+        kafka_settings = load_settings(kafka_config, kafka_set)
+    except KafkaConfigError as exc:
+        fail(False, str(exc))
+    if recovery_dir is not None:
+        logging.getLogger("chargeflow.engine").warning(
+            "--recovery is no longer needed and is ignored: the engine resumes from consumer "
+            "group %s's committed offsets (docs/operations.md)", group)
+    topics = Topics(requests_topic, decisions_topic, charges_topic, rejects_topic)
+    _run_kafka(config, services, kafka, kafka_settings, group, topics, workers, commit_s,
+               stale, partitions, metrics, cluster)
 
 
 #: the parameters of a Kafka run, which a JSONL run (--input) refuses
-_KAFKA_ONLY = {"kafka", "workers", "process_id", "addresses", "recovery_dir", "snapshot_s",
-               "partitions"}
+_KAFKA_ONLY = {"kafka", "workers", "process_id", "addresses", "recovery_dir", "commit_s",
+               "partitions", "group", "kafka_config", "kafka_set", "requests_topic",
+               "decisions_topic", "charges_topic", "rejects_topic", "stale"}
 _GIVEN = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
 
 
-def _run_kafka(config, services: Services, kafka: str | None, workers: int,
-               recovery_dir: str | None, snapshot_s: float, partitions: int, metrics,
-               cluster: tuple[int, list[str]] | None) -> None:
-    from datetime import timedelta
-    from functools import partial
-
-    from bytewax.recovery import RecoveryConfig, init_db_dir
+def _run_kafka(config, services: Services, kafka: str | None, kafka_config: dict,
+               group: str, topics, workers: int, commit_s: float, stale: str,
+               partitions: int, metrics, cluster: tuple[int, list[str]] | None) -> None:
     from bytewax.run import cli_main
 
-    from charging.errors import BrokerError
     from flows.broker import EmbeddedBroker, ensure_topics
-    from flows.dataflow import Topics, kafka_flow
+    from flows.dataflow import kafka_flow
+    from flows.kafka import KafkaSettings
+    from flows.positions import StaleRequests, check_start
     from flows.runtime import make_engine
 
-    topics = Topics()
+    log = logging.getLogger("chargeflow.engine")
     try:
         brokers = kafka or EmbeddedBroker(services.data_dir).start()
-        ensure_topics(brokers, {topics.requests: partitions, topics.decisions: partitions,
-                                topics.charges: partitions, topics.rejects: 1})
+        settings = KafkaSettings(brokers, kafka_config, group)
+        ensure_topics(settings, {topics.requests: partitions, topics.decisions: partitions,
+                                 topics.charges: partitions, topics.rejects: 1})
+        if cluster is None or cluster[0] == 0:  # one process checks (and moves) for all
+            check_start(settings, topics.requests, config.retention_s, stale)
+    except StaleRequests as exc:
+        fail(False, str(exc))
     except BrokerError as exc:
         fail(False, str(exc), 2)
-    recovery = None
-    if recovery_dir is not None:
-        rdir = Path(recovery_dir)
-        parts = max(1, workers * (len(cluster[1]) if cluster else 1))
-        if cluster is None or cluster[0] == 0:
-            if not any(rdir.glob("part-*.sqlite3")):
-                _init_recovery(rdir, parts, init_db_dir)
-        elif not _wait_for_recovery(rdir, parts, timeout_s=120):
-            fail(False, f"recovery directory {rdir} has no {parts} partitions after 120 s: "
-                 "process 0 of the cluster creates them; start it with the same --recovery", 2)
-        recovery = RecoveryConfig(str(rdir))
-    log = logging.getLogger("chargeflow.engine")
-    log.info("starting: kafka %s, redis %s, %d worker(s)%s; %s", brokers, config.redis_url,
-             workers, f", recovery {recovery_dir}" if recovery_dir else "", native.describe())
+    log.info("starting: kafka %s (group %s, topic %s), redis %s, %d worker(s); %s", brokers,
+             group, topics.requests, config.redis_url, workers, native.describe())
     stop = threading.Event()
-    flow = kafka_flow(brokers, partial(make_engine, config, metrics), topics, stop=stop)
+    flow = kafka_flow(settings, partial(make_engine, config, metrics), topics, stop=stop,
+                      commit_every_s=commit_s)
 
     def drain(signum, frame):  # SIGTERM / SIGINT: stop reading, finish what was read, flush
         log.info("stopping: finishing the batches read, flushing outputs")
@@ -168,32 +194,10 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
-    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
-             recovery_config=recovery, process_id=cluster[0] if cluster else None,
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=commit_s),
+             process_id=cluster[0] if cluster else None,
              addresses=cluster[1] if cluster else None)
     log.info("stopped")
-
-
-def _init_recovery(rdir: Path, parts: int, init_db_dir) -> None:
-    """Create the recovery partitions in a scratch directory and move them in one by one
-    (a rename is atomic), so the other processes of a cluster never open a half-made one."""
-    import tempfile
-
-    rdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=rdir, prefix=".init-") as scratch:
-        init_db_dir(Path(scratch), parts)
-        for part in sorted(Path(scratch).glob("part-*.sqlite3")):
-            part.rename(rdir / part.name)
-
-
-def _wait_for_recovery(rdir: Path, parts: int, timeout_s: float) -> bool:
-    """The other processes of a cluster wait for process 0 to create the partitions."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if len(list(rdir.glob("part-*.sqlite3"))) >= parts:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @click.group("bench")

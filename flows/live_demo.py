@@ -266,6 +266,9 @@ def _summary(tally: Tally, store: BalanceStore, accounts: list[str], currency: s
         "revenue": format_micros(tally.revenue_micros), "currency": currency,
         "ledger_accounts": len(accounts), "ledger_mismatches": mismatched,
         "revenue_matches_ledger": charged == tally.revenue_micros,
+        # nothing decided proves nothing: no "yes" for a run that charged nobody
+        "reconciles": (mismatched == 0 and charged == tally.revenue_micros
+                       if tally.decided else None),
     }
 
 
@@ -282,7 +285,9 @@ def _print_summary(console: Console, s: dict) -> None:
     for result, count in sorted(s["results"].items()):
         t.add_row(result, f"{count:,}")
     t.add_row("revenue (charges)", f"{s['revenue']} {s['currency']}")
-    ok = s["ledger_mismatches"] == 0 and s["revenue_matches_ledger"]
-    t.add_row("ledger reconciles", ("yes" if ok else "NO") +
-              f" ({s['ledger_accounts']:,} accounts: Σ ledger = balance; charges = ledger)")
+    if s["reconciles"] is None:
+        t.add_row("ledger reconciles", "— (nothing was decided: see engine.log in the data dir)")
+    else:
+        t.add_row("ledger reconciles", ("yes" if s["reconciles"] else "NO") +
+                  f" ({s['ledger_accounts']:,} accounts: Σ ledger = balance; charges = ledger)")
     console.print(t)

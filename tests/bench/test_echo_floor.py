@@ -10,7 +10,7 @@ import orjson
 
 from bench.echo import CHARGE, CHARGE_SHARE, DECISION, LEDGER_SHARE, echo_step, store_floor_step
 from bench.gateway import Gateway
-from flows.dataflow import Consumed, _Partition
+from flows.kafka_io import Consumed, _Worker
 
 REQUESTS = [{"id": f"r{k}", "kind": "event", "account": f"a{k % 3}", "service": "sms",
              "ts": 1795856400000, "used": 1} for k in range(14)]
@@ -26,7 +26,7 @@ def _ledgers(client, prefix: str) -> int:
 
 def test_store_floor_writes_each_request_once_and_answers_each(redis_client, prefix):
     step = store_floor_step(_url(redis_client), prefix)
-    mark = Consumed(_Partition(0), 14)
+    mark = Consumed(_Worker(None, "requests"), 0, 14)
     # two batches: the shares run over the stream, not per batch
     out = step([orjson.dumps(r) for r in REQUESTS[:5]]) + step(
         [orjson.dumps(r) for r in REQUESTS[5:]] + [mark])
@@ -94,6 +94,6 @@ def test_store_floor_shares_are_the_engines_on_the_same_traffic(redis_client, pr
 
 
 def test_echo_returns_each_message_as_it_came():
-    mark = Consumed(_Partition(0), 2)
+    mark = Consumed(_Worker(None, "requests"), 0, 2)
     out = echo_step([b"x", b"y", mark])
     assert [o.value for o in out[:-1]] == [b"x", b"y"] and out[-1] is mark

@@ -134,27 +134,29 @@ def test_a_signal_drains_a_jsonl_run_from_an_open_pipe(cf_env, tmp_path, sig):
 
 def test_a_kafka_consumer_event_is_neither_a_request_nor_an_offset():
     """An error event of the consumer (a broker gone: offset -1001) was read as an empty
-    request — a bogus reject — and its offset became the snapshot's (-1000: Kafka's "stored
+    request — a bogus reject — and its offset became the position (-1000: Kafka's "stored
     offset", from which a resumed engine without one would start at the end and skip
     requests). Consumer events cannot be made on demand with a real broker, so this stands
     in for the consumer: two messages as confluent-kafka hands them over."""
     from confluent_kafka import KafkaError
 
-    from flows.dataflow import Consumed, _RequestPartition
+    from flows.kafka_io import Consumed, _GroupPartition, _Worker
 
     class Message:
         def __init__(self, value, offset, error=None):
             self.value, self.offset = (lambda: value), (lambda: offset)
             self.error = lambda: error
+            self.partition = lambda: 0
 
     class Consumer:
         def consume(self, n, timeout):
             return [Message(b'{"id":"a"}', 5),
                     Message(None, -1001, KafkaError(KafkaError._TRANSPORT))]
 
-    batch = _RequestPartition(Consumer(), 0, 10, threading.Event()).next_batch()
+    part = _GroupPartition(_Worker(Consumer(), "requests"), None, 10, threading.Event())
+    batch = part.next_batch()
     assert [x for x in batch if type(x) is not Consumed] == [b'{"id":"a"}']
-    assert [x.offset for x in batch if type(x) is Consumed] == [6]
+    assert [(x.partition, x.offset) for x in batch if type(x) is Consumed] == [(0, 6)]
 
 
 def test_a_line_longer_than_a_read_is_joined_whole(cf_env, tmp_path):

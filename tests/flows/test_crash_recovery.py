@@ -1,10 +1,11 @@
 """Crash recovery: 100,000 requests, the engine SIGKILLed at random moments and restarted.
 
-``chargeflow run --recovery DIR --snapshot-s 0.5`` over the embedded broker and Redis. All
+``chargeflow run --commit-s 0.5`` over the embedded broker and Redis. All
 requests are produced up front (events and voice sessions over ~2,000 accounts, some of them
 running dry so that order matters); the engine is SIGKILLed at least five times while it
 works through them (at random progress points, and once more during a restart), each time
-restarted with the same data dir and recovery dir. Afterwards every request id has a
+restarted with the same data dir (it resumes from its group's committed offsets).
+Afterwards every request id has a
 decision, duplicate decisions of one id are identical, every decision is the one the
 reference model gives in per-account input order, every balance equals the model's (each
 request applied exactly once) and its ledger sum, and no request id appears twice in a ledger.
@@ -69,7 +70,7 @@ def crash_run(tmp_path_factory):
 
 
 def run_with_kills(env: CfEnv, rng, root, accounts, requests, ids) -> dict:
-    args = ("--recovery", str(root / "recovery"), "--snapshot-s", "0.5")
+    args = ("--commit-s", "0.5")
     engine = env.start_engine(*args)
     decisions, charges = env.reader("decisions"), env.reader("charges")
     rejects = env.reader("rejects")

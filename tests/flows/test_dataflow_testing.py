@@ -2,15 +2,16 @@
 Kafka run uses, fed from a list and collected into one, against a real Redis. Every payload
 is decided or rejected once, in order, with the same outputs ``Engine.process`` gives for
 the same payloads directly, and a ``Consumed`` mark comes out behind the outputs of the
-requests before it (what the Kafka sink's snapshots rely on)."""
+requests before it (what the Kafka sink's commits rely on)."""
 
 from __future__ import annotations
 
 import orjson
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from flows.dataflow import Consumed, _Partition, build_flow
+from flows.dataflow import build_flow
 from flows.engine import Output
+from flows.kafka_io import Consumed, _Worker
 from tests.flows.oracle import strip_latency
 from tests.flows.test_engine import ACCOUNTS, mixed_batch, new_engine, prepare
 
@@ -32,7 +33,7 @@ def test_flow_on_testing_connectors_decides_as_the_engine_does(redis_client, pre
     payloads = [orjson.dumps(r) for r in mixed_batch()]
     payloads[3:3] = BAD[:2]
     payloads += BAD[2:]
-    mark = Consumed(_Partition(0), 7)
+    mark = Consumed(_Worker(None, "requests"), 0, 7)
     items: list = [*payloads[:7], mark, *payloads[7:]]
     engines = []
 
