@@ -1,5 +1,7 @@
 """Account files (CONTRACT §4): a YAML list or JSONL of ``{id, plan, balance, status,
-allow_negative}``, validated as a whole, every problem listed with where it is.
+allow_negative}``, optionally ``msisdn`` and ``imsi`` (§6.2) and ``name``, ``country``,
+``vat_id``, ``customer`` (§8.2), validated as a whole, every problem listed with where it is;
+a key not among these is one, with the key likely meant.
 
 Loading is all-or-nothing: nothing is written unless every record is valid. A new account is
 created with its balance and an ``open`` ledger entry for it; an account that exists keeps its
@@ -22,10 +24,15 @@ from charging.decide import BALANCE_LIMIT
 from charging.errors import Problem
 from charging.money import MICROS, parse_decimal
 from charging.state import ACTIVE, BLOCKED
-from charging.yamlio import load_yaml
+from charging.untrusted import describe
+from charging.yamlio import load_yaml, unknown_key
 
-_KNOWN = ("id", "plan", "balance", "status", "allow_negative")
+_KNOWN = ("id", "plan", "balance", "status", "allow_negative", "msisdn", "imsi", "name",
+          "country", "vat_id", "customer")
 _ID = re.compile(r"[^\s{}]{1,128}")  # fullmatch: "$" would let a trailing newline through
+_DIGITS = re.compile(r"[0-9]{1,15}")  # an E.164 number or an IMSI: at most 15 digits
+_COUNTRY = re.compile(r"[A-Z]{2}")  # ISO 3166-1 alpha-2 (its format; the list is billing's)
+CUSTOMERS = ("consumer", "business")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,13 @@ class AccountSpec:
     balance: int  # micros
     status: str = ACTIVE
     allow_negative: bool = False
+    # identities (CONTRACT §6.2) and billing fields (§8.2); None where the file gives none
+    msisdn: str | None = None  # digits
+    imsi: str | None = None  # digits
+    name: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2
+    vat_id: str | None = None
+    customer: str | None = None  # consumer | business
 
 
 class AccountsFileError(Exception):
@@ -63,6 +77,7 @@ def parse_accounts(text: str, catalog: Catalog | None, source: str = "accounts"
                                 "first, so plans can be checked"))
     specs: list[AccountSpec] = []
     seen: dict[str, str] = {}
+    identities: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, digits) -> (id, where)
     for where, rec in records:
         spec = _spec(where, rec, catalog, problems)
         if spec is None:
@@ -72,7 +87,17 @@ def parse_accounts(text: str, catalog: Catalog | None, source: str = "accounts"
                                     f"{seen[spec.id]})"))
             continue
         seen[spec.id] = where
-        specs.append(spec)
+        clash = False
+        for kind, digits in (("msisdn", spec.msisdn), ("imsi", spec.imsi)):
+            if digits is None:
+                continue
+            owner = identities.setdefault((kind, digits), (spec.id, where))
+            if owner[0] != spec.id:
+                problems.append(Problem(f"{where}.{kind}", f"{kind} {digits!r} is also account "
+                                        f"{owner[0]!r}'s (at {owner[1]}); it names one account"))
+                clash = True
+        if not clash:
+            specs.append(spec)
     if not records and not problems:
         problems.append(Problem("", "the file lists no accounts"))
     if problems:
@@ -139,28 +164,66 @@ def _spec(where: str, rec: object, catalog: Catalog | None, problems: list[Probl
     start = len(problems)
     aid = rec.get("id")
     if not isinstance(aid, str) or not _ID.fullmatch(aid):
-        problems.append(Problem(f"{where}.id", f"{aid!r} must be 1-128 characters without "
+        problems.append(Problem(f"{where}.id", f"{describe(aid)} must be 1-128 characters without "
                                 "spaces or braces"))
     plan = rec.get("plan")
     if not isinstance(plan, str):
-        problems.append(Problem(f"{where}.plan", f"is required, got {plan!r}"))
+        problems.append(Problem(f"{where}.plan", f"is required, got {describe(plan)}"))
     elif catalog is not None and plan not in catalog.plans:
         problems.append(Problem(f"{where}.plan", f"plan {plan!r} is not in catalog "
                                 f"{catalog.version!r} (plans: {', '.join(catalog.plans)})"))
     balance = _balance(rec.get("balance", "0"), f"{where}.balance", problems)
     status = rec.get("status", ACTIVE)
     if status not in (ACTIVE, BLOCKED):
-        problems.append(Problem(f"{where}.status", f"{status!r} is not active or blocked"))
+        problems.append(Problem(f"{where}.status", f"{describe(status)} is not active or blocked"))
     neg = rec.get("allow_negative", False)
     if not isinstance(neg, bool):
-        problems.append(Problem(f"{where}.allow_negative", f"must be true or false, got {neg!r}"))
+        problems.append(Problem(f"{where}.allow_negative",
+                                f"must be true or false, got {describe(neg)}"))
+    msisdn = _digits(rec, "msisdn", where, problems)
+    imsi = _digits(rec, "imsi", where, problems)
+    name = _text(rec, "name", where, 256, problems)
+    vat_id = _text(rec, "vat_id", where, 64, problems)
+    country = rec.get("country")
+    if country is not None and not (isinstance(country, str) and _COUNTRY.fullmatch(country)):
+        problems.append(Problem(f"{where}.country", f"{describe(country)} is not an ISO 3166 "
+                                "alpha-2 country code such as DE (two capital letters)"))
+    customer = rec.get("customer")
+    if customer is not None and customer not in CUSTOMERS:
+        problems.append(Problem(f"{where}.customer",
+                                f"{describe(customer)} is not consumer or business"))
     for key in rec:
         if key not in _KNOWN:
-            problems.append(Problem(f"{where}.{key}",
-                                    f"unknown field (known: {', '.join(_KNOWN)})"))
+            problems.append(Problem(where, unknown_key(key, _KNOWN)))
     if len(problems) > start or balance is None:
         return None
-    return AccountSpec(aid, plan, balance, status, neg)
+    return AccountSpec(aid, plan, balance, status, neg, msisdn, imsi, name, country, vat_id,
+                       customer)
+
+
+def _digits(rec: dict, key: str, where: str, problems: list[Problem]) -> str | None:
+    """An identity of 1-15 digits; an unquoted YAML or JSON number is read as its digits
+    (the YAML loader keeps leading zeros as text, so none are lost)."""
+    val = rec.get(key)
+    if val is None:
+        return None
+    text = str(val) if isinstance(val, int) and not isinstance(val, bool) and val >= 0 else val
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        problems.append(Problem(f"{where}.{key}", f"{describe(val)} must be 1-15 digits (no '+', "
+                                "spaces or dashes)"))
+        return None
+    return text
+
+
+def _text(rec: dict, key: str, where: str, limit: int, problems: list[Problem]) -> str | None:
+    val = rec.get(key)
+    if val is None:
+        return None
+    if not isinstance(val, str) or not val.strip() or len(val) > limit:
+        problems.append(Problem(f"{where}.{key}", f"must be a text of 1-{limit} characters, "
+                                f"got {describe(val)}"))
+        return None
+    return val
 
 
 def _balance(value: object, where: str, problems: list[Problem]) -> int | None:
@@ -171,9 +234,10 @@ def _balance(value: object, where: str, problems: list[Problem]) -> int | None:
         return None
     micros = amount * MICROS
     if micros.denominator != 1:
-        problems.append(Problem(where, f"{value!r} has more than 6 decimals"))
+        problems.append(Problem(where, f"{describe(value)} has more than 6 decimals"))
         return None
     if abs(micros.numerator) > BALANCE_LIMIT:
-        problems.append(Problem(where, f"{value!r} is outside ±{BALANCE_LIMIT / MICROS:,.0f}"))
+        problems.append(Problem(where,
+                                f"{describe(value)} is outside ±{BALANCE_LIMIT / MICROS:,.0f}"))
         return None
     return micros.numerator

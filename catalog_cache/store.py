@@ -131,7 +131,14 @@ class CatalogCache:
             raise StoreError(f"cannot read catalog {version!r}: {exc}") from exc
         if text is None:
             raise KeyError(version)
-        compiled = compile_catalog(parse_catalog(text.decode(), source=f"catalog {version}"))
+        # a stored version validated when it was loaded; one with keys an earlier release
+        # passed over (unknown keys were warnings then) rates as it did, with an error logged
+        catalog = parse_catalog(text.decode(), source=f"catalog {version}", strict_keys=False)
+        if catalog.warnings:
+            log.error("catalog version %r has keys this release does not know, ignored as "
+                      "when it was loaded: %s; load a corrected catalog as a new version",
+                      version, "; ".join(catalog.warnings))
+        compiled = compile_catalog(catalog)
         self._compiled[version] = compiled
         while len(self._compiled) > self.keep:
             self._compiled.popitem(last=False)

@@ -2,9 +2,13 @@
 
 ``parse_catalog`` turns YAML text into an immutable ``Catalog`` or raises ``CatalogError``
 listing *every* problem found, each with its YAML path (``tariffs.VOICE_STD.rates[0].steps[1]``)
-and a plain reason. Structural checks live here; the checks that tariffs can be rated exactly
-in the engine's 64-bit integers live in ``charging.exact`` and are run from here too, so a
-catalog that validates is a catalog the kernels rate exactly.
+and a plain reason. A key the schema does not know is one of them, with the key likely meant
+(``tariffs.VOICE_STD: unknown key 'maxcost' — did you mean 'max_cost'?``): a misspelt key
+would otherwise change prices without a word. ``billing`` and a plan's ``fee`` (CONTRACT
+§8.2) are carried as plain mappings for the billing package, which validates their inside.
+Structural checks live here; the checks that tariffs can be rated exactly in the engine's
+64-bit integers live in ``charging.exact`` and are run from here too, so a catalog that
+validates is a catalog the kernels rate exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import yaml
 
 from charging.errors import CatalogError, Problem
 from charging.money import ROUNDING_MODES, parse_decimal
-from charging.yamlio import load_yaml
+from charging.yamlio import load_yaml, unknown_key
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_ALIASES = {name: i for i, name in enumerate(DAYS)} | {
@@ -42,6 +46,8 @@ MAX_PREFIX_DIGITS = 18
 #: Step bounds, per and increment are kept below 2**53 so that every unit count is exact
 #: in JSON consumers too; usage itself is capped at 2**40 by the request contract.
 MAX_UNIT_FIELD = 2**53
+#: Rating groups (Diameter Rating-Group, Nchf ratingGroup) are Unsigned32.
+MAX_RATING_GROUP = 2**32 - 1
 # used with fullmatch: "$" would also match before a trailing newline
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _TIME = re.compile(r"([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
@@ -125,6 +131,7 @@ class Plan:
     name: str
     tariffs: dict[str, str]  # service -> tariff name
     allowances: tuple[Allowance, ...]
+    fee: dict | None = None  # CONTRACT §8.2, as written; validated by the billing package
 
 
 @dataclass(frozen=True)
@@ -138,11 +145,23 @@ class Catalog:
     tariffs: dict[str, Tariff]
     plans: dict[str, Plan]
     content_hash: str
+    #: unknown keys passed over; only ``parse_catalog(strict_keys=False)`` leaves any
     warnings: tuple[str, ...] = field(default=())
+    #: rating group -> the service it names (CONTRACT §6.2: at most one service each)
+    rating_groups: dict[int, str] = field(default_factory=dict)
+    billing: dict | None = None  # CONTRACT §8.2, as written; validated by the billing package
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def service_of_rating_group(self, rating_group: int) -> str | None:
+        """The service a rating group names (a Gy MSCC, an Nchf unit usage), or None."""
+        return self.rating_groups.get(rating_group)
+
+    def rating_groups_of(self, service: str) -> tuple[int, ...]:
+        """The rating groups a service lists, in the catalog's order."""
+        return tuple(rg for rg, svc in self.rating_groups.items() if svc == service)
 
     def first_plan(self) -> str:
         return next(iter(self.plans))
@@ -158,13 +177,16 @@ def load_catalog(path: str | Path) -> Catalog:
     return parse_catalog(text, source=str(p))
 
 
-def parse_catalog(text: str, source: str = "catalog") -> Catalog:
-    """Parse and validate catalog YAML text; ``CatalogError`` lists every problem."""
+def parse_catalog(text: str, source: str = "catalog", *, strict_keys: bool = True) -> Catalog:
+    """Parse and validate catalog YAML text; ``CatalogError`` lists every problem.
+
+    ``strict_keys=False`` passes unknown keys over (listed in ``Catalog.warnings``): for a
+    version stored by a release that accepted them, which must still rate as it did."""
     try:
         doc = load_yaml(text)
     except yaml.YAMLError as exc:
         raise CatalogError([Problem("", f"not valid YAML: {exc}")], source=source) from exc
-    v = _Validator()
+    v = _Validator(strict_keys)
     catalog = v.catalog(doc)
     if v.problems:
         raise CatalogError(v.problems, source=source)
@@ -180,7 +202,8 @@ def _iana_zones() -> frozenset[str]:
 class _Validator:
     """Walks the document once, collecting problems instead of stopping at the first."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict_keys: bool = True) -> None:
+        self.strict_keys = strict_keys
         self.problems: list[Problem] = []
         self.warnings: list[str] = []
         self.broken_tariffs: set[str] = set()  # defined but invalid: already reported
@@ -196,9 +219,10 @@ class _Validator:
         if known is not None:
             for key in node:
                 if key not in known:
-                    self.warnings.append(
-                        f"{_join(path, str(key))}: unknown key ignored (known: {', '.join(known)})"
-                    )
+                    if self.strict_keys:
+                        self.bad(path, unknown_key(key, known))
+                    else:
+                        self.warnings.append(str(Problem(path, unknown_key(key, known))))
         return node
 
     def name(self, key: object, path: str, what: str) -> str | None:
@@ -244,7 +268,7 @@ class _Validator:
     # -- sections --------------------------------------------------------------------------
     def catalog(self, doc: object) -> Catalog | None:
         known = ("version", "currency", "timezone", "services", "destinations", "bands",
-                 "tariffs", "plans")
+                 "tariffs", "plans", "billing")
         root = self.mapping(doc, "", known)
         if not root:
             if isinstance(doc, dict):
@@ -267,7 +291,8 @@ class _Validator:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             self.bad("timezone", f"{tz!r} is not an IANA time zone such as Europe/Berlin")
-        services = self.services(root.get("services"))
+        services, rating_groups = self.services(root.get("services"))
+        billing = self.plain_mapping(root.get("billing"), "billing")
         destinations = self.destinations(root.get("destinations", {}))
         bands = self.bands(root.get("bands", {}))
         tariffs = self.tariffs(root.get("tariffs"), services, destinations, bands)
@@ -275,32 +300,75 @@ class _Validator:
         if self.problems:
             return None
         normal = _normal_form(version, currency, tz, services, destinations, bands, tariffs,
-                              plans)
-        digest = hashlib.sha256(orjson.dumps(normal, option=orjson.OPT_SORT_KEYS)).hexdigest()
+                              plans, rating_groups, billing)
+        try:
+            digest = hashlib.sha256(orjson.dumps(
+                normal, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+        except TypeError as exc:  # only billing and fees hold values no schema checked
+            self.bad("billing" if billing else "plans", f"holds a value the catalog cannot "
+                     f"store ({exc}); billing amounts and rates are quoted decimal strings")
+            return None
         return Catalog(
             version=str(version), currency=currency, timezone=tz, services=services,
             destinations=destinations, bands=bands, tariffs=tariffs, plans=plans,
-            content_hash=digest, warnings=tuple(self.warnings),
+            content_hash=digest, warnings=tuple(self.warnings), rating_groups=rating_groups,
+            billing=billing,
         )
 
-    def services(self, node: object) -> dict[str, str]:
+    def plain_mapping(self, node: object, path: str) -> dict | None:
+        """A mapping carried as written (billing, fee), or None when absent."""
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            self.bad(path, f"expected a mapping, got {_kind(node)}")
+            return None
+        return node
+
+    def services(self, node: object) -> tuple[dict[str, str], dict[int, str]]:
+        """(service -> unit, rating group -> service)."""
         if node is None:
             self.bad("services",
                      "is required: name at least one service, e.g. voice: {unit: second}")
-            return {}
+            return {}, {}
         out: dict[str, str] = {}
+        groups: dict[int, tuple[str, str]] = {}  # rating group -> (service, its YAML path)
         for key, spec in self.mapping(node, "services").items():
             path = _join("services", str(key))
             if self.name(key, path, "service") is None:
                 continue
-            spec = self.mapping(spec if spec is not None else {}, path, ("unit",))
+            spec = self.mapping(spec if spec is not None else {}, path, ("unit", "rating_groups"))
             unit = spec.get("unit", "unit")
             if not isinstance(unit, str) or not unit:
                 self.bad(_join(path, "unit"), f"must be a unit name such as second, got {unit!r}")
             out[key] = str(unit)
+            self.rating_groups(spec.get("rating_groups"), key, _join(path, "rating_groups"),
+                               groups)
         if isinstance(node, dict) and not node:
             self.bad("services", "must name at least one service")
-        return out
+        return out, {rg: svc for rg, (svc, _) in groups.items()}
+
+    def rating_groups(self, node: object, service: str, path: str,
+                      groups: dict[int, tuple[str, str]]) -> None:
+        """A service's rating groups into ``groups``; each names one service (§6.2)."""
+        if node is None:
+            return
+        if not isinstance(node, list):
+            self.bad(path, f"must be a list of rating groups such as [10, 11], got {_kind(node)}")
+            return
+        for i, rg in enumerate(node):
+            here = f"{path}[{i}]"
+            if isinstance(rg, bool) or not isinstance(rg, int) or not 0 <= rg <= MAX_RATING_GROUP:
+                self.bad(here, f"a rating group is a whole number from 0 to {MAX_RATING_GROUP}, "
+                         f"got {rg!r}")
+                continue
+            owner = groups.setdefault(rg, (service, here))
+            if owner[1] == here:
+                continue
+            if owner[0] == service:
+                self.bad(here, f"rating group {rg} is listed twice (also at {owner[1]})")
+            else:
+                self.bad(here, f"rating group {rg} already names service {owner[0]!r} (at "
+                         f"{owner[1]}); a rating group belongs to one service")
 
     def destinations(self, node: object) -> dict[str, tuple[str, ...]]:
         out: dict[str, tuple[str, ...]] = {}
@@ -535,7 +603,8 @@ class _Validator:
             path = _join("plans", str(key))
             if self.name(key, path, "plan") is None:
                 continue
-            spec = self.mapping(spec, path, ("tariffs", "allowances"))
+            spec = self.mapping(spec, path, ("tariffs", "allowances", "fee"))
+            fee = self.plain_mapping(spec.get("fee"), _join(path, "fee"))
             mapping: dict[str, str] = {}
             for service, tname in self.mapping(spec.get("tariffs") or {}, _join(path, "tariffs")
                                                ).items():
@@ -580,7 +649,7 @@ class _Validator:
                     self.bad(_join(path, "allowances"),
                              f"the {svc} allowances add up to {total} units; together they "
                              f"may hold at most {MAX_ALLOWANCE_UNITS} (2**62)")
-            out[key] = Plan(key, mapping, tuple(allowances))
+            out[key] = Plan(key, mapping, tuple(allowances), fee)
         if isinstance(node, dict) and not node:
             self.bad("plans", "must name at least one plan")
         return out
@@ -616,9 +685,12 @@ def _kind(node: object) -> str:
     return "nothing" if node is None else type(node).__name__
 
 
-def _normal_form(version, currency, tz, services, destinations, bands, tariffs, plans) -> dict:
-    """A canonical, JSON-able form of the validated catalog, for its content hash."""
-    return {
+def _normal_form(version, currency, tz, services, destinations, bands, tariffs, plans,
+                 rating_groups, billing) -> dict:
+    """A canonical, JSON-able form of the validated catalog, for its content hash. What
+    CONTRACT v2 added is in it only where a catalog has it, so the hash of a catalog
+    without it is the hash earlier releases stored for it."""
+    normal = {
         "version": str(version), "currency": currency, "timezone": tz, "services": services,
         "destinations": {k: list(v) for k, v in destinations.items()},
         "bands": {k: [sorted(b.days), b.start_s, b.end_s] for k, b in bands.items()},
@@ -630,5 +702,11 @@ def _normal_form(version, currency, tz, services, destinations, bands, tariffs, 
             for k, t in tariffs.items()
         },
         "plans": {k: [p.tariffs, [[a.service, a.units, a.period] for a in p.allowances]]
+                        + ([p.fee] if p.fee is not None else [])
                   for k, p in plans.items()},
     }
+    if rating_groups:
+        normal["rating_groups"] = {str(rg): svc for rg, svc in rating_groups.items()}
+    if billing is not None:
+        normal["billing"] = billing
+    return normal

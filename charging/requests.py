@@ -5,11 +5,15 @@ checks the fields and returns a ``Request``. Both raise ``RequestError`` with a 
 reject code and a detail that names the field and what to send instead:
 
     TOO_LARGE       payload over 64 KiB
-    MALFORMED       not JSON / MessagePack, not UTF-8, or not an object
+    MALFORMED       not JSON / MessagePack, not UTF-8, not an object, a key given twice,
+                    or a value nested more than 32 levels deep
     MISSING_FIELD   a required field is absent
     INVALID_FIELD   a field has the wrong type or an out-of-range value
 
 ``reject_record`` is the message a rejected payload becomes (``chargeflow.rejects``).
+Every step from bytes to reject is total: no input makes them raise anything but
+``RequestError`` (details describe untrusted values with ``charging.untrusted``, never with
+``repr`` of a container or ``str`` of a huge integer).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import orjson
 
 from charging.errors import RequestError
 from charging.timezones import MAX_TS_MS, MIN_TS_MS
+from charging.untrusted import describe, duplicate_problem, nesting_problem, safe_text
 
 MAX_PAYLOAD = 64 * 1024
 RAW_LIMIT = 64 * 1024  # bytes of a rejected payload carried in its reject
@@ -57,21 +62,101 @@ class Request(NamedTuple):
     plan: str | None = None  # only read by offline rating (`chargeflow rate`)
 
 
-def decode(payload: bytes | str, fmt: str = "json") -> dict:
-    """One message's fields; ``fmt`` is ``json`` or ``msgpack``."""
-    size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
+def decode(payload: object, fmt: str = "json") -> dict:
+    """One message's fields; ``payload`` is bytes or str (anything else is MALFORMED, also
+    compiled: typed ``object`` so that mypyc does not raise TypeError at the call), ``fmt``
+    is ``json`` or ``msgpack``."""
+    if isinstance(payload, bytes):
+        size = len(payload)
+    elif isinstance(payload, str):
+        size = len(payload.encode("utf-8", "surrogatepass"))
+    else:
+        raise RequestError("MALFORMED", f"expected bytes, got {type(payload).__name__}")
     if size > MAX_PAYLOAD:
         raise RequestError("TOO_LARGE", f"payload is {size} bytes; the limit is {MAX_PAYLOAD}")
-    try:
-        if fmt == "msgpack":
+    if fmt == "msgpack":
+        try:
             obj = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        else:
-            obj = orjson.loads(payload)
-    except (orjson.JSONDecodeError, ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise RequestError("MALFORMED", f"not valid {fmt}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise RequestError("MALFORMED", f"expected a {fmt} object, got {type(obj).__name__}")
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder refuses is malformed
+            raise RequestError("MALFORMED", f"not valid msgpack: {_reason(exc)}") from exc
+        if not isinstance(obj, dict):
+            raise RequestError("MALFORMED", f"expected a msgpack map, got {_kind(obj)}")
+        # a flat map whose header counts as many keys as it holds gave none twice
+        plain = _flat(obj) and _map_size(payload) == len(obj)
+    else:
+        try:
+            obj = orjson.loads(payload)  # nests at most 1,024 levels, or raises
+        except orjson.JSONDecodeError as exc:
+            raise RequestError("MALFORMED", f"not valid json: {_reason(exc)}") from exc
+        if not isinstance(obj, dict):
+            raise RequestError("MALFORMED", f"expected a json object, got {_kind(obj)}")
+        plain = _json_plain(payload, obj)
+    if not plain:
+        _check_structure(payload, fmt, obj)
     return obj
+
+
+def _json_plain(payload: bytes | str, obj: dict) -> bool:
+    """True when ``obj``, decoded from ``payload``, is flat and gave no key twice, known
+    from one count: every '"' of a JSON text delimits a string or is escaped inside one,
+    so the text holds at least twice as many as the strings ``obj`` kept (its keys and
+    string values), and more exactly when something is gone from ``obj`` — the earlier
+    value of a key given twice, and that key itself — or a string holds an escaped '"'.
+    False sends the request to the exact, slower checks (``_check_structure``)."""
+    strings = len(obj)
+    for val in obj.values():
+        if type(val) is str:
+            strings += 1
+        elif type(val) is dict or type(val) is list:
+            return False
+    if isinstance(payload, bytes):
+        return payload.count(b'"') == 2 * strings
+    return payload.count('"') == 2 * strings
+
+
+def _flat(obj: dict) -> bool:
+    for val in obj.values():
+        if type(val) is dict or type(val) is list:
+            return False
+    return True
+
+
+def _map_size(payload: bytes | str) -> int:
+    """The key count in the header of the msgpack map that starts ``payload``."""
+    if not isinstance(payload, bytes):
+        return -1
+    head = payload[0]
+    if 0x80 <= head <= 0x8F:
+        return head & 0x0F
+    if head == 0xDE:
+        return int.from_bytes(payload[1:3], "big")
+    if head == 0xDF:
+        return int.from_bytes(payload[1:5], "big")
+    return -1
+
+
+def _check_structure(payload: bytes | str, fmt: str, obj: dict) -> None:
+    """The exact checks for a request the cheap ones could not clear: nesting first (the
+    duplicate check decodes again, recursively), then keys given twice."""
+    problem = nesting_problem(obj)
+    key: object = None
+    if problem is None:
+        found = duplicate_problem(payload, fmt)
+        if found is None:
+            return
+        problem, key = found
+    rid = obj.get("id")
+    known = type(rid) is str and 0 < len(rid) <= 128 and key != "id"
+    raise RequestError("MALFORMED", problem, rid if known else None)
+
+
+def _reason(exc: Exception) -> str:
+    """A decoder's own words for what is wrong (some say nothing: msgpack's StackError)."""
+    return safe_text(str(exc) or type(exc).__name__, 300)
+
+
+def _kind(obj: object) -> str:
+    return "null" if obj is None else type(obj).__name__
 
 
 def parse(obj: dict, *, rating_only: bool = False) -> Request:
@@ -131,12 +216,12 @@ def _parse_checked(obj: dict, rating_only: bool) -> Request:
                            "or terminate)", rid)
     if kind is not None and kind not in KINDS:
         raise RequestError("INVALID_FIELD", f"field 'kind' must be one of {', '.join(KINDS)}, "
-                           f"got {kind!r}", rid)
+                           f"got {describe(kind)}", rid)
     account = _text(obj, "account", rid, 128, required=not rating_only)
     if account is not None and ("{" in account or "}" in account):
         # an account's Redis keys carry it as their hash tag, {account}
         raise RequestError("INVALID_FIELD", "field 'account' must not contain '{' or '}', got "
-                           f"{_show(account)}", rid)
+                           f"{describe(account)}", rid)
     service = _text(obj, "service", rid, 64, required=True)
     session = _text(obj, "session", rid, 128, required=kind in SESSION_KINDS)
     seq = _units(obj, "seq", rid, required=kind in SESSION_KINDS, limit=MAX_SEQ)
@@ -162,7 +247,7 @@ def _text(obj: dict, key: str, rid: str | None, limit: int, *, required: bool) -
         return None
     if not isinstance(val, str) or not 1 <= len(val) <= limit:
         raise RequestError("INVALID_FIELD", f"field {key!r} must be a string of 1-{limit} "
-                           f"characters, got {_show(val)}", rid)
+                           f"characters, got {describe(val)}", rid)
     return val
 
 
@@ -175,7 +260,7 @@ def _units(obj: dict, key: str, rid: str | None, *, required: bool = False,
         return None
     if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val <= limit:
         raise RequestError("INVALID_FIELD", f"field {key!r} must be a whole number from 0 to "
-                           f"{limit}, got {_show(val)}", rid)
+                           f"{limit}, got {describe(val)}", rid)
     return val
 
 
@@ -193,10 +278,10 @@ def _timestamp(obj: dict, rid: str | None) -> int:
         ms = None
     if ms is None:
         raise RequestError("INVALID_FIELD", "field 'ts' must be an RFC 3339 time with an offset "
-                           f"(2026-11-24T10:00:00+01:00) or epoch milliseconds, got {_show(val)}",
-                           rid)
+                           "(2026-11-24T10:00:00+01:00) or epoch milliseconds, got "
+                           f"{describe(val)}", rid)
     if not MIN_TS_MS <= ms < MAX_TS_MS:
-        raise RequestError("INVALID_FIELD", f"field 'ts' {_show(val)} is outside the supported "
+        raise RequestError("INVALID_FIELD", f"field 'ts' {describe(val)} is outside the supported "
                            "range 1970-01-01 to 2099-12-31", rid)
     return ms
 
@@ -222,21 +307,26 @@ def _destination(obj: dict, rid: str | None) -> str | None:
         return None
     if not isinstance(val, str) or not _DESTINATION.fullmatch(val):
         raise RequestError("INVALID_FIELD", "field 'destination' must be digits with an optional "
-                           f"leading '+' (E.164), got {_show(val)}", rid)
+                           f"leading '+' (E.164), got {describe(val)}", rid)
     return val.lstrip("+")
 
 
-def _show(val: object) -> str:
-    text = repr(val)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def reject_record(exc: RequestError, payload: bytes | str) -> dict:
+def reject_record(exc: RequestError, payload: object) -> dict:
     """A reject: ``{error, detail, id, raw}``, ``raw`` being the payload as UTF-8 text, or
     base64 with ``raw_encoding: "base64"``. A reject must fit a Kafka message: payloads past
-    ``RAW_LIMIT`` keep their head only and say ``raw_truncated_from``."""
-    raw = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
-    doc: dict = {"error": exc.code, "detail": exc.detail, "id": exc.request_id}
+    ``RAW_LIMIT`` keep their head only and say ``raw_truncated_from``. Total: whatever the
+    payload and the error hold, the record serialises with orjson."""
+    if isinstance(payload, bytes):
+        raw = payload
+    elif isinstance(payload, str):
+        raw = payload.encode("utf-8", "surrogatepass")
+    else:
+        raw = b""  # not a message at all (a Kafka tombstone reaches here as b"")
+    rid = exc.request_id
+    doc: dict = {"error": safe_text(str(exc.code), 64), "detail": safe_text(str(exc.detail)),
+                 "id": safe_text(rid, 128) if isinstance(rid, str) else None}
     head = raw[:RAW_LIMIT]
     try:
         doc["raw"] = head.decode("utf-8")

@@ -9,7 +9,9 @@ overwrite.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 
 import yaml
 
@@ -68,3 +70,13 @@ def load_yaml(text: str) -> object:
         return yaml.load(text, Loader=CatalogLoader)  # noqa: S506 - SafeLoader subclass
     except RecursionError as exc:
         raise yaml.YAMLError("nested too deeply to load") from exc
+
+
+def unknown_key(key: object, known: Sequence[str]) -> str:
+    """Why ``key`` is refused where only ``known`` keys may be, with the likeliest key meant
+    (a typo such as ``maxcost`` would otherwise drop a tariff's cap without a word)."""
+    text = key[:60] if isinstance(key, str) else repr(key)[:60]
+    close = difflib.get_close_matches(text, known, n=1) if isinstance(key, str) else []
+    if close:
+        return f"unknown key {text!r} — did you mean {close[0]!r}?"
+    return f"unknown key {text!r} (known: {', '.join(known)})"

@@ -65,7 +65,7 @@ def catalog_validate(file: str, as_json: bool) -> None:
         "timezone": cat.timezone, "content_hash": cat.content_hash,
         "services": len(cat.services), "destination_groups": len(cat.destinations),
         "prefixes": n_prefixes, "bands": len(cat.bands), "tariffs": len(cat.tariffs),
-        "rates": n_rates, "plans": len(cat.plans), "warnings": list(cat.warnings),
+        "rates": n_rates, "plans": len(cat.plans),
     }
     if as_json:
         click.echo(orjson.dumps(summary).decode())
@@ -75,8 +75,6 @@ def catalog_validate(file: str, as_json: bool) -> None:
                f"({n_prefixes} prefixes), {len(cat.bands)} bands, {len(cat.tariffs)} tariffs "
                f"({n_rates} rates), {len(cat.plans)} plans")
     click.echo(f"  content hash {cat.content_hash[:16]}")
-    for w in cat.warnings:
-        click.echo(f"  warning: {w}")
 
 
 @click.group()

@@ -23,6 +23,7 @@ import orjson
 from charging.decide import Outcome
 from charging.errors import RequestError, StoreError
 from charging.requests import Request, decode, parse, reject_record
+from charging.untrusted import safe_text
 from flows.observe import EngineMetrics
 
 log = logging.getLogger("chargeflow.engine")
@@ -68,8 +69,12 @@ class Engine:
                  clock_ns: Callable[[], int] = time.monotonic_ns,
                  sleep: Callable[[float], None] = time.sleep, max_backoff_s: float = 2.0,
                  metrics: EngineMetrics | None = None,
-                 sweeper: Callable[[int], int] | None = None, sweep_every_s: float = 10.0):
+                 sweeper: Callable[[int], int] | None = None, sweep_every_s: float = 10.0,
+                 read: Callable[[object], Request] | None = None):
+        """``read`` replaces ``parse(decode(payload, fmt))`` for one message (a test's way to
+        meet a defect while reading; None is the engine's own, and fastest, path)."""
         self.charger = charger
+        self.read = read
         self.metrics = metrics
         self.sweeper = sweeper  # releases silent sessions: now_ms -> how many
         self.sweep_every_ns = int(sweep_every_s * 1e9)
@@ -80,53 +85,82 @@ class Engine:
         self.max_backoff_s = max_backoff_s
         self.counters = Counters()
 
-    def process(self, payloads: Sequence[bytes | str], entered_ns: Sequence[int] | None = None
+    def process(self, payloads: Sequence[object], entered_ns: Sequence[int] | None = None
                 ) -> list[Output]:
-        """Decide a batch; ``entered_ns`` (monotonic ns) is when each message entered."""
+        """Decide a batch of messages (bytes or str; anything else is rejected, which is
+        why they are typed ``object``: compiled, a narrower type would raise at the call);
+        ``entered_ns`` (monotonic ns) is when each message entered.
+
+        Never raises for what a message holds: a bad message becomes its reject, and any
+        exception met while handling one message (decoding it, charging it, serialising its
+        outputs) becomes an ``INTERNAL_ERROR`` reject of that message while the others are
+        decided as usual; a crash would stop the stream, and under recovery replay the same
+        batch into the same crash."""
         start = self.clock_ns()
         self._sweep_if_due(start)
-        entered = entered_ns if entered_ns is not None else [start] * len(payloads)
         outputs: list[Output] = []
-        valid, valid_entered, valid_payloads = [], [], []
-        for payload, t in zip(payloads, entered):
+        valid: list[Request] = []
+        valid_entered: list[int] = []
+        valid_payloads: list[object] = []
+        fmt = self.fmt
+        read = self.read
+        for i in range(len(payloads)):
+            payload: object = None
             try:
-                valid.append(parse(decode(payload, self.fmt)))
-                valid_entered.append(t)
+                payload = payloads[i]
+                req = parse(decode(payload, fmt)) if read is None else read(payload)
+                valid_entered.append(entered_ns[i] if entered_ns is not None else start)
+                valid.append(req)
                 valid_payloads.append(payload)
             except RequestError as exc:
                 outputs.append(self._reject(exc, payload))
+            except Exception as exc:  # noqa: BLE001 - a defect met by one message: isolate it
+                log.error("reading message %d of a batch raised; it is rejected "
+                          "(INTERNAL_ERROR) and the stream goes on", i, exc_info=exc)
+                outputs.append(self._reject(RequestError(
+                    "INTERNAL_ERROR", f"not decided: reading it raised {_exception(exc)}; "
+                    "nothing was charged for it (the engine's log has the traceback)"),
+                    payload))
         if not valid:
             return outputs
         try:
-            outcomes = self._charge(valid)
+            found: list[Outcome | Exception] = list(self._charge(valid))
         except Exception as exc:  # noqa: BLE001 - a defect met by some request: isolate it
             found = self._isolate(valid, exc)
-            outcomes, entered_ok = [], []
-            for i, o in enumerate(found):
-                if isinstance(o, Outcome):
-                    outcomes.append(o)
-                    entered_ok.append(valid_entered[i])
-                else:
-                    outputs.append(self._reject(RequestError(
-                        "INTERNAL_ERROR", f"not decided: charging it raised {o!r}; nothing "
-                        "was charged for it (the engine's log has the traceback)", valid[i].id),
-                        valid_payloads[i]))
-            valid_entered = entered_ok
         now = self.clock_ns()
         c = self.counters
         c.batches += 1
-        c.requests += len(outcomes)
         results: dict[str, int] = {}
-        latencies = [max(0, (now - t) // 1000) for t in valid_entered]
+        latencies: list[int] = []
         dumps = orjson.dumps
-        for out, latency_us in zip(outcomes, latencies):
-            key = out.request.account.encode()
-            decision = out.decision
-            result = decision["result"]
+        for i, out in enumerate(found):
+            if not isinstance(out, Outcome):
+                outputs.append(self._reject(RequestError(
+                    "INTERNAL_ERROR", f"not decided: charging it raised {_exception(out)}; "
+                    "nothing was charged for it (the engine's log has the traceback)",
+                    valid[i].id), valid_payloads[i]))
+                continue
+            latency_us = max(0, (now - valid_entered[i]) // 1000)
+            try:
+                key = out.request.account.encode()
+                decision = out.decision
+                value = dumps({**decision, "latency_us": latency_us})
+                charge = None if out.charge is None else dumps(out.charge)
+                result = decision["result"]
+            except Exception as exc:  # noqa: BLE001 - a defect met by one request
+                log.error("serialising the outputs of request %r raised; it is rejected "
+                          "(INTERNAL_ERROR) and the stream goes on", valid[i].id, exc_info=exc)
+                outputs.append(self._reject(RequestError(
+                    "INTERNAL_ERROR", f"charged as decided, but its outputs could not be "
+                    f"serialised: {_exception(exc)} (the engine's log has the traceback)",
+                    valid[i].id), valid_payloads[i]))
+                continue
+            c.requests += 1
+            latencies.append(latency_us)
             results[result] = results.get(result, 0) + 1
-            outputs.append(Output("decision", key, dumps({**decision, "latency_us": latency_us})))
-            if out.charge is not None:  # a replay re-emits it: outputs are at-least-once
-                outputs.append(Output("charge", key, dumps(out.charge)))
+            outputs.append(Output("decision", key, value))
+            if charge is not None:  # a replay re-emits it: outputs are at-least-once
+                outputs.append(Output("charge", key, charge))
                 for entry in out.ledger:
                     c.charged_micros -= entry["delta"]
         for result, n in results.items():
@@ -201,9 +235,35 @@ class Engine:
         if released:
             log.info("released %d silent session(s)", released)
 
-    def _reject(self, exc: RequestError, payload: bytes | str) -> Output:
+    def _reject(self, exc: RequestError, payload: object) -> Output:
+        """The reject of one message; total (a last, fixed record if even building it
+        fails), so that nothing a message holds can raise out of ``process``."""
+        code = exc.code
         self.counters.rejects += 1
-        self.counters.reject_codes[exc.code] = self.counters.reject_codes.get(exc.code, 0) + 1
-        if self.metrics is not None:
-            self.metrics.rejects.labels(exc.code).inc()
-        return Output("reject", None, orjson.dumps(reject_record(exc, payload)))
+        self.counters.reject_codes[code] = self.counters.reject_codes.get(code, 0) + 1
+        try:
+            if self.metrics is not None:
+                self.metrics.rejects.labels(code).inc()
+            return Output("reject", None, orjson.dumps(reject_record(exc, payload)))
+        except Exception:  # noqa: BLE001 - the record of a reject must not fail either
+            log.exception("building a %s reject raised; a bare reject is written instead", code)
+            return Output("reject", None, _BARE_REJECT)
+
+
+#: The reject written when building a message's own reject failed (never seen; the last
+#: line of defence of "a message never stops the engine").
+_BARE_REJECT = orjson.dumps({
+    "error": "INTERNAL_ERROR", "id": None, "raw": "",
+    "detail": "not decided: the reject of this message could not be built (the engine's log "
+              "has the traceback); nothing was charged for it"})
+
+
+def _exception(exc: BaseException) -> str:
+    """An exception as a reject's detail says it: its type and a short message (an
+    exception's text may hold anything a message sent, so it is cut and made safe)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - its text is a courtesy
+        text = ""
+    name = type(exc).__name__
+    return safe_text(f"{name}({text[:200]!r})" if text else name, 300)

@@ -143,7 +143,9 @@ def test_accounts_load_is_all_or_nothing_and_lists_every_problem(server, tmp_pat
     assert res.exit_code == 1
     doc = as_json(res)
     paths = {p["path"] for p in doc["problems"]}
-    assert {"[1].plan", "[2].balance", "[2].colour", "[3]", "[4].id", "[4].status"} <= paths
+    assert {"[1].plan", "[2].balance", "[2]", "[3]", "[4].id", "[4].status"} <= paths
+    assert {"path": "[2]", "reason": "unknown key 'colour' — did you mean 'country'?"} in \
+        doc["problems"]
     dup = [p for p in doc["problems"] if p["path"] == "[3]"][0]
     assert "twice" in dup["reason"] and "[0]" in dup["reason"]
     assert account_keys(client) == []  # the good record was not written either

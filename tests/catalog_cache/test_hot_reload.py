@@ -264,3 +264,21 @@ def test_an_active_version_this_release_refuses_waits_like_an_outage(redis_clien
     cache = CatalogCache(redis_client, prefix=prefix)
     with pytest.raises(StoreError, match="(?s)does not validate any more.*new version"):
         _ = cache.current
+
+
+def test_a_stored_version_with_keys_once_passed_over_still_rates_as_it_did(rig, caplog):
+    """Unknown keys were warnings when 1d4aa33 loaded a catalog; they are errors now in
+    ``catalog load``. A version stored back then must not stop the engine on upgrade: it
+    rates as it did (here ``maxcost``: no cap), and the log says what to correct."""
+    r = rig(accounts=RICH)
+    keys = CatalogKeys(r.prefix)
+    r.client.hset(keys.versions, "test-a", CATALOG_A.replace("max_cost:", "maxcost:"))
+    fresh = Charger(BalanceStore(r.client, prefix=r.prefix),
+                    CatalogCache(r.client, prefix=r.prefix), Clock())
+    (out,) = r.charge(req(id="long", kind="event", account="r0", service="voice",
+                          used=100_000), charger=fresh)
+    assert out.decision["result"] == "SUCCESS"
+    assert out.charge["cost"] == "150.0600"  # CONTRACT §4.1's example, without the cap
+    assert "unknown key 'maxcost' — did you mean 'max_cost'?" in caplog.text
+    with pytest.raises(CatalogError, match="maxcost"):
+        load_catalog_text(r.client, CATALOG_A.replace("max_cost:", "maxcost:"), prefix=r.prefix)

@@ -336,20 +336,6 @@ def test_not_yaml_is_one_problem(problems_of):
     assert len(problems) == 1 and "not valid YAML" in problems[0].reason
 
 
-def test_unknown_keys_give_warnings_not_errors(valid):
-    c = valid({"owner": "pricing team", f"{V}.discount": "10%", f"{R0}.comment": "peak",
-               f"{R0}.steps[0].unit": "s", "bands.peak.timezone": "UTC"})
-    warned = {w.split(":")[0] for w in c.warnings}
-    assert warned == {"owner", f"{V}.discount", f"{R0}.comment", f"{R0}.steps[0].unit",
-                      "bands.peak.timezone"}
-    assert all("unknown key ignored" in w for w in c.warnings)
-    assert c.tariffs["VOICE_STD"].rates[0].connect_fee == Fraction(5, 100)  # still parsed
-
-
-def test_sample_has_no_warnings(sample_catalog):
-    assert sample_catalog.warnings == ()
-
-
 # --- YAML 1.1 traps ------------------------------------------------------------------------
 
 UNQUOTED = """\

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import msgpack
 import orjson
 import pytest
 import redis
@@ -315,16 +316,19 @@ class CfEnv:
         self.engines.append(engine)
         return engine
 
-    def start_engine(self, *args: str, timeout_s: float = 120) -> EngineProc:
-        """Start ``chargeflow run`` and wait until a probe request gets its decision."""
+    def start_engine(self, *args: str, timeout_s: float = 120, fmt: str = "json"
+                     ) -> EngineProc:
+        """Start ``chargeflow run`` and wait until a probe request gets its decision
+        (``fmt``: the probe's encoding, msgpack for an engine run with ``--format msgpack``)."""
         engine = self.spawn_engine(*args)
         addr = self.data_dir / "broker.addr"
         wait_for(lambda: addr.exists() and addr.read_text().strip() != "", timeout_s,
                  "the embedded broker", engine=engine)
-        self.probe(engine, timeout_s)
+        self.probe(engine, timeout_s, fmt)
         return engine
 
-    def probe(self, engine: EngineProc | None = None, timeout_s: float = 120) -> str:
+    def probe(self, engine: EngineProc | None = None, timeout_s: float = 120,
+              fmt: str = "json") -> str:
         """Send a request for an unknown account and wait for its decision."""
         rid = f"probe-{uuid.uuid4().hex[:10]}"
         deadline = time.monotonic() + timeout_s
@@ -339,8 +343,12 @@ class CfEnv:
                     raise AssertionError(f"engine exited:\n{engine.log_tail()}") from None
                 time.sleep(0.2)
         try:
-            self.kafka.send([{"id": rid, "kind": "event", "account": PROBE_ACCOUNT,
-                              "service": "sms", "ts": "2026-11-24T10:00:00+01:00", "used": 1}])
+            probe = {"id": rid, "kind": "event", "account": PROBE_ACCOUNT, "service": "sms",
+                     "ts": "2026-11-24T10:00:00+01:00", "used": 1}
+            if fmt == "msgpack":
+                self.kafka.send([msgpack.packb(probe)], key=PROBE_ACCOUNT.encode())
+            else:
+                self.kafka.send([probe])
             self.kafka.flush()
             wait_for(lambda: rid in reader.by_id, deadline - time.monotonic(),
                      f"the probe decision {rid}", [reader], engine)
