@@ -42,6 +42,7 @@ _RFC3339 = re.compile(
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _DESTINATION = re.compile(r"\+?[0-9]{1,32}")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -60,6 +61,7 @@ class Request(NamedTuple):
     seq: int | None = None
     destination: str | None = None  # digits only, '+' removed
     plan: str | None = None  # only read by offline rating (`chargeflow rate`)
+    reply_to: str | None = None  # a topic that also gets the decision (CONTRACT §6.5)
 
 
 def decode(payload: object, fmt: str = "json") -> dict:
@@ -180,7 +182,7 @@ def _parse_common(obj: dict) -> Request | None:
         get("service"), get("ts")
     used, requested, destination, plan = get("used"), get("requested"), \
         get("destination"), get("plan")
-    session, seq = get("session"), get("seq")
+    session, seq, reply_to = get("session"), get("seq"), get("reply_to")
     if not (type(rid) is str and 0 < len(rid) <= 128 and type(kind) is str and kind in KINDS
             and type(account) is str and 0 < len(account) <= 128
             and "{" not in account and "}" not in account
@@ -204,8 +206,10 @@ def _parse_common(obj: dict) -> Request | None:
         if type(destination) is not str or not _DESTINATION.fullmatch(destination):
             return None
         destination = destination.lstrip("+")
+    if reply_to is not None and (type(reply_to) is not str or not _TOPIC.fullmatch(reply_to)):
+        return None
     return Request(rid, kind, account, service, ts, used or 0, requested or 0, session, seq,
-                   destination, plan)
+                   destination, plan, reply_to)
 
 
 def _parse_checked(obj: dict, rating_only: bool) -> Request:
@@ -230,7 +234,18 @@ def _parse_checked(obj: dict, rating_only: bool) -> Request:
         ts_ms=_timestamp(obj, rid), used=_units(obj, "used", rid) or 0,
         requested=_units(obj, "requested", rid) or 0, session=session, seq=seq,
         destination=_destination(obj, rid), plan=_text(obj, "plan", rid, 64, required=False),
+        reply_to=_reply_to(obj, rid),
     )
+
+
+def _reply_to(obj: dict, rid: str | None) -> str | None:
+    val = obj.get("reply_to")
+    if val is None:
+        return None
+    if not isinstance(val, str) or not _TOPIC.fullmatch(val):
+        raise RequestError("INVALID_FIELD", "field 'reply_to' must be a Kafka topic name (1-249 "
+                           f"of A-Z a-z 0-9 . _ -), got {describe(val)}", rid)
+    return val
 
 
 @overload

@@ -38,11 +38,13 @@ REJECTS = "chargeflow.rejects"
 
 
 class Output(NamedTuple):
-    """One message out: its topic (or file) kind, the key (the account) and the JSON bytes."""
+    """One message out: its kind (which names its topic or file), the key (the account), the
+    JSON bytes, and for a ``reply`` (a decision again, for the gateway that asked) its topic."""
 
-    kind: str  # "decision" | "charge" | "reject"
+    kind: str  # "decision" | "charge" | "reject" | "reply"
     key: bytes | None
     value: bytes
+    topic: str | None = None  # a reply's topic: the request's reply_to
 
 
 @dataclass
@@ -159,6 +161,8 @@ class Engine:
             latencies.append(latency_us)
             results[result] = results.get(result, 0) + 1
             outputs.append(Output("decision", key, value))
+            if out.request.reply_to is not None:
+                outputs.append(Output("reply", key, value, out.request.reply_to))
             if charge is not None:  # a replay re-emits it: outputs are at-least-once
                 outputs.append(Output("charge", key, charge))
                 for entry in out.ledger:

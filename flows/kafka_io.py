@@ -361,7 +361,8 @@ class _OutputPartition(StatelessSinkPartition):
                 continue
             while True:
                 try:
-                    produce(topic_of(o.kind), o.value, o.key, on_delivery=self._failed)
+                    produce(topic_of(o.kind) if o.topic is None else o.topic, o.value, o.key,
+                            on_delivery=self._failed)
                     break
                 except BufferError:  # the producer's queue is full: let it drain
                     self.producer.poll(0.05)

@@ -96,7 +96,8 @@ def run_jsonl(engine: Engine, lines: BinaryIO | Iterable[bytes], out_dir: Path,
                     engine.idle()
                     continue
                 for out in engine.process(chunk):
-                    files[out.kind].write(out.value + b"\n")
+                    if out.kind != "reply":  # a reply repeats a decision for a gateway
+                        files[out.kind].write(out.value + b"\n")
                 for f in files.values():
                     f.flush()
     finally:
