@@ -28,7 +28,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 
 from balances.accounts import AccountSpec
 from balances.codec import (
@@ -39,8 +39,8 @@ from balances.codec import (
     split_member,
     write_entry,
 )
+from balances.redis_errors import store_errors
 from charging.decide import BALANCE_LIMIT, Change, Outcome
-from charging.errors import StoreError
 from charging.state import Account
 
 DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
@@ -89,12 +89,11 @@ class PendingSave:
 
     def _read(self) -> dict[int, tuple]:
         assert self.connection is not None and self.sent is not None
-        try:
-            return _conflicted(self.connection.read_response(), range(len(self.names)))
-        except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
-            return self.store._run_write(*self.sent)
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot write to Redis: {exc}") from exc
+        with store_errors("cannot write to Redis"):
+            try:
+                return _conflicted(self.connection.read_response(), range(len(self.names)))
+            except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
+                return self.store._run_write(*self.sent)
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,8 @@ class BalanceStore:
             for rid in ids:
                 pipe.get(self.keys.idem(a, rid))
                 asked.append((a, rid))
-        try:
+        with store_errors("cannot read accounts from Redis"):
             replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot read accounts from Redis: {exc}") from exc
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
         decided = {key: decode_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
@@ -181,11 +178,9 @@ class BalanceStore:
             pending.replies = self._run_write(keys, entries)
         else:
             pending.connection = connection
-            try:
+            with store_errors("cannot write to Redis"):
                 connection.send_command("EVALSHA", self._write.sha, 1, keys[0],
                                         *self._write_args(entries))
-            except redis.RedisError as exc:
-                raise StoreError(f"cannot write to Redis: {exc}") from exc
             pending.sent = (keys, entries)
         return pending
 
@@ -198,10 +193,8 @@ class BalanceStore:
             yield None
             return
         pool = self.r.connection_pool
-        try:
+        with store_errors("cannot connect to Redis"):
             conn = pool.get_connection()
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot connect to Redis: {exc}") from exc
         try:
             yield conn
         except BaseException:
@@ -240,7 +233,7 @@ class BalanceStore:
             node = self.r.get_node_from_key(k).name if self.cluster else ""
             groups.setdefault(node, []).append(i)
         replies: dict[int, tuple] = {}
-        with _store_errors("cannot write to Redis"):
+        with store_errors("cannot write to Redis"):
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
@@ -265,7 +258,7 @@ class BalanceStore:
             slot = key_slot(self.keys.account(s.id).encode()) if self.cluster else 0
             groups.setdefault(slot, []).append(i)
         created = updated = 0
-        try:
+        with store_errors("cannot write accounts to Redis"):
             for idx in groups.values():
                 keys = [k for i in idx for k in (self.keys.account(specs[i].id),
                                                  self.keys.ledger(specs[i].id))]
@@ -273,8 +266,6 @@ class BalanceStore:
                                                                    use_bin_type=False)])
                 created += c
                 updated += u
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot write accounts to Redis: {exc}") from exc
         return created, updated
 
     def view(self, account: str) -> Account | None:
@@ -304,7 +295,7 @@ class BalanceStore:
                              f"to {MAX_ID_RETENTION_S:,}, got {ttl!r}")
         keys = [self.keys.account(account), self.keys.ledger(account),
                 self.keys.topup(account, topup_id or "")]
-        with _store_errors("cannot top up in Redis"):
+        with store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
                                                  ttl, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
@@ -313,7 +304,7 @@ class BalanceStore:
 
     def ledger(self, account: str) -> list[dict]:
         """The account's ledger entries, oldest first, with integer micros."""
-        with _store_errors(f"cannot read the ledger of {account!r}"):
+        with store_errors(f"cannot read the ledger of {account!r}"):
             rows = self.r.xrange(self.keys.ledger(account))
         out = []
         for entry_id, fields in rows:
@@ -333,7 +324,7 @@ class BalanceStore:
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""
         found: list[tuple[str, str]] = []
-        with _store_errors("cannot read the session expiry index"):
+        with store_errors("cannot read the session expiry index"):
             keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000)
                     if self.cluster else [self.keys.expiry("")])  # a single Redis: one index
             for key in keys:
@@ -351,7 +342,7 @@ class BalanceStore:
         for (account, session), deadline in deadlines.items():
             pipe.zadd(self.keys.expiry(account), {session_member(account, session): deadline},
                       xx=True, gt=True)
-        with _store_errors("cannot update the session expiry index"):
+        with store_errors("cannot update the session expiry index"):
             pipe.execute()
 
     def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
@@ -359,17 +350,8 @@ class BalanceStore:
         pipe = self.r.pipeline(transaction=False)
         for account, session in members:
             pipe.zrem(self.keys.expiry(account), session_member(account, session))
-        with _store_errors("cannot update the session expiry index"):
+        with store_errors("cannot update the session expiry index"):
             pipe.execute()
-
-
-@contextmanager
-def _store_errors(what: str) -> Iterator[None]:
-    """A Redis failure inside as ``StoreError("<what>: ...")``, which callers wait out."""
-    try:
-        yield
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreError(f"{what}: {exc}") from exc
 
 
 def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:

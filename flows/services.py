@@ -16,7 +16,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from balances.embedded import EmbeddedRedis
-from charging.errors import StoreError
+from balances.redis_errors import store_errors
 
 ENV_URL = "CHARGEFLOW_REDIS_URL"
 DEFAULT_DATA_DIR = ".chargeflow"
@@ -50,13 +50,11 @@ class Services:
         """A connected client (raises ``StoreError`` when the server cannot be reached,
         ``ValueError`` when the URL is not one)."""
         url = self.redis_url or self.embedded.start()
-        try:
-            client = connect(url)
-        except ValueError as exc:  # not a URL redis-py reads: the user's to fix
-            raise ValueError(f"{url!r} is not a Redis URL ({exc}); use redis://, rediss://, "
-                             "unix:// or redis+cluster://") from exc
-        try:
+        with store_errors(f"cannot reach Redis at {url}"):
+            try:
+                client = connect(url)  # a cluster client connects to its nodes here
+            except ValueError as exc:  # not a URL redis-py reads: the user's to fix
+                raise ValueError(f"{url!r} is not a Redis URL ({exc}); use redis://, "
+                                 "rediss://, unix:// or redis+cluster://") from exc
             client.ping()
-        except (redis.RedisError, OSError, ValueError) as exc:
-            raise StoreError(f"cannot reach Redis at {url}: {exc}") from exc
         return client
