@@ -10,6 +10,12 @@
   decided comes back as a ``Conflict`` carrying its fresh state, and the caller decides those
   requests again: the store never guesses.
 
+Versions never repeat: every script that changes an account (write, topup, upsert) gives it
+max(old + 1, the server's time in µs), so even a Redis that lost acknowledged writes (a
+failover to a lagging replica, a restore, a crash under ``appendfsync everysec``) and took
+later changes since cannot hand a cached state's version to another state. (This holds as
+long as the server's clock does not go back by more than the writes it lost.)
+
 On Redis Cluster the write entries are grouped by the node that serves their slot (every key
 of an account shares its ``{account}`` hash tag): one script call per node, routed by its
 first account's key; the script names the other accounts' keys itself, which Redis allows
@@ -74,24 +80,26 @@ class PendingSave:
         self.accounts = accounts
         self.changes = changes
         self.names = names
-        self.replies: dict[int, tuple] | None = None  # entry -> (hgetall, decided ids)
+        # entry -> the server time (µs) of its write, or (hgetall, decided ids) of a conflict
+        self.replies: dict[int, int | tuple] | None = None
         self.connection: Connection | None = None
         self.sent: tuple[list[str], list[list]] | None = None
         self._found: dict[str, Conflict] | None = None
 
     def result(self) -> dict[str, Conflict]:
-        """The accounts that conflicted (not written); the others now have version + 1."""
+        """The accounts that conflicted (not written); the others now have their new
+        version, here as in the store."""
         if self._found is None:
             if self.replies is None:
                 self.replies = self._read()
             self._found = self.store._conflicts(self, self.replies)
         return self._found
 
-    def _read(self) -> dict[int, tuple]:
+    def _read(self) -> dict[int, int | tuple]:
         assert self.connection is not None and self.sent is not None
         with store_errors("cannot write to Redis"):
             try:
-                return _conflicted(self.connection.read_response(), range(len(self.names)))
+                return _replies(self.connection.read_response(), range(len(self.names)))
             except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
                 return self.store._run_write(*self.sent)
 
@@ -146,7 +154,8 @@ class BalanceStore:
         """Write what a batch decided; returns the accounts that conflicted (not written).
 
         ``accounts`` hold the new states, whose ``version`` is still the one they were read
-        at; written accounts get ``version + 1`` here, in the store and in memory.
+        at; written accounts get their new version (``lua/write.lua``: max(version + 1, the
+        server's time in µs)) here, in the store and in memory.
         """
         return self.send_save(accounts, changes, outcomes, ledger).result()
 
@@ -208,15 +217,15 @@ class BalanceStore:
         return [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
                 msgpack.packb(entries, use_bin_type=False)]
 
-    def _conflicts(self, pending: PendingSave, replies: dict[int, tuple]
+    def _conflicts(self, pending: PendingSave, replies: dict[int, int | tuple]
                    ) -> dict[str, Conflict]:
         conflicts: dict[str, Conflict] = {}
         for i, name in enumerate(pending.names):
-            found = replies.get(i)
-            if found is None:  # written
+            found = replies[i]
+            if type(found) is int:  # written at that server time: the version the script set
                 acct = pending.accounts.get(name)
                 if acct is not None and pending.changes[name].changed:
-                    acct.version += 1
+                    acct.version = max(acct.version + 1, found)
                 continue
             raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
@@ -225,14 +234,14 @@ class BalanceStore:
             conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts
 
-    def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, tuple]:
-        """Run lua/write.lua over the entries (one call, or one per node on a cluster); the
-        conflicted entries' numbers -> (hgetall, decided ids)."""
+    def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, int | tuple]:
+        """Run lua/write.lua over the entries (one call, or one per node on a cluster); each
+        entry's number -> the server time of its write, or (hgetall, decided ids)."""
         groups: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             node = self.r.get_node_from_key(k).name if self.cluster else ""
             groups.setdefault(node, []).append(i)
-        replies: dict[int, tuple] = {}
+        replies: dict[int, int | tuple] = {}
         with store_errors("cannot write to Redis"):
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
@@ -240,7 +249,7 @@ class BalanceStore:
                 reply = self._write(keys=[keys[idx[0]]],
                                     args=self._write_args([entries[i] for i in idx]),
                                     client=client)
-                replies.update(_conflicted(reply, idx))
+                replies.update(_replies(reply, idx))
         return replies
 
     # -- administration --------------------------------------------------------------------
@@ -354,8 +363,12 @@ class BalanceStore:
             pipe.execute()
 
 
-def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:
-    """lua/write.lua's reply (entry number from 1, hgetall, decided ids; per conflict) as
-    ``positions[entry - 1]`` -> (hgetall, decided ids)."""
-    return {positions[int(reply[k]) - 1]: (reply[k + 1], reply[k + 2])
-            for k in range(0, len(reply), 3)}
+def _replies(reply: list, positions: Sequence[int]) -> dict[int, int | tuple]:
+    """lua/write.lua's reply (the server time in µs, then per conflict: entry number from
+    1, hgetall, decided ids) as ``positions[entry - 1]`` -> (hgetall, decided ids) for the
+    conflicts and -> the server time for the entries written."""
+    now = int(reply[0])
+    found: dict[int, int | tuple] = dict.fromkeys(positions, now)
+    for k in range(1, len(reply), 3):
+        found[positions[int(reply[k]) - 1]] = (reply[k + 1], reply[k + 2])
+    return found
