@@ -14,7 +14,7 @@ import click
 from charging import native
 from charging.errors import BrokerError, DataDirError, StoreError
 from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
-from flows.services import Services
+from flows.services import Services, shown_url
 
 
 @click.command("run")
@@ -157,8 +157,9 @@ def _run_kafka(config, services: Services, kafka: str | None, workers: int,
                  "process 0 of the cluster creates them; start it with the same --recovery", 2)
         recovery = RecoveryConfig(str(rdir))
     log = logging.getLogger("chargeflow.engine")
-    log.info("starting: kafka %s, redis %s, %d worker(s)%s; %s", brokers, config.redis_url,
-             workers, f", recovery {recovery_dir}" if recovery_dir else "", native.describe())
+    log.info("starting: kafka %s, redis %s, %d worker(s)%s; %s", brokers,
+             shown_url(config.redis_url), workers,
+             f", recovery {recovery_dir}" if recovery_dir else "", native.describe())
     stop = threading.Event()
     flow = kafka_flow(brokers, partial(make_engine, config, metrics), topics, stop=stop)
 

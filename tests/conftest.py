@@ -292,6 +292,14 @@ def stop_process(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def _answers(client: redis.Redis) -> bool:
+    """The server is up: it answers PING, or refuses it for want of a password."""
+    try:
+        return bool(client.ping())
+    except redis.AuthenticationError:
+        return True
+
+
 class ServerFactory:
     """Starts private redis-server processes in a directory; ``close`` kills them all."""
 
@@ -312,7 +320,7 @@ class ServerFactory:
         self.procs.append(proc)
         client = redis.Redis(port=port, socket_timeout=2)
         try:
-            wait_until(lambda: proc.poll() is None and client.ping(), 10,
+            wait_until(lambda: proc.poll() is None and _answers(client), 10,
                        f"redis-server on port {port}")
         finally:
             client.close()
