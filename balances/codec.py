@@ -31,6 +31,9 @@ from charging.state import Account, Bucket, Session
 
 SEP = "\x1f"
 SLOTS = 16384
+#: Account versions are below this: the scripts' Lua numbers hold them, and their next
+#: (``lua/write.lua``: max(version + 1, server time in µs)), exactly.
+VERSION_LIMIT = 2**53 - 1
 
 
 class Keys:
@@ -116,8 +119,9 @@ def decode_buckets(blob: bytes) -> list[Bucket]:
 
 def changed_fields(acct: Account, sessions: set[str], buckets: set[str]
                    ) -> dict[str, bytes | str]:
-    """The fields a charging write changes: money, version, the named allowances and sessions
-    (plan, status and allow_negative change only through ``accounts load``)."""
+    """The fields a charging write changes: money, the named allowances and sessions (plan,
+    status and allow_negative change only through ``accounts load``; the version is the
+    write script's, ``lua/write.lua``)."""
     fields: dict[str, bytes | str] = {"bal": str(acct.balance), "res": str(acct.reserved)}
     for service in buckets:
         if service in acct.allowances:
@@ -151,6 +155,8 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
         acct = Account(id=account, plan=text("plan"), balance=int(text("bal")),
                        status=text("status", "active"), allow_negative=text("neg", "0") == "1",
                        reserved=int(text("res", "0")), version=int(text("ver")))
+        if not 0 <= acct.version < VERSION_LIMIT:
+            raise ValueError(f"version {acct.version} is outside 0 to 2**53 - 2")
         for name, value in fields.items():
             if name.startswith("b:"):
                 acct.allowances[name[2:]] = decode_buckets(value)
@@ -251,7 +257,6 @@ def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outc
         expected = "" if acct is None else str(acct.version)
         return [name, expected, [], [], idem, ledger, expiry, [], []]
     fields = changed_fields(acct, change.sessions_written, change.buckets)
-    fields["ver"] = str(acct.version + 1)
     hset = [x for kv in fields.items() for x in kv]
     hdel = [f"s:{sid}" for sid in change.sessions_removed]
     # the expiry index gets a session's deadline when it opens, a lower bound from then

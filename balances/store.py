@@ -10,6 +10,12 @@
   decided comes back as a ``Conflict`` carrying its fresh state, and the caller decides those
   requests again: the store never guesses.
 
+Versions never repeat: every script that changes an account (write, topup, upsert) gives it
+max(old + 1, the server's time in µs), so even a Redis that lost acknowledged writes (a
+failover to a lagging replica, a restore, a crash under ``appendfsync everysec``) and took
+later changes since cannot hand a cached state's version to another state. (This holds as
+long as the server's clock does not go back by more than the writes it lost.)
+
 On Redis Cluster the write entries are grouped by the node that serves their slot (every key
 of an account shares its ``{account}`` hash tag): one script call per node, routed by its
 first account's key; the script names the other accounts' keys itself, which Redis allows
@@ -28,7 +34,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 
 from balances.accounts import AccountSpec
 from balances.codec import (
@@ -39,8 +45,8 @@ from balances.codec import (
     split_member,
     write_entry,
 )
+from balances.redis_errors import store_errors
 from charging.decide import BALANCE_LIMIT, Change, Outcome
-from charging.errors import StoreError
 from charging.state import Account
 
 DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
@@ -74,27 +80,28 @@ class PendingSave:
         self.accounts = accounts
         self.changes = changes
         self.names = names
-        self.replies: dict[int, tuple] | None = None  # entry -> (hgetall, decided ids)
+        # entry -> the server time (µs) of its write, or (hgetall, decided ids) of a conflict
+        self.replies: dict[int, int | tuple] | None = None
         self.connection: Connection | None = None
         self.sent: tuple[list[str], list[list]] | None = None
         self._found: dict[str, Conflict] | None = None
 
     def result(self) -> dict[str, Conflict]:
-        """The accounts that conflicted (not written); the others now have version + 1."""
+        """The accounts that conflicted (not written); the others now have their new
+        version, here as in the store."""
         if self._found is None:
             if self.replies is None:
                 self.replies = self._read()
             self._found = self.store._conflicts(self, self.replies)
         return self._found
 
-    def _read(self) -> dict[int, tuple]:
+    def _read(self) -> dict[int, int | tuple]:
         assert self.connection is not None and self.sent is not None
-        try:
-            return _conflicted(self.connection.read_response(), range(len(self.names)))
-        except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
-            return self.store._run_write(*self.sent)
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot write to Redis: {exc}") from exc
+        with store_errors("cannot write to Redis"):
+            try:
+                return _replies(self.connection.read_response(), range(len(self.names)))
+            except NoScriptError:  # Redis lost its scripts (restart, SCRIPT FLUSH): nothing ran
+                return self.store._run_write(*self.sent)
 
 
 @dataclass(frozen=True)
@@ -134,10 +141,8 @@ class BalanceStore:
             for rid in ids:
                 pipe.get(self.keys.idem(a, rid))
                 asked.append((a, rid))
-        try:
+        with store_errors("cannot read accounts from Redis"):
             replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot read accounts from Redis: {exc}") from exc
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
         decided = {key: decode_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
@@ -149,7 +154,8 @@ class BalanceStore:
         """Write what a batch decided; returns the accounts that conflicted (not written).
 
         ``accounts`` hold the new states, whose ``version`` is still the one they were read
-        at; written accounts get ``version + 1`` here, in the store and in memory.
+        at; written accounts get their new version (``lua/write.lua``: max(version + 1, the
+        server's time in µs)) here, in the store and in memory.
         """
         return self.send_save(accounts, changes, outcomes, ledger).result()
 
@@ -181,11 +187,9 @@ class BalanceStore:
             pending.replies = self._run_write(keys, entries)
         else:
             pending.connection = connection
-            try:
+            with store_errors("cannot write to Redis"):
                 connection.send_command("EVALSHA", self._write.sha, 1, keys[0],
                                         *self._write_args(entries))
-            except redis.RedisError as exc:
-                raise StoreError(f"cannot write to Redis: {exc}") from exc
             pending.sent = (keys, entries)
         return pending
 
@@ -198,10 +202,8 @@ class BalanceStore:
             yield None
             return
         pool = self.r.connection_pool
-        try:
+        with store_errors("cannot connect to Redis"):
             conn = pool.get_connection()
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot connect to Redis: {exc}") from exc
         try:
             yield conn
         except BaseException:
@@ -215,15 +217,15 @@ class BalanceStore:
         return [self.keys.prefix, self.retention_s, self.ledger_retention_s * 1000,
                 msgpack.packb(entries, use_bin_type=False)]
 
-    def _conflicts(self, pending: PendingSave, replies: dict[int, tuple]
+    def _conflicts(self, pending: PendingSave, replies: dict[int, int | tuple]
                    ) -> dict[str, Conflict]:
         conflicts: dict[str, Conflict] = {}
         for i, name in enumerate(pending.names):
-            found = replies.get(i)
-            if found is None:  # written
+            found = replies[i]
+            if type(found) is int:  # written at that server time: the version the script set
                 acct = pending.accounts.get(name)
                 if acct is not None and pending.changes[name].changed:
-                    acct.version += 1
+                    acct.version = max(acct.version + 1, found)
                 continue
             raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
@@ -232,22 +234,22 @@ class BalanceStore:
             conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts
 
-    def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, tuple]:
-        """Run lua/write.lua over the entries (one call, or one per node on a cluster); the
-        conflicted entries' numbers -> (hgetall, decided ids)."""
+    def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, int | tuple]:
+        """Run lua/write.lua over the entries (one call, or one per node on a cluster); each
+        entry's number -> the server time of its write, or (hgetall, decided ids)."""
         groups: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
             node = self.r.get_node_from_key(k).name if self.cluster else ""
             groups.setdefault(node, []).append(i)
-        replies: dict[int, tuple] = {}
-        with _store_errors("cannot write to Redis"):
+        replies: dict[int, int | tuple] = {}
+        with store_errors("cannot write to Redis"):
             for idx in groups.values():
                 client = (self.r.get_redis_connection(self.r.get_node_from_key(keys[idx[0]]))
                           if self.cluster else self.r)
                 reply = self._write(keys=[keys[idx[0]]],
                                     args=self._write_args([entries[i] for i in idx]),
                                     client=client)
-                replies.update(_conflicted(reply, idx))
+                replies.update(_replies(reply, idx))
         return replies
 
     # -- administration --------------------------------------------------------------------
@@ -265,7 +267,7 @@ class BalanceStore:
             slot = key_slot(self.keys.account(s.id).encode()) if self.cluster else 0
             groups.setdefault(slot, []).append(i)
         created = updated = 0
-        try:
+        with store_errors("cannot write accounts to Redis"):
             for idx in groups.values():
                 keys = [k for i in idx for k in (self.keys.account(specs[i].id),
                                                  self.keys.ledger(specs[i].id))]
@@ -273,8 +275,6 @@ class BalanceStore:
                                                                    use_bin_type=False)])
                 created += c
                 updated += u
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot write accounts to Redis: {exc}") from exc
         return created, updated
 
     def view(self, account: str) -> Account | None:
@@ -304,7 +304,7 @@ class BalanceStore:
                              f"to {MAX_ID_RETENTION_S:,}, got {ttl!r}")
         keys = [self.keys.account(account), self.keys.ledger(account),
                 self.keys.topup(account, topup_id or "")]
-        with _store_errors("cannot top up in Redis"):
+        with store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
                                                  ttl, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
@@ -313,7 +313,7 @@ class BalanceStore:
 
     def ledger(self, account: str) -> list[dict]:
         """The account's ledger entries, oldest first, with integer micros."""
-        with _store_errors(f"cannot read the ledger of {account!r}"):
+        with store_errors(f"cannot read the ledger of {account!r}"):
             rows = self.r.xrange(self.keys.ledger(account))
         out = []
         for entry_id, fields in rows:
@@ -333,7 +333,7 @@ class BalanceStore:
     def expired(self, now_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Sessions whose release deadline passed: (account, session), up to ``limit``."""
         found: list[tuple[str, str]] = []
-        with _store_errors("cannot read the session expiry index"):
+        with store_errors("cannot read the session expiry index"):
             keys = (self.r.scan_iter(match=self.keys.expiry_pattern(), count=1000)
                     if self.cluster else [self.keys.expiry("")])  # a single Redis: one index
             for key in keys:
@@ -351,7 +351,7 @@ class BalanceStore:
         for (account, session), deadline in deadlines.items():
             pipe.zadd(self.keys.expiry(account), {session_member(account, session): deadline},
                       xx=True, gt=True)
-        with _store_errors("cannot update the session expiry index"):
+        with store_errors("cannot update the session expiry index"):
             pipe.execute()
 
     def remove_expiry(self, members: Iterable[tuple[str, str]]) -> None:
@@ -359,21 +359,16 @@ class BalanceStore:
         pipe = self.r.pipeline(transaction=False)
         for account, session in members:
             pipe.zrem(self.keys.expiry(account), session_member(account, session))
-        with _store_errors("cannot update the session expiry index"):
+        with store_errors("cannot update the session expiry index"):
             pipe.execute()
 
 
-@contextmanager
-def _store_errors(what: str) -> Iterator[None]:
-    """A Redis failure inside as ``StoreError("<what>: ...")``, which callers wait out."""
-    try:
-        yield
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreError(f"{what}: {exc}") from exc
-
-
-def _conflicted(reply: list, positions: Sequence[int]) -> dict[int, tuple]:
-    """lua/write.lua's reply (entry number from 1, hgetall, decided ids; per conflict) as
-    ``positions[entry - 1]`` -> (hgetall, decided ids)."""
-    return {positions[int(reply[k]) - 1]: (reply[k + 1], reply[k + 2])
-            for k in range(0, len(reply), 3)}
+def _replies(reply: list, positions: Sequence[int]) -> dict[int, int | tuple]:
+    """lua/write.lua's reply (the server time in µs, then per conflict: entry number from
+    1, hgetall, decided ids) as ``positions[entry - 1]`` -> (hgetall, decided ids) for the
+    conflicts and -> the server time for the entries written."""
+    now = int(reply[0])
+    found: dict[int, int | tuple] = dict.fromkeys(positions, now)
+    for k in range(1, len(reply), 3):
+        found[positions[int(reply[k]) - 1]] = (reply[k + 1], reply[k + 2])
+    return found

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
+from balances.redis_errors import store_errors
 from charging.catalog import Catalog, parse_catalog
 from charging.compiler import CompiledCatalog, compile_catalog
 from charging.errors import CatalogError, Problem, StoreError
@@ -48,7 +48,7 @@ def load_catalog_text(client: redis.Redis | RedisCluster, text: str, *, prefix: 
     """
     catalog = parse_catalog(text, source=source)
     keys = CatalogKeys(prefix)
-    try:
+    with store_errors("cannot store the catalog in Redis"):
         stored = client.hget(keys.hashes, catalog.version)
         if stored is not None and stored.decode() != catalog.content_hash:
             raise CatalogError([Problem("version", f"version {catalog.version!r} is already "
@@ -60,8 +60,6 @@ def load_catalog_text(client: redis.Redis | RedisCluster, text: str, *, prefix: 
         pipe.set(keys.active, catalog.version)
         pipe.execute()
         client.publish(keys.events, catalog.version)
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise StoreError(f"cannot store the catalog in Redis: {exc}") from exc
     return catalog
 
 
@@ -98,10 +96,8 @@ class CatalogCache:
 
     def refresh(self) -> str | None:
         """Read the active version now; returns it (None when no catalog was loaded)."""
-        try:
+        with store_errors("cannot read the active catalog version"):
             active = self.r.get(self.keys.active)
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot read the active catalog version: {exc}") from exc
         self._checked = self.clock()
         self._active = active.decode() if active is not None else None
         return self._active
@@ -125,10 +121,8 @@ class CatalogCache:
         if version in self._compiled:
             self._compiled.move_to_end(version)
             return self._compiled[version]
-        try:
+        with store_errors(f"cannot read catalog {version!r}"):
             text = self.r.hget(self.keys.versions, version)
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot read catalog {version!r}: {exc}") from exc
         if text is None:
             raise KeyError(version)
         # a stored version validated when it was loaded; one with keys an earlier release

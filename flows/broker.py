@@ -20,7 +20,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from balances.embedded import running_pid
+from balances.embedded import open_private, running_pid
 from charging.errors import BrokerError
 from flows.kafka import KafkaSettings, describe_error
 
@@ -85,7 +85,8 @@ class EmbeddedBroker:
             return running
         port = free_port()
         addr = f"127.0.0.1:{port}"
-        log = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
+        # 0600, as the embedded Redis's files: the log names topics and clients
+        log = open(open_private(self.data_dir / "broker.log"), "ab")  # noqa: SIM115 - the child's
         proc = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", f"tcp://{addr}",
              "--advertised-listener-url", f"tcp://{addr}", "--storage-engine", self.storage],

@@ -33,7 +33,8 @@ def catalog() -> None:
 @catalog.command("load")
 @click.argument("file", type=click.Path(dir_okay=False))
 @service_options
-def catalog_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+def catalog_load(file: str, redis_url: str | None, redis_password_file: str | None,
+                 data_dir: str | None, as_json: bool) -> None:
     """Validate FILE and make it the active catalog version in Redis (atomically)."""
     from catalog_cache.store import load_catalog_text
 
@@ -41,7 +42,7 @@ def catalog_load(file: str, redis_url: str | None, data_dir: str | None, as_json
         text = Path(file).read_text(encoding="utf-8-sig")  # a byte-order mark is not content
     except (OSError, UnicodeDecodeError) as exc:
         fail(as_json, f"cannot read {file}: {exc}")
-    services, client = connect_services(redis_url, data_dir)
+    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
         cat = load_catalog_text(client, text, prefix=services.prefix, source=file)
     except CatalogError as exc:
@@ -85,7 +86,8 @@ def accounts() -> None:
 @accounts.command("load")
 @click.argument("file", type=click.Path(dir_okay=False))
 @service_options
-def accounts_load(file: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+def accounts_load(file: str, redis_url: str | None, redis_password_file: str | None,
+                  data_dir: str | None, as_json: bool) -> None:
     """Load accounts from FILE (YAML list or JSONL), all or nothing.
 
     New accounts get their balance (ledgered as "open"); existing ones keep balance and
@@ -95,7 +97,7 @@ def accounts_load(file: str, redis_url: str | None, data_dir: str | None, as_jso
     from balances.store import BalanceStore
     from catalog_cache.store import CatalogCache
 
-    services, client = connect_services(redis_url, data_dir)
+    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
         cache = CatalogCache(client, prefix=services.prefix)
         active = cache.refresh()
@@ -113,12 +115,13 @@ def accounts_load(file: str, redis_url: str | None, data_dir: str | None, as_jso
 @click.command("balance")
 @click.argument("account")
 @service_options
-def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+def balance(account: str, redis_url: str | None, redis_password_file: str | None,
+            data_dir: str | None, as_json: bool) -> None:
     """Show an account: balance, reserved money, allowances and open sessions."""
     from balances.store import BalanceStore
     from charging.decide import format_balance
 
-    services, client = connect_services(redis_url, data_dir)
+    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
         acct = BalanceStore(client, prefix=services.prefix).view(account)
     except StoreError as exc:
@@ -177,7 +180,8 @@ def balance(account: str, redis_url: str | None, data_dir: str | None, as_json: 
               help="Seconds the --id is remembered (0: for ever).")
 @service_options
 def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
-          redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+          redis_url: str | None, redis_password_file: str | None, data_dir: str | None,
+          as_json: bool) -> None:
     """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
     from balances.store import BalanceStore
     from charging.decide import BALANCE_LIMIT, format_balance
@@ -192,7 +196,7 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
     if abs(micros) > BALANCE_LIMIT:
         fail(as_json, f"AMOUNT {amount!r} is beyond the supported range of balances, "
              f"±{format_balance(BALANCE_LIMIT)}")
-    services, client = connect_services(redis_url, data_dir)
+    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
         status, bal = BalanceStore(client, prefix=services.prefix).topup(
             account, micros.numerator, topup_id=topup_id, id_retention_s=id_retention_s)
@@ -215,14 +219,15 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
 
 @click.command("sweep")
 @service_options
-def sweep_cmd(redis_url: str | None, data_dir: str | None, as_json: bool) -> None:
+def sweep_cmd(redis_url: str | None, redis_password_file: str | None, data_dir: str | None,
+              as_json: bool) -> None:
     """Release the reservations of sessions silent for 2 × their validity."""
     import time
 
     from balances.store import BalanceStore
     from balances.sweeper import sweep
 
-    services, client = connect_services(redis_url, data_dir)
+    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
         n = sweep(BalanceStore(client, prefix=services.prefix), int(time.time() * 1000))
     except StoreError as exc:

@@ -33,26 +33,38 @@ def load_catalog_or_exit(path: str, as_json: bool) -> Catalog:
         sys.exit(1)
 
 
+def password_file_option(fn):
+    """--redis-password-file: the password of --redis from a file (flows/services.py)."""
+    return click.option(
+        "--redis-password-file", "redis_password_file", default=None, metavar="FILE",
+        help="Read the password of --redis from FILE's first line (before "
+        "$CHARGEFLOW_REDIS_PASSWORD, before the URL's own).")(fn)
+
+
 def service_options(fn):
-    """--redis, --data-dir and --json, as every command of CONTRACT §5 takes them."""
+    """--redis, --redis-password-file, --data-dir and --json, as every command of CONTRACT
+    §5 takes them."""
     fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
     fn = click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
                       help="Directory of the embedded Redis (default .chargeflow/).")(fn)
+    fn = password_file_option(fn)
     fn = click.option("--redis", "redis_url", default=None,
                       help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded).")(fn)
     return fn
 
 
-def connect_services(redis_url: str | None, data_dir: str | None):
-    """(Services, client); exit 2 with the reason when Redis cannot be reached, 1 when
-    ``--redis`` is not a Redis URL."""
-    services = Services.from_options(redis_url, data_dir)
+def connect_services(redis_url: str | None, data_dir: str | None,
+                     password_file: str | None = None):
+    """(Services, client); exit 2 with the reason when Redis cannot be reached, 1 when the
+    options are wrong: ``--redis`` is not a Redis URL, the password file cannot be read, the
+    data directory cannot be used."""
     try:
+        services = Services.from_options(redis_url, data_dir, password_file=password_file)
         return services, services.redis()
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except ValueError as exc:  # a malformed --redis: bad input, not an unreachable service
+    except ValueError as exc:  # DataDirError too: bad input, not an unreachable service
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

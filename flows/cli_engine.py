@@ -15,7 +15,7 @@ import click
 from charging import native
 from charging.errors import BrokerError, DataDirError, StoreError
 from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
-from flows.services import Services
+from flows.services import Services, shown_url
 
 
 @click.command("run")
@@ -183,7 +183,7 @@ def _run_kafka(config, services: Services, kafka: str | None, kafka_config: dict
     except BrokerError as exc:
         fail(False, str(exc), 2)
     log.info("starting: kafka %s (group %s, topic %s), redis %s, %d worker(s); %s", brokers,
-             group, topics.requests, config.redis_url, workers, native.describe())
+             group, topics.requests, shown_url(config.redis_url), workers, native.describe())
     stop = threading.Event()
     flow = kafka_flow(settings, partial(make_engine, config, metrics), topics, stop=stop,
                       commit_every_s=commit_s)

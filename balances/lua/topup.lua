@@ -13,12 +13,16 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
 -- fails half-way is not rolled back, so everything is checked before the first write
 local fields = redis.call('HMGET', KEYS[1], 'bal', 'ver', 'plan', 'res', 'neg')
 local function whole(v) return v and string.match(v, '^[+-]?%d+$') end
--- the version as HINCRBY takes it: no sign but '-', no leading zero, and room for + 1
+-- the version as the engine writes it: digits, no sign or leading zero, below 2^53 - 1 so
+-- that it and the next are exact Lua numbers
 local function version(v)
-  return v and #v <= 18 and (v == '0' or string.match(v, '^%-?[1-9]%d*$'))
+  if not (v and (v == '0' or string.match(v, '^[1-9]%d*$'))) then return nil end
+  local n = tonumber(v)
+  return n < 9007199254740991 and n
 end
+local ver = version(fields[2])
 local ledger_type = redis.call('TYPE', KEYS[2])['ok']
-if not (whole(fields[1]) and version(fields[2]) and fields[3]
+if not (whole(fields[1]) and ver and fields[3]
         and (not fields[4] or whole(fields[4]))
         and (ledger_type == 'none' or ledger_type == 'stream')) then
   return {'corrupt'}  -- never guess a balance, a version or a plan
@@ -32,8 +36,13 @@ local after = balance + amount
 if after > limit or after < -limit or (amount < 0 and not negative and after < reserved) then
   return {'limit', tostring(balance)}
 end
-redis.call('HINCRBY', KEYS[1], 'ver', 1)  -- checked above: none of the writes can fail
-redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after))
+-- a version never given before (lua/write.lua): the engine's cached state of the account,
+-- whatever Redis forgot, can no longer pass the version check
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- checked above: none of the writes can fail
+redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after),
+           'ver', string.format('%.0f', math.max(ver + 1, now)))
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'delta', ARGV[1],
            'balance', string.format('%.0f', after), 'reason', ARGV[2])
 if idempotent then

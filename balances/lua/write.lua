@@ -9,28 +9,36 @@
 --          than thousands of arguments), each entry an array:
 --            1 account
 --            2 expected version ("" for an account that does not exist)
---            3 {field, value, ...}          hash fields to set (includes the new "ver")
+--            3 {field, value, ...}          hash fields to set (the script adds "ver")
 --            4 {field, ...}                 hash fields to delete (ended sessions)
 --            5 {request_id, record, ...}    idempotency records
 --            6 {{field, value, ...}, ...}   ledger entries for the account's stream
 --            7 expiry key
 --            8 {score, member, ...}         session deadlines to set
 --            9 {member, ...}                session deadlines to drop
--- Returns the conflicts only, flat: {entry number, hgetall, {request_id, record, ...}, ...}
--- (an empty array when every entry was written). A conflict (the version moved, or a
--- request id was decided already) writes nothing for that entry.
+-- Returns {now, then the conflicts flat: entry number, hgetall, {request_id, record, ...},
+-- ...}: now is the server time in µs the new versions were made from, and an entry with no
+-- conflict was written. A conflict (the version moved, or a request id was decided
+-- already) writes nothing for that entry.
+--
+-- Versions never repeat, even on a Redis that lost acknowledged writes (a failover to a
+-- lagging replica, a restore, an OS crash under appendfsync everysec): a written account
+-- gets max(expected + 1, now), never a number it had before, so a writer holding a version
+-- of a forgotten write conflicts instead of overwriting what came since. The caller knows
+-- the expected version and gets now: it computes the new one without another read.
+-- (Exact in Lua numbers: µs since 1970 stay below 2^53 until the year 2255.)
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local entries = cmsgpack.unpack(ARGV[4])
+local t = redis.call('TIME')  -- once per call: versions and the ledger's trim
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- Ledger entries older than the retention are trimmed as new ones are appended (MINID ~:
 -- whole stream nodes only, so the cost is O(1) amortised); every entry carries the balance
 -- after it, so a trimmed ledger still reconciles from its oldest entry.
 local trim = nil
 if tonumber(ARGV[3]) > 0 then
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  trim = string.format('%.0f', now_ms - tonumber(ARGV[3]))
+  trim = string.format('%.0f', math.floor(now / 1000) - tonumber(ARGV[3]))
 end
-local out = {}
+local out = {now}
 for i, e in ipairs(entries) do
   local tag = prefix .. ':{' .. e[1] .. '}:'
   local acct = tag .. 'acct'
@@ -57,7 +65,12 @@ for i, e in ipairs(entries) do
     out[#out + 1] = redis.call('HGETALL', acct)
     out[#out + 1] = hits
   else
-    if #e[3] > 0 then redis.call('HSET', acct, unpack(e[3])) end
+    local set = e[3]
+    if #set > 0 then  -- the account changed: a new version with it
+      set[#set + 1] = 'ver'
+      set[#set + 1] = string.format('%.0f', math.max(tonumber(e[2]) + 1, now))
+      redis.call('HSET', acct, unpack(set))
+    end
     if #e[4] > 0 then redis.call('HDEL', acct, unpack(e[4])) end
     local ledger = tag .. 'ledger'
     for _, fields in ipairs(e[6]) do

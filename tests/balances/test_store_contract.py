@@ -103,6 +103,43 @@ def test_upsert_creates_with_open_entry_and_updates_without_touching_balance(mak
     assert r.store.view("nobody") is None
 
 
+@charging_on
+def test_versions_come_from_the_server_clock_and_never_repeat(make):
+    # every writer (accounts load, a top-up, a charge, a sweep's release) sets
+    # max(old + 1, server time in µs): so an account rolled back to an old state (Redis
+    # lost writes) and changed again never shows a version a cached state may hold
+    r = make()
+    node = (r.client.get_node_from_key(r.store.keys.account("a")).redis_connection
+            if isinstance(r.client, RedisCluster) else r.client)
+    sec, usec = node.time()
+    versions = [r.store.view("a").version]
+    r.store.topup("a", 1_000_000)
+    versions.append(r.store.view("a").version)
+    r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
+    versions.append(r.store.view("a").version)
+    r.store.upsert_accounts(parse_accounts("[{id: a, plan: DAILY_SMS, balance: '1'}]",
+                                           r.catalog))
+    versions.append(r.store.view("a").version)
+    assert versions == sorted(set(versions))  # strictly increasing
+    assert sec * 10**6 + usec - 60 * 10**6 < versions[-1] < 2**53  # server µs, exact in Lua
+    # as a restore would: the account back at the version of after the top-up
+    r.client.hset(r.store.keys.account("a"), "ver", versions[1])
+    r.store.topup("a", 1_000_000)
+    assert r.store.view("a").version > versions[-1]
+    check_books(r, "a")
+
+
+@pytest.mark.parametrize("ver", [b"-1", str(2**53 - 1).encode(), b"1e3"])
+def test_a_version_outside_the_exact_range_is_corrupt_not_guessed(make, ver):
+    from charging.errors import CorruptAccountError
+
+    r = make()
+    r.client.hset(r.store.keys.account("a"), "ver", ver)
+    with pytest.raises(CorruptAccountError):
+        r.store.view("a")
+    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+
+
 @pytest.mark.parametrize("store_client", BOTH, indirect=True)
 def test_topup_without_id_is_ledgered(make):
     r = make()
@@ -143,9 +180,10 @@ def test_topup_ids_can_be_kept_for_ever_or_for_a_given_time(make):
 
 
 @pytest.mark.parametrize("ver", [b"+5", b"007", b"9223372036854775807"])
-def test_a_topup_writes_all_or_nothing_on_a_version_hincrby_refuses(make, ver):
+def test_a_topup_writes_all_or_nothing_on_a_version_it_cannot_use(make, ver):
     # read by the engine (int()), refused by HINCRBY: the balance was written first, then
-    # the script failed, leaving a credit with no ledger entry and no remembered id (review 7)
+    # the script failed, leaving a credit with no ledger entry and no remembered id (review 7);
+    # the script now checks the version first (digits, below 2**53 - 1) and writes nothing
     r = make()
     key = r.store.keys.account("a")
     r.client.hset(key, "ver", ver)
