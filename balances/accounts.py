@@ -51,6 +51,14 @@ class AccountSpec:
     customer: str | None = None  # consumer | business
 
 
+ATTRIBUTES = ("name", "country", "vat_id", "customer", "msisdn", "imsi")
+
+
+def account_attributes(spec: AccountSpec) -> dict[str, str]:
+    """The attributes an account file gives (identities and billing fields), by name."""
+    return {k: v for k in ATTRIBUTES if (v := getattr(spec, k)) is not None}
+
+
 class AccountsFileError(Exception):
     def __init__(self, problems: list[Problem], source: str):
         self.problems = problems

@@ -3,7 +3,10 @@
 Every key of one account carries the account as its hash tag, ``{prefix}:{<account>}:...``,
 so all of them live in one Redis Cluster slot and one script can change them atomically:
 
-    {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>
+    {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>,
+                                 a:<attribute> (name, country, vat_id, customer, msisdn, imsi)
+    {p}:id:msisdn:<digits>, {p}:id:imsi:<digits>
+                          string the account an identity names (gateway.identities)
     {p}:{a}:idem:<id>     string the decision (and charge) returned for request <id>, as
                                  ``encode_record`` packs them (expires)
     {p}:{a}:topup:<id>    string the balance an idempotent top-up left (expires)
@@ -11,6 +14,12 @@ so all of them live in one Redis Cluster slot and one script can change them ato
     {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms):
                                  on a cluster one per slot, so that it shares the slot of its
                                  accounts; on a single Redis one for all ({p}:expiry:{all})
+    {p}:outbox:{<slot>}   stream one entry per account write that moved money, charged or
+                                 changed an account's attributes, for the archive: field
+                                 ``r``, MessagePack {account, ledger: [[field, value, ...]],
+                                 account_attrs?}, and ``c1``, ``c2``, ... the idempotency
+                                 record of each charge (``decode_record``)
+                                 (per slot tag as the expiry index; docs/billing.md)
 
 Money fields are decimal integers of micros; ``b:`` and ``s:`` fields are MessagePack.
 """
@@ -58,6 +67,21 @@ class Keys:
             return f"{self.prefix}:expiry:{{all}}"
         slot = key_slot(self.account(account).encode())
         return f"{self.prefix}:expiry:{{{slot_tag(slot)}}}"
+
+    def outbox(self, account: str) -> str:
+        """The outbox stream an account's writes append to (one per expiry-index tag: the
+        account's slot on a cluster): what the archive reads (docs/billing.md)."""
+        if not self.cluster:
+            return f"{self.prefix}:outbox:{{all}}"
+        slot = key_slot(self.account(account).encode())
+        return f"{self.prefix}:outbox:{{{slot_tag(slot)}}}"
+
+    def identity(self, kind: str, value: str) -> str:
+        """The index key of an msisdn or imsi: the account it names."""
+        return f"{self.prefix}:id:{kind}:{value}"
+
+    def outbox_pattern(self) -> str:
+        return f"{self.prefix}:outbox:{{*}}"
 
     def expiry_pattern(self) -> str:
         # account keys all start "{prefix}:{", so this matches expiry indexes only
@@ -240,22 +264,27 @@ def _decode_record(blob: bytes) -> dict:
 
 
 def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outcome],
-                extra_ledger: list[dict], expiry: str) -> list:
+                extra_ledger: list[dict], expiry: str, outbox: str) -> list:
     """One account's entry for ``lua/write.lua`` (layout there): what a batch decided for
-    it (``outs``, replays left out), its new state, ledger entries and expiry-index
-    changes; ``expiry`` is the account's expiry-index key."""
+    it (``outs``, replays left out), its new state, ledger entries, expiry-index changes,
+    and for the outbox the records of the requests that charged; ``expiry`` and ``outbox``
+    are the account's expiry-index and outbox keys."""
     idem: list = []
     ledger: list[list[str]] = []
+    charged: list[bytes] = []
     for o in outs:
+        record = encode_record(o.record())
         idem.append(o.request.id)
-        idem.append(encode_record(o.record()))
+        idem.append(record)
+        if o.charge is not None:
+            charged.append(record)
         for e in o.ledger:
             ledger.append(ledger_fields(e))
     for e in extra_ledger:
         ledger.append(ledger_fields(e))
     if acct is None or not change.changed:
         expected = "" if acct is None else str(acct.version)
-        return [name, expected, [], [], idem, ledger, expiry, [], []]
+        return [name, expected, [], [], idem, ledger, expiry, [], [], charged, outbox]
     fields = changed_fields(acct, change.sessions_written, change.buckets)
     hset = [x for kv in fields.items() for x in kv]
     hdel = [f"s:{sid}" for sid in change.sessions_removed]
@@ -265,7 +294,8 @@ def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outc
     zadd = [x for sid in change.sessions_opened if sid in acct.sessions
             for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
     zrem = [session_member(name, sid) for sid in change.sessions_removed]
-    return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem]
+    return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem, charged,
+            outbox]
 
 
 def ledger_fields(entry: dict) -> list[str]:

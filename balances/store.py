@@ -36,7 +36,7 @@ from redis.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
-from balances.accounts import AccountSpec
+from balances.accounts import AccountSpec, account_attributes
 from balances.codec import (
     Keys,
     decode_account,
@@ -177,7 +177,7 @@ class BalanceStore:
             if acct is None and not outs:
                 continue
             entries.append(write_entry(name, acct, change, outs, (ledger or {}).get(name, []),
-                                       self.keys.expiry(name)))
+                                       self.keys.expiry(name), self.keys.outbox(name)))
             keys.append(self.keys.account(name))
             names.append(name)
         pending = PendingSave(self, accounts, changes, names)
@@ -253,15 +253,18 @@ class BalanceStore:
         return replies
 
     # -- administration --------------------------------------------------------------------
-    def upsert_accounts(self, specs: Sequence[AccountSpec]) -> tuple[int, int]:
+    def upsert_accounts(self, specs: Sequence[AccountSpec], actor: str = "cli"
+                        ) -> tuple[int, int]:
         """Create new accounts (with an ``open`` ledger entry) and update existing ones'
-        plan, status and allow_negative; returns (created, updated).
+        plan, status, allow_negative and the attributes given; returns (created, updated).
+        Every account written gets an outbox entry (its attributes, its opening).
 
-        One atomic script on a single Redis; on a cluster one per slot (the file was fully
-        validated before, so only a server failure can leave it half-applied there).
+        One atomic script on a single Redis, the identity index (msisdn, imsi) included; on
+        a cluster one per slot, and the index after it, one key at a time (the file was
+        fully validated before, so only a server failure can leave it half-applied there).
         """
-        rows = [[s.id, s.plan, str(s.balance), s.status, "1" if s.allow_negative else "0"]
-                for s in specs]
+        rows = [[s.id, s.plan, str(s.balance), s.status, "1" if s.allow_negative else "0",
+                 account_attributes(s)] for s in specs]
         groups: dict[int, list[int]] = {}
         for i, s in enumerate(specs):
             slot = key_slot(self.keys.account(s.id).encode()) if self.cluster else 0
@@ -269,13 +272,34 @@ class BalanceStore:
         created = updated = 0
         with store_errors("cannot write accounts to Redis"):
             for idx in groups.values():
+                first = specs[idx[0]].id
                 keys = [k for i in idx for k in (self.keys.account(specs[i].id),
                                                  self.keys.ledger(specs[i].id))]
-                c, u = self._upsert(keys=keys, args=[msgpack.packb([rows[i] for i in idx],
-                                                                   use_bin_type=False)])
+                c, u = self._upsert(keys=keys, args=[
+                    msgpack.packb([rows[i] for i in idx], use_bin_type=False),
+                    self.keys.outbox(first), actor, self.keys.prefix,
+                    "0" if self.cluster else "1"])
                 created += c
                 updated += u
+            if self.cluster:
+                self._index_identities(specs)
         return created, updated
+
+    def _index_identities(self, specs: Sequence[AccountSpec]) -> None:
+        """On a cluster: the msisdn and imsi index keys (each in its own slot)."""
+        pipe = self.r.pipeline(transaction=False)
+        for s in specs:
+            for kind in ("msisdn", "imsi"):
+                value = getattr(s, kind)
+                if value is not None:
+                    pipe.set(self.keys.identity(kind, value), s.id)
+        pipe.execute()
+
+    def attributes(self, account: str) -> dict[str, str]:
+        """An account's attributes (name, country, vat_id, customer, msisdn, imsi)."""
+        with store_errors("cannot read an account from Redis"):
+            raw = self.r.hgetall(self.keys.account(account))
+        return {k.decode()[2:]: v.decode() for k, v in raw.items() if k.startswith(b"a:")}
 
     def view(self, account: str) -> Account | None:
         """One account's current state (``chargeflow balance``)."""

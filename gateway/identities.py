@@ -9,6 +9,7 @@ account: ``{prefix}:id:msisdn:<digits>`` and ``{prefix}:id:imsi:<digits>`` hold 
 
 from __future__ import annotations
 
+from balances.codec import Keys
 from balances.redis_errors import store_errors
 
 MSISDN, IMSI, ACCOUNT = "msisdn", "imsi", "id"
@@ -16,16 +17,12 @@ MSISDN, IMSI, ACCOUNT = "msisdn", "imsi", "id"
 GY_TYPES = {0: MSISDN, 1: IMSI, 3: ACCOUNT, 4: ACCOUNT}
 
 
-def identity_key(prefix: str, kind: str, value: str) -> str:
-    return f"{prefix}:id:{kind}:{value}"
-
-
 class Identities:
     """Look-ups of accounts by identity (an async Redis client: the doors run on asyncio)."""
 
     def __init__(self, client, prefix: str = "cf"):
         self.client = client  # redis.asyncio.Redis (or RedisCluster)
-        self.prefix = prefix
+        self.keys = Keys(prefix)
 
     async def account(self, kind: str, value: str) -> str | None:
         """The account an identity names, None if none (USER_UNKNOWN)."""
@@ -34,7 +31,7 @@ class Identities:
         if kind not in (MSISDN, IMSI) or not value.isdigit():
             return None
         with store_errors("cannot look up a subscriber in Redis"):
-            found = await self.client.get(identity_key(self.prefix, kind, value))
+            found = await self.client.get(self.keys.identity(kind, value))
         return found.decode() if isinstance(found, bytes) else found
 
     async def nchf_account(self, subscriber: str | None, gpsi: str | None) -> str | None:

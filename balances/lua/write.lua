@@ -16,6 +16,12 @@
 --            7 expiry key
 --            8 {score, member, ...}         session deadlines to set
 --            9 {member, ...}                session deadlines to drop
+--           10 {record, ...}                the idempotency records of the requests that
+--                                           charged, for the outbox
+--           11 outbox key                   the archive's stream (docs/billing.md): one entry
+--                                           per written account with ledger entries or
+--                                           charges: r = {account, ledger}, c1, c2, ... the
+--                                           records
 -- Returns {now, then the conflicts flat: entry number, hgetall, {request_id, record, ...},
 -- ...}: now is the server time in µs the new versions were made from, and an entry with no
 -- conflict was written. A conflict (the version moved, or a request id was decided
@@ -82,6 +88,19 @@ for i, e in ipairs(entries) do
     end
     if #e[8] > 0 then redis.call('ZADD', e[7], unpack(e[8])) end
     if #e[9] > 0 then redis.call('ZREM', e[7], unpack(e[9])) end
+    if #e[6] > 0 or #e[10] > 0 then  -- in the same atomic step: no dual write to lose
+      -- the records are binary (MessagePack): fields of their own, c1, c2, ...
+      local entry = {'r', cmsgpack.pack({account = e[1], ledger = e[6]})}
+      for k, record in ipairs(e[10]) do
+        entry[#entry + 1] = 'c' .. k
+        entry[#entry + 1] = record
+      end
+      if trim then
+        redis.call('XADD', e[11], 'MINID', '~', trim, '*', unpack(entry))
+      else
+        redis.call('XADD', e[11], '*', unpack(entry))
+      end
+    end
   end
 end
 return out
