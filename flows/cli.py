@@ -13,6 +13,7 @@ import click
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import bench_group, demo, run
+from flows.cli_gateway import gateway, serve
 
 
 class _Group(click.Group):
@@ -41,7 +42,7 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                bench_group):
+                gateway, serve, bench_group):
     main.add_command(command)
 
 __all__ = ["main", "sample_catalog_path"]

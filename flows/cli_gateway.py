@@ -1,0 +1,212 @@
+"""``chargeflow gateway`` and ``chargeflow serve`` (CONTRACT §6.1): the front doors alone, or
+the whole OCS on one machine (the engine, its doors, embedded broker and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from charging.errors import BrokerError, StoreError
+from flows.cli_common import fail
+from flows.services import Services, shown_url
+
+DOOR_NAMES = ("diameter", "nchf", "api")
+DEFAULTS = {"diameter": "127.0.0.1:3868", "nchf": "127.0.0.1:8081", "api": "127.0.0.1:8080"}
+
+
+def _address(text: str, option: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {text!r}", param_hint=option)
+    return host.strip("[]"), int(port)
+
+
+def door_options(fn):
+    """The door options both commands take (CONTRACT §6.1)."""
+    options = [
+        click.option("--diameter", default=DEFAULTS["diameter"], show_default=True,
+                     metavar="HOST:PORT", help="Diameter Gy/Ro over TCP."),
+        click.option("--nchf", default=DEFAULTS["nchf"], show_default=True,
+                     metavar="HOST:PORT",
+                     help="Nchf_ConvergedCharging (HTTP/2 cleartext and HTTP/1.1)."),
+        click.option("--api", default=DEFAULTS["api"], show_default=True, metavar="HOST:PORT",
+                     help="The account API."),
+        click.option("--no-diameter", is_flag=True, help="Leave the Diameter door closed."),
+        click.option("--no-nchf", is_flag=True, help="Leave the Nchf door closed."),
+        click.option("--no-api", is_flag=True, help="Leave the account API closed."),
+        click.option("--origin-host", default="chargeflow.localdomain", show_default=True),
+        click.option("--origin-realm", default="localdomain", show_default=True),
+        click.option("--peers", "peers_file", default=None, type=click.Path(dir_okay=False),
+                     help="Diameter peers accepted: one Origin-Host per line (default: any)."),
+        click.option("--answer-timeout-ms", type=click.IntRange(min=10), default=3000,
+                     show_default=True,
+                     help="No decision within this long: Diameter 3004, Nchf 503."),
+        click.option("--instance", default=None,
+                     help="This gateway's name (its reply topic chargeflow.replies.NAME); "
+                     "default: host and process."),
+        click.option("--kafka", default=None, metavar="HOST:PORT",
+                     help="Kafka bootstrap servers (default: the embedded broker)."),
+        click.option("--kafka-config", default=None, type=click.Path(dir_okay=False),
+                     help="librdkafka settings, key=value per line."),
+        click.option("-X", "kafka_set", multiple=True, metavar="KEY=VALUE"),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True),
+        click.option("--redis", "redis_url", default=None,
+                     help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded)."),
+        click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
+                     help="Directory of the embedded services (default .chargeflow/)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("gateway")
+@door_options
+def gateway(**opts) -> None:
+    """The front doors alone: requests to engines through Kafka, state shared in Redis."""
+    _serve(opts, with_engine=False)
+
+
+@click.command("serve")
+@door_options
+def serve(**opts) -> None:
+    """The whole OCS on one machine: the engine and its front doors."""
+    _serve(opts, with_engine=True)
+
+
+def _serve(opts: dict, with_engine: bool) -> None:
+    from flows.kafka import KafkaConfigError, load_settings
+    from flows.observe import setup_logging
+
+    setup_logging(opts["log_format"])
+    names = [n for n in DOOR_NAMES if not opts[f"no_{n}"]]
+    if not names:
+        fail(False, "every door is closed (--no-diameter --no-nchf --no-api): nothing to serve")
+    _load_doors()
+    from gateway.server import DOORS
+
+    missing = [n for n in names if n not in DOORS]
+    if missing:
+        fail(False, f"the {', '.join(missing)} door(s) are not available in this build; "
+             f"close them with {' '.join('--no-' + n for n in missing)}")
+    try:
+        kafka_config = load_settings(opts["kafka_config"], opts["kafka_set"])
+    except KafkaConfigError as exc:
+        fail(False, str(exc))
+    try:
+        config = _door_config(opts, names)
+    except (OSError, click.BadParameter) as exc:
+        fail(False, str(exc))
+    services = Services.from_options(opts["redis_url"], opts["data_dir"])
+    try:
+        url = services.redis_url or services.embedded.start()
+        services.redis().close()
+        from flows.broker import EmbeddedBroker
+
+        brokers = opts["kafka"] or EmbeddedBroker(services.data_dir).start()
+    except StoreError as exc:
+        fail(False, str(exc), 2)
+    except BrokerError as exc:
+        fail(False, str(exc), 2)
+    except ValueError as exc:
+        fail(False, str(exc))
+    engine = _start_engine(opts, brokers, url, services) if with_engine else None
+    try:
+        code = asyncio.run(_run(config, names, brokers, kafka_config, url, opts["instance"]))
+    finally:
+        if engine is not None:
+            engine.send_signal(signal.SIGTERM)  # it drains, flushes and commits
+            try:
+                engine.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+    sys.exit(code)
+
+
+def _door_config(opts: dict, names: list[str]):
+    from gateway.server import DoorConfig
+
+    peers = None
+    if opts["peers_file"]:
+        text = Path(opts["peers_file"]).read_text("utf-8")
+        peers = frozenset(x.strip() for x in text.splitlines()
+                          if x.strip() and not x.lstrip().startswith("#"))
+    return DoorConfig(
+        diameter=_address(opts["diameter"], "--diameter") if "diameter" in names else None,
+        nchf=_address(opts["nchf"], "--nchf") if "nchf" in names else None,
+        api=_address(opts["api"], "--api") if "api" in names else None,
+        origin_host=opts["origin_host"], origin_realm=opts["origin_realm"], peers=peers,
+        answer_timeout_ms=opts["answer_timeout_ms"])
+
+
+def _load_doors() -> None:
+    """Each door's package registers itself when imported (gateway.server.register)."""
+    import importlib
+
+    for module in ("gateway.diameter", "gateway.nchf", "api"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a door that is there but broken: say so
+                raise
+
+
+def _start_engine(opts: dict, brokers: str, url: str, services: Services
+                  ) -> subprocess.Popen:
+    args = [sys.executable, "-m", "flows.cli", "run", "--kafka", brokers, "--redis", url,
+            "--data-dir", str(services.data_dir), "--log-format", opts["log_format"]]
+    if opts["kafka_config"]:
+        args += ["--kafka-config", opts["kafka_config"]]
+    for item in opts["kafka_set"]:
+        args += ["-X", item]
+    logging.getLogger("chargeflow.gateway").info("starting the engine: kafka %s, redis %s",
+                                                 brokers, shown_url(url))
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=os.environ.copy())
+
+
+async def _run(config, names: list[str], brokers: str, kafka_config: dict, url: str,
+               instance: str | None) -> int:
+    from catalog_cache.store import CatalogCache
+    from flows.kafka import KafkaSettings
+    from flows.services import connect
+    from gateway.bridge import KafkaBridge, instance_name
+    from gateway.identities import Identities
+    from gateway.server import Context, run_doors
+
+    settings = KafkaSettings(brokers, kafka_config)
+    bridge = KafkaBridge(settings, instance or instance_name(),
+                         timeout_s=config.answer_timeout_ms / 1000)
+    try:
+        bridge.start()
+    except BrokerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    client = _async_redis(url)
+    catalogs = CatalogCache(connect(url), prefix=config.prefix, check_interval_s=2.0)
+    ctx = Context(config, bridge, client, Identities(client, config.prefix), catalogs)
+    try:
+        await run_doors(ctx, names)
+    except OSError as exc:  # a port taken, say
+        click.echo(f"error: cannot open a door: {exc.strerror or exc}", err=True)
+        return 1
+    finally:
+        bridge.close()
+        await client.aclose()
+    return 0
+
+
+def _async_redis(url: str):
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+
+    if url.startswith("redis+cluster://"):
+        return RedisCluster.from_url("redis://" + url[len("redis+cluster://"):])
+    return aioredis.Redis.from_url(url)
