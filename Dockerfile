@@ -7,6 +7,7 @@ COPY charging ./charging
 COPY balances ./balances
 COPY catalog_cache ./catalog_cache
 COPY flows ./flows
+COPY gateway ./gateway
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd -m chargeflow
 USER chargeflow
