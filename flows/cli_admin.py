@@ -121,7 +121,8 @@ def balance(account: str, redis_url: str | None, redis_password_file: str | None
     from balances.store import BalanceStore
     from charging.decide import format_balance
 
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
     try:
         acct = BalanceStore(client, prefix=services.prefix).view(account)
     except StoreError as exc:
@@ -196,7 +197,8 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
     if abs(micros) > BALANCE_LIMIT:
         fail(as_json, f"AMOUNT {amount!r} is beyond the supported range of balances, "
              f"±{format_balance(BALANCE_LIMIT)}")
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
     try:
         status, bal = BalanceStore(client, prefix=services.prefix).topup(
             account, micros.numerator, topup_id=topup_id, id_retention_s=id_retention_s)
@@ -227,7 +229,8 @@ def sweep_cmd(redis_url: str | None, redis_password_file: str | None, data_dir: 
     from balances.store import BalanceStore
     from balances.sweeper import sweep
 
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
     try:
         n = sweep(BalanceStore(client, prefix=services.prefix), int(time.time() * 1000))
     except StoreError as exc:
