@@ -137,8 +137,20 @@ class EmbeddedRedis:
         except (redis.RedisError, OSError):
             return False
 
-    def start(self, timeout_s: float = 10.0) -> str:
-        """Start the server unless it already runs; returns its URL."""
+    def has_data(self) -> bool:
+        """Whether a server kept data here: a non-empty append-only file or snapshot, or a
+        Redis 7 append-only directory. A server started on an empty directory leaves an
+        empty appendonly.aof (Redis 6, the wheel's): nothing was loaded there."""
+        try:
+            return (self.data_dir / "appendonlydir").is_dir() or any(
+                (self.data_dir / name).is_file() and (self.data_dir / name).stat().st_size
+                for name in ("appendonly.aof", "dump.rdb"))
+        except OSError:  # not ours to look into: no data of ours either
+            return False
+
+    def start(self, timeout_s: float = 10.0, *, create: bool = True) -> str:
+        """Start the server unless it already runs; returns its URL. Without ``create``,
+        only where a server kept data before: ``NoEmbeddedData`` otherwise."""
         if self.fsync not in FSYNC_MODES:
             raise StoreError(f"appendfsync {self.fsync!r} is not one of {', '.join(FSYNC_MODES)}")
         if self.running():
@@ -150,6 +162,8 @@ class EmbeddedRedis:
                                f"embedded Redis's unix socket ({len(path)} bytes with "
                                f"'/{SOCKET}', the limit is {MAX_SOCKET_PATH}); use a shorter "
                                "--data-dir")
+        if not create and not self.has_data():
+            raise NoEmbeddedData(self.data_dir)
         try:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             make_private(self.data_dir)
@@ -214,3 +228,15 @@ class EmbeddedRedis:
             except ProcessLookupError:
                 pass
 
+
+class NoEmbeddedData(DataDirError):
+    """A command that only reads or changes existing data (``balance``, ``topup``,
+    ``sweep``) pointed at a data directory where no embedded Redis kept any: a server
+    started there would be empty and every account unknown. Wrong input (exit 1)."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        super().__init__(
+            f"no embedded Redis in {data_dir.absolute()}: nothing was loaded there (nothing "
+            "was started either); pass the --data-dir of an earlier `chargeflow catalog "
+            "load`, or --redis URL")

@@ -46,6 +46,12 @@ from balances.codec import (
     write_entry,
 )
 from balances.redis_errors import store_errors
+from balances.topups import (
+    MAX_ID_RETENTION_S,
+    Topup,
+    check_topup_id,
+    decode_reply,
+)
 from charging.decide import BALANCE_LIMIT, Change, Outcome
 from charging.state import Account
 
@@ -65,10 +71,6 @@ def ledger_reconciles(entries: Sequence[dict], balance: int) -> bool:
 
 def _lua(name: str) -> str:
     return (resources.files("balances") / "lua" / name).read_text()
-
-
-#: The longest a top-up id can be remembered, short of for ever (0): ~31.7 years.
-MAX_ID_RETENTION_S = 10**9
 
 
 class PendingSave:
@@ -306,21 +308,21 @@ class BalanceStore:
         return self.load([account])[0][account]
 
     def topup(self, account: str, micros: int, *, topup_id: str | None = None,
-              reason: str = "topup", id_retention_s: int | None = None
-              ) -> tuple[str, int | None]:
+              reason: str = "topup", id_retention_s: int | None = None) -> Topup:
         """Credit an account (debit with a negative amount), ledgered; idempotent by id.
 
         A top-up id is remembered ``id_retention_s`` (0: for ever; by default as long as the
         ledger keeps entries, ``ledger_retention_s``, 90 days), not the requests' retention:
-        a payment id may come again long after a request id would.
+        a payment id may come again long after a request id would. It is remembered with
+        its amount: the same id with another amount is a ``conflict``, not a replay.
 
-        Returns (status, balance micros): ``ok``, ``replay`` (the id was applied before),
-        ``unknown`` (no such account), ``limit`` (would leave ±2**53 micros, or take
-        money that is reserved) or ``corrupt`` (a field it needs is missing or unreadable;
-        nothing is written).
+        Returns a ``Topup`` (``balances.topups`` says what each status means); nothing is
+        written unless its status is ``ok``. ValueError for an id or a retention out of
+        range (checked before anything is sent).
         """
+        check_topup_id(topup_id)
         if abs(micros) > BALANCE_LIMIT:  # the script's Lua numbers would round it
-            return "limit", None
+            return Topup("limit")
         ttl = self.ledger_retention_s if id_retention_s is None else id_retention_s
         if type(ttl) is not int or not 0 <= ttl <= MAX_ID_RETENTION_S:
             # checked here: the script's last write (SET EX) would refuse it after the others
@@ -332,8 +334,7 @@ class BalanceStore:
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
                                                  ttl, BALANCE_LIMIT,
                                                  "1" if topup_id else "0"])
-        status = reply[0].decode()
-        return status, int(reply[1]) if len(reply) > 1 else None
+        return decode_reply(reply)
 
     def ledger(self, account: str) -> list[dict]:
         """The account's ledger entries, oldest first, with integer micros."""

@@ -52,6 +52,8 @@ SESSION_UNKNOWN = "SESSION_UNKNOWN"
 #: Balances stay within ±(2**53 − 1) micros (about 9 billion currency units), the range in
 #: which the Redis scripts' Lua numbers are exact. A charge that would pass the floor on an
 #: account allowed to go negative is taken down to the floor; the rest is reported uncharged.
+#: Grants on such an account hold no more than keeps balance − reserved above the floor and
+#: reserved below the limit (``grant``).
 BALANCE_LIMIT = 2**53 - 1
 
 
@@ -372,11 +374,20 @@ class _Decider:
     # -- money and allowances --------------------------------------------------------------
     def grant(self, acct: Account, session: Session, cc: CompiledCatalog, r: int, req: Request,
               tariff: Tariff) -> int:
-        """Reserve the largest affordable grant (CONTRACT §4.2) for the session; its units."""
+        """Reserve the largest affordable grant (CONTRACT §4.2) for the session; its units.
+
+        Reservations are bounded like balances: on an account allowed to go negative the
+        money held may take balance − reserved down to −BALANCE_LIMIT micros and reserved
+        up to BALANCE_LIMIT, no further (a grant of 2**40 SMS would otherwise hold ~10**17
+        micros, beyond what the Redis scripts keep exact); the session gets the largest
+        grant that fits, ``final`` when it is smaller than asked."""
         requested = req.requested or tariff.quota
         free = self.free_units(acct, session.service)
         available = acct.available()
-        limit = -1 if available is None else max(0, available)
+        if available is None:
+            available = min(acct.balance - acct.reserved + BALANCE_LIMIT,
+                            BALANCE_LIMIT - acct.reserved)
+        limit = max(0, available)
         g, money = kernels.grant_at(cc.tables.rate, cc.tables.step, r, session.chargeable, free,
                                     requested, limit)
         g, money = int(g), int(money)

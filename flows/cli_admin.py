@@ -11,7 +11,7 @@ from typing import TextIO
 import click
 import orjson
 
-from balances.store import MAX_ID_RETENTION_S
+from balances.topups import MAX_ID_RETENTION_S
 from charging.errors import CatalogError, CorruptAccountError, RequestError, StoreError
 from flows.cli_common import (
     BATCH,
@@ -121,7 +121,8 @@ def balance(account: str, redis_url: str | None, redis_password_file: str | None
     from balances.store import BalanceStore
     from charging.decide import format_balance
 
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
     try:
         acct = BalanceStore(client, prefix=services.prefix).view(account)
     except StoreError as exc:
@@ -184,6 +185,7 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
           as_json: bool) -> None:
     """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
     from balances.store import BalanceStore
+    from balances.topups import check_topup_id, refusal
     from charging.decide import BALANCE_LIMIT, format_balance
     from charging.money import MICROS, parse_decimal
 
@@ -196,24 +198,26 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
     if abs(micros) > BALANCE_LIMIT:
         fail(as_json, f"AMOUNT {amount!r} is beyond the supported range of balances, "
              f"±{format_balance(BALANCE_LIMIT)}")
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
     try:
-        status, bal = BalanceStore(client, prefix=services.prefix).topup(
+        check_topup_id(topup_id)
+    except ValueError as exc:
+        fail(as_json, f"--id: {exc}")
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
+    try:
+        done = BalanceStore(client, prefix=services.prefix).topup(
             account, micros.numerator, topup_id=topup_id, id_retention_s=id_retention_s)
     except StoreError as exc:
         fail(as_json, str(exc), 2)
-    if status == "unknown":
-        fail(as_json, f"no account {account!r}", 1, id=account)
-    if status == "corrupt":
-        fail(as_json, f"account {account!r} in Redis cannot be read (a balance, version or "
-             "plan missing or malformed); nothing was applied (its hash needs repair)", 1,
-             id=account)
-    if status == "limit":
-        fail(as_json, f"top-up of {amount} refused: the balance would leave the supported "
-              "range, or a debit would take money reserved by open sessions", 1, id=account)
-    doc = {"id": account, "applied": status == "ok", "balance": format_balance(bal or 0),
-           "topup_id": topup_id}
-    what = "applied" if status == "ok" else f"already applied earlier (id {topup_id!r})"
+    refused = refusal(done, account, micros.numerator, topup_id)
+    if refused is not None:
+        extra = {"reason": done.status}
+        if done.id_amount is not None:
+            extra["applied_amount"] = format_balance(done.id_amount)
+        fail(as_json, refused, 1, id=account, **extra)
+    doc = {"id": account, "applied": done.status == "ok",
+           "balance": format_balance(done.balance or 0), "topup_id": topup_id}
+    what = "applied" if done.status == "ok" else f"already applied earlier (id {topup_id!r})"
     emit(as_json, doc, f"top-up {what}; balance {doc['balance']}")
 
 
@@ -227,7 +231,8 @@ def sweep_cmd(redis_url: str | None, redis_password_file: str | None, data_dir: 
     from balances.store import BalanceStore
     from balances.sweeper import sweep
 
-    services, client = connect_services(redis_url, data_dir, redis_password_file)
+    services, client = connect_services(redis_url, data_dir, redis_password_file,
+                                        create=False)
     try:
         n = sweep(BalanceStore(client, prefix=services.prefix), int(time.time() * 1000))
     except StoreError as exc:

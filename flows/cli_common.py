@@ -54,13 +54,14 @@ def service_options(fn):
 
 
 def connect_services(redis_url: str | None, data_dir: str | None,
-                     password_file: str | None = None):
+                     password_file: str | None = None, *, create: bool = True):
     """(Services, client); exit 2 with the reason when Redis cannot be reached, 1 when the
     options are wrong: ``--redis`` is not a Redis URL, the password file cannot be read, the
-    data directory cannot be used."""
+    data directory cannot be used, or (without ``create``: commands that read or change
+    existing accounts) it holds no embedded Redis to start."""
     try:
         services = Services.from_options(redis_url, data_dir, password_file=password_file)
-        return services, services.redis()
+        return services, services.redis(create=create)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

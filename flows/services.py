@@ -123,10 +123,12 @@ class Services:
         """The Redis URL as logs may show it (no password)."""
         return shown_url(self.redis_url or self.embedded.url)
 
-    def redis(self) -> redis.Redis | RedisCluster:
+    def redis(self, create: bool = True) -> redis.Redis | RedisCluster:
         """A connected client (raises ``StoreError`` when the server cannot be reached,
-        ``ValueError`` when the URL is not one)."""
-        url = self.redis_url or self.embedded.start()
+        ``ValueError`` when the URL is not one). Without ``create``, an embedded server is
+        started only where one kept data before (``DataDirError`` otherwise): commands that
+        read or change existing accounts would find nothing in a new one."""
+        url = self.redis_url or self.embedded.start(create=create)
         with store_errors(f"cannot reach Redis at {shown_url(url)}"):
             try:
                 client = connect(url)  # a cluster client connects to its nodes here

@@ -2,11 +2,28 @@
 -- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] the top-up's idempotency key
 -- ARGV: amount micros, reason, id, seconds the id is remembered (0: for ever), balance
 --       limit micros, "1" when the top-up has an id (KEYS[3] is only used then)
--- Returns {"ok", balance} | {"replay", stored} | {"unknown"} | {"limit", balance} | {"corrupt"}
+-- An id is remembered with the balance its top-up left and its amount, "<balance> <amount>"
+-- (records written before the amount was kept hold the balance alone: such an id replays
+-- whatever the amount).
+-- Returns, with amounts as decimal strings of micros:
+--   {"ok", balance}                     applied
+--   {"replay", balance then, amount}    the id was applied before with this amount
+--   {"conflict", balance then, amount}  the id was applied before with another amount
+--   {"unknown"}                         no such account
+--   {"limit", balance}                  the balance would leave ±limit
+--   {"negative", balance, reserved}     a debit below zero, the account may not go negative
+--   {"reserved", balance, reserved}     a debit of money open sessions hold
+--   {"corrupt"}                         a field it needs is missing or unreadable
+-- Nothing is written unless "ok".
 local idempotent = ARGV[6] == '1'
 if idempotent then
   local seen = redis.call('GET', KEYS[3])
-  if seen then return {'replay', seen} end
+  if seen then
+    local balance_then, amount_then = string.match(seen, '^(%S+) (%S+)$')
+    if not balance_then then return {'replay', seen} end
+    if amount_then ~= ARGV[1] then return {'conflict', balance_then, amount_then} end
+    return {'replay', balance_then, amount_then}
+  end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unknown'} end
 -- an account the engine cannot read (decode_account) is not written either: a script that
@@ -33,8 +50,11 @@ local reserved = tonumber(fields[4] or '0')
 local negative = fields[5] == '1'
 local limit = tonumber(ARGV[5])
 local after = balance + amount
-if after > limit or after < -limit or (amount < 0 and not negative and after < reserved) then
-  return {'limit', tostring(balance)}
+-- the stored strings go back, not tostring(): Lua would write 1e+15 for large numbers
+if after > limit or after < -limit then return {'limit', fields[1]} end
+if amount < 0 and not negative then
+  if after < 0 then return {'negative', fields[1], fields[4] or '0'} end
+  if after < reserved then return {'reserved', fields[1], fields[4] or '0'} end
 end
 -- a version never given before (lua/write.lua): the engine's cached state of the account,
 -- whatever Redis forgot, can no longer pass the version check
@@ -46,10 +66,11 @@ redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after),
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'delta', ARGV[1],
            'balance', string.format('%.0f', after), 'reason', ARGV[2])
 if idempotent then
+  local remembered = string.format('%.0f', after) .. ' ' .. ARGV[1]
   if ARGV[4] ~= '0' then  -- whole seconds from 1 to MAX_ID_RETENTION_S (BalanceStore.topup)
-    redis.call('SET', KEYS[3], string.format('%.0f', after), 'EX', ARGV[4])
+    redis.call('SET', KEYS[3], remembered, 'EX', ARGV[4])
   else
-    redis.call('SET', KEYS[3], string.format('%.0f', after))
+    redis.call('SET', KEYS[3], remembered)
   end
 end
 return {'ok', string.format('%.0f', after)}

@@ -39,7 +39,7 @@ def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
     assert all(o.decision["charged"] == "0.0900" for o in warm)
     topped = accounts[::30]  # changed behind the charger's back: its cached copies are stale
     for a in topped:
-        assert r.store.topup(a, 5_000_000, topup_id=f"t-{a}")[0] == "ok"
+        assert r.store.topup(a, 5_000_000, topup_id=f"t-{a}").status == "ok"
 
     batch = [req(id=f"e{k}-{a}", kind="event", account=a, service="sms", used=1)
              for k in range(2) for a in accounts]
@@ -83,7 +83,7 @@ def test_an_account_changed_before_every_write_is_given_up_after_max_rounds(rig,
 
     def topup_first(*args, **kw):  # another writer gets in before each of the first writes
         if writes["n"] < interfering:
-            assert r.store.topup("x", 1_000_000, topup_id=f"t{writes['n']}")[0] == "ok"
+            assert r.store.topup("x", 1_000_000, topup_id=f"t{writes['n']}").status == "ok"
         writes["n"] += 1
         return send(*args, **kw)
 

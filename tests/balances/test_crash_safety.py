@@ -123,7 +123,7 @@ class Workload(threading.Thread):
                 if self.batches % 5 == 0:
                     tid, acct = f"top{self.batches}", rng.choice(ACCOUNTS)
                     self.in_flight_topup = (tid, acct, 500_000)
-                    status, _ = store.topup(acct, 500_000, topup_id=tid)
+                    status = store.topup(acct, 500_000, topup_id=tid).status
                     assert status == "ok"
                     self.acked_topups[tid] = (acct, 500_000)
                     self.in_flight_topup = None

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from balances.charger import Charger
+from balances.topups import Topup
 from tests.conftest import Rig, req
 
 ACCOUNTS = ("[{id: a, plan: PREPAID_S, balance: '10.00'}, "
@@ -130,21 +131,21 @@ def test_decisions_are_kept_for_the_retention(rig):
 
 def test_topup_with_id_applies_once_across_store_objects(rig):
     r = rig(accounts=ACCOUNTS)
-    assert r.store.topup("a", 2_000_000, topup_id="pay-1") == ("ok", 12_000_000)
+    assert r.store.topup("a", 2_000_000, topup_id="pay-1") == Topup("ok", 12_000_000)
     r.one(req(id="e", kind="event", account="a", service="sms", used=1))
     again = r.fresh_charger().store.topup("a", 2_000_000, topup_id="pay-1")
-    assert again == ("replay", 12_000_000)  # the balance the first application left
+    assert again == Topup("replay", 12_000_000, id_amount=2_000_000)  # the balance it left
     acct = r.store.view("a")
     assert acct.balance == 12_000_000 - 90_000
     assert [e["id"] for e in r.store.ledger("a")] == ["open", "pay-1", "e"]
     # the same id on another account is another top-up
-    assert r.store.topup("poor", 1_000_000, topup_id="pay-1") == ("ok", 1_050_000)
+    assert r.store.topup("poor", 1_000_000, topup_id="pay-1") == Topup("ok", 1_050_000)
 
 
 def test_topup_ids_do_not_collide_with_request_ids(rig):
     r = rig(accounts=ACCOUNTS)
     r.one(req(id="topup:pay-9", kind="event", account="a", service="sms", used=1))
-    assert r.store.topup("a", 1_000_000, topup_id="pay-9") == ("ok", 10_910_000)
+    assert r.store.topup("a", 1_000_000, topup_id="pay-9") == Topup("ok", 10_910_000)
 
 
 def test_request_ids_do_not_collide_with_topup_ids(rig):

@@ -15,6 +15,7 @@ from balances.accounts import parse_accounts
 from balances.codec import decode_record
 from balances.store import MAX_ID_RETENTION_S
 from balances.sweeper import sweep
+from balances.topups import Topup
 from tests.conftest import T0_MS, Rig, micros, req
 
 BOTH = ["standalone", "cluster"]
@@ -137,15 +138,15 @@ def test_a_version_outside_the_exact_range_is_corrupt_not_guessed(make, ver):
     r.client.hset(r.store.keys.account("a"), "ver", ver)
     with pytest.raises(CorruptAccountError):
         r.store.view("a")
-    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    assert r.store.topup("a", 1_000_000) == Topup("corrupt")
 
 
 @pytest.mark.parametrize("store_client", BOTH, indirect=True)
 def test_topup_without_id_is_ledgered(make):
     r = make()
-    assert r.store.topup("a", 2_500_000) == ("ok", 12_500_000)
-    assert r.store.topup("a", -500_000) == ("ok", 12_000_000)
-    assert r.store.topup("nobody", 1) == ("unknown", None)
+    assert r.store.topup("a", 2_500_000) == Topup("ok", 12_500_000)
+    assert r.store.topup("a", -500_000) == Topup("ok", 12_000_000)
+    assert r.store.topup("nobody", 1) == Topup("unknown")
     assert [(e["delta"], e["reason"]) for e in r.store.ledger("a")][1:] == [
         (2_500_000, "topup"), (-500_000, "topup")]
     check_books(r, "a")
@@ -153,9 +154,12 @@ def test_topup_without_id_is_ledgered(make):
 
 def test_topup_with_id_applies_once(make):
     r = make()
-    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("ok", 11_000_000)
-    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("replay", 11_000_000)
-    assert r.store.topup("a", 7_000_000, topup_id="t1") == ("replay", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == Topup("ok", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == Topup("replay", 11_000_000,
+                                                                 id_amount=1_000_000)
+    # the same id with another amount is not that top-up again (it was a replay on 1d4aa33)
+    assert r.store.topup("a", 7_000_000, topup_id="t1") == Topup("conflict", 11_000_000,
+                                                                 id_amount=1_000_000)
     assert r.store.view("a").balance == 11_000_000
     assert len(r.store.ledger("a")) == 2
     check_books(r, "a")
@@ -168,14 +172,15 @@ def test_topup_with_id_applies_once(make):
 
 def test_topup_ids_can_be_kept_for_ever_or_for_a_given_time(make):
     r = make()
-    assert r.store.topup("a", 1_000_000, topup_id="t1", id_retention_s=0) == ("ok", 11_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t1", id_retention_s=0) == \
+        Topup("ok", 11_000_000)
     assert r.client.ttl(r.store.keys.topup("a", "t1")) == -1  # no expiry
-    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("replay", 11_000_000)
-    assert r.store.topup("a", 1_000_000, topup_id="t2", id_retention_s=100) == (
+    assert r.store.topup("a", 1_000_000, topup_id="t1").status == "replay"
+    assert r.store.topup("a", 1_000_000, topup_id="t2", id_retention_s=100) == Topup(
         "ok", 12_000_000)
     assert 90 < r.client.ttl(r.store.keys.topup("a", "t2")) <= 100
     r.store.ledger_retention_s = 0  # the default follows the ledger's: for ever here
-    assert r.store.topup("a", 1_000_000, topup_id="t3") == ("ok", 13_000_000)
+    assert r.store.topup("a", 1_000_000, topup_id="t3") == Topup("ok", 13_000_000)
     assert r.client.ttl(r.store.keys.topup("a", "t3")) == -1
 
 
@@ -188,7 +193,7 @@ def test_a_topup_writes_all_or_nothing_on_a_version_it_cannot_use(make, ver):
     key = r.store.keys.account("a")
     r.client.hset(key, "ver", ver)
     before, ledger = r.client.hgetall(key), r.store.ledger("a")
-    assert r.store.topup("a", 1_000_000, topup_id="pay-1") == ("corrupt", None)
+    assert r.store.topup("a", 1_000_000, topup_id="pay-1") == Topup("corrupt")
     assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
 
 
@@ -198,7 +203,7 @@ def test_a_topup_refuses_a_ledger_key_of_another_type_before_writing(make):
     r.client.delete(ledger_key)
     r.client.set(ledger_key, b"not a stream")
     before = r.client.hgetall(key)
-    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    assert r.store.topup("a", 1_000_000) == Topup("corrupt")
     assert r.client.hgetall(key) == before
 
 
@@ -211,25 +216,32 @@ def test_a_topup_id_retention_out_of_range_is_refused_before_anything(make, rete
         r.store.topup("a", 1_000_000, topup_id="pay-1", id_retention_s=retention)
     assert r.store.view("a").balance == 10_000_000 and len(r.store.ledger("a")) == 1
     assert r.store.topup("a", 1_000_000, topup_id="pay-1",
-                         id_retention_s=MAX_ID_RETENTION_S) == ("ok", 11_000_000)
+                         id_retention_s=MAX_ID_RETENTION_S) == Topup("ok", 11_000_000)
 
 
+@charging_on
 def test_topup_debit_may_not_take_reserved_or_pass_zero(make):
+    # each refusal is told apart, with the amounts (both were "limit" on 1d4aa33)
     r = make()
-    assert r.store.topup("a", -10_000_001, topup_id="d1")[0] == "limit"
+    assert r.store.topup("a", -10_000_001, topup_id="d1") == Topup("negative", 10_000_000, 0)
+    r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1"))
+    assert r.store.topup("a", -9_500_000, topup_id="d1") == Topup("reserved", 10_000_000,
+                                                                  peak(300))
     assert r.store.view("a").balance == 10_000_000
     assert len(r.store.ledger("a")) == 1
+    assert r.store.topup("a", -(10_000_000 - peak(300)), topup_id="d1") == Topup("ok", peak(300))
+    check_books(r, "a")
 
 
 def test_topup_beyond_the_exact_range_is_refused_untouched(make):
     # 2**53 + 1 micros: the script's Lua numbers would round it by a micro, so an account
     # allowed to go negative would be credited less than its ledger entry says
     r = make("[{id: n, plan: VOICE_ONLY, balance: '-1.00', allow_negative: true}]")
-    assert r.store.topup("n", 2**53 + 1) == ("limit", None)
-    assert r.store.topup("n", -(2**53 + 1), topup_id="x") == ("limit", None)
+    assert r.store.topup("n", 2**53 + 1) == Topup("limit")
+    assert r.store.topup("n", -(2**53 + 1), topup_id="x") == Topup("limit")
     assert r.store.view("n").balance == -1_000_000
     assert len(r.store.ledger("n")) == 1
-    assert r.store.topup("n", 2**53 - 1) == ("ok", 2**53 - 1 - 1_000_000)  # the edge: exact
+    assert r.store.topup("n", 2**53 - 1) == Topup("ok", 2**53 - 1 - 1_000_000)  # the edge
     check_books(r, "n")
 
 
@@ -557,7 +569,7 @@ def test_an_account_missing_a_field_is_corrupt_not_guessed(make, field):
     # plan, and with no ver wrote the balance, then failed before the ledger entry)
     key = r.store.keys.account("a")
     before, ledger = r.client.hgetall(key), r.store.ledger("a")
-    assert r.store.topup("a", 1_000_000) == ("corrupt", None)
+    assert r.store.topup("a", 1_000_000) == Topup("corrupt")
     assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
 
 
@@ -568,6 +580,6 @@ def test_a_topup_refuses_an_unreadable_field_and_writes_nothing(make, field, val
     key = r.store.keys.account("a")
     r.client.hset(key, field, value)
     before, ledger = r.client.hgetall(key), r.store.ledger("a")
-    assert r.store.topup("a", 1_000_000, topup_id="t1") == ("corrupt", None)
+    assert r.store.topup("a", 1_000_000, topup_id="t1") == Topup("corrupt")
     assert r.client.hgetall(key) == before and r.store.ledger("a") == ledger
     assert not r.client.exists(r.store.keys.topup("a", "t1"))

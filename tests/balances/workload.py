@@ -168,7 +168,7 @@ def topup_worker(plan: TopupPlan, barrier, queue) -> None:
                 tid, acct = f"top-{k}", rng.choice(plan.accounts)
                 amount = rng.choice([100_000, 250_000, 1_000_000, -50_000, -200_000])
                 sent.append((tid, acct, amount))
-            status, _bal = store.topup(acct, amount, topup_id=tid)
+            status = store.topup(acct, amount, topup_id=tid).status
             if status == "ok":
                 assert tid not in applied, f"top-up {tid} applied twice"
                 applied[tid] = (acct, amount)

@@ -195,7 +195,7 @@ def test_a_retried_batch_is_still_rated_with_one_version(rig):
     cache = CatalogCache(r.client, prefix=r.prefix, check_interval_s=1.0, clock=rc.monotonic)
     charger = Charger(r.store, cache, rc.engine)
     r.charge(sms("w1", "r1"), sms("w2", "r2"), charger=charger)  # both accounts cached
-    assert r.store.topup("r2", 1_000_000)[0] == "ok"  # another writer: r2's cache is stale
+    assert r.store.topup("r2", 1_000_000).status == "ok"  # another writer: r2's cache is stale
     load_catalog_text(r.client, CATALOG_B, prefix=r.prefix)
     rc.armed, rc.calls = True, 0
     outs = r.charge(sms("m1", "r1"), sms("m2", "r2"), charger=charger)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from charging import reference
-from charging.decide import FixedCatalogs, format_balance, release_silent
+from charging.decide import BALANCE_LIMIT, FixedCatalogs, format_balance, release_silent
 from charging.state import Account, Bucket, Session
 
 from .decide_helpers import (
@@ -545,6 +545,32 @@ def test_overuse_on_allow_negative_goes_negative():
     assert amount(out.charge["uncharged"]) == 0
     assert out.decision["balance"] == "-0.56" and acct.balance == -eur("0.56")
     assert out.ledger[0]["delta"] == -eur("1.56")
+
+
+@pytest.mark.parametrize("balance", ["12.50", "-100.00"])
+def test_a_huge_grant_on_allow_negative_is_bounded_like_balances(balance):
+    # 2**40 SMS at 0.09 would hold 2**40 × 90,000 ≈ 9.9·10**16 micros (it did on 1d4aa33),
+    # beyond the ±(2**53 − 1) balances keep to: the grant is the most that keeps reserved
+    # ≤ 2**53 − 1 and balance − reserved ≥ −(2**53 − 1), and final
+    acct = account(balance, allow_negative=True)
+    requested = 2**40
+    out = one(req("s:0", "initial", service="sms", destination=None, requested=requested),
+              acct)
+    room = BALANCE_LIMIT + min(acct.balance, 0)  # the tighter of the two bounds
+    assert out.decision["result"] == "SUCCESS"
+    assert out.decision["granted"] == room // eur("0.09") < requested
+    assert out.decision["final"] is True
+    assert acct.reserved == out.decision["granted"] * eur("0.09") == \
+        acct.sessions["s"].money_reserved
+    assert acct.reserved <= BALANCE_LIMIT
+    assert acct.balance - acct.reserved >= -BALANCE_LIMIT
+    assert acct.balance - acct.reserved - eur("0.09") < -BALANCE_LIMIT or \
+        acct.reserved + eur("0.09") > BALANCE_LIMIT  # one SMS more would not fit
+    # a second session finds no room left, and is refused as a grant of 0
+    again = one(req("t:0", "initial", session="t", service="sms", destination=None,
+                    requested=requested), acct)
+    assert again.decision["result"] == "CREDIT_LIMIT_REACHED"
+    assert again.decision["granted"] == 0 and acct.reserved <= BALANCE_LIMIT
 
 
 def test_overuse_never_takes_money_another_session_holds():

@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from tests.flows.conftest import REPO, accounts_of, cli_args, cli_env, jsonl
+from tests.flows.conftest import REPO, SAMPLE_PATH, accounts_of, cli_args, cli_env, jsonl
 
 TUE = "2026-11-24T10:00:00+01:00"
 
@@ -179,3 +179,82 @@ def test_a_malformed_redis_url_is_bad_input(tmp_path):
                          env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
     assert res.returncode == 1 and b"Traceback" not in res.stderr  # was 2, "cannot reach"
     assert b"is not a Redis URL" in res.stderr, res.stderr
+
+
+NO_REDIS = ("error: no embedded Redis in {}: nothing was loaded there (nothing was started "
+            "either); pass the --data-dir of an earlier `chargeflow catalog load`, or "
+            "--redis URL")
+
+
+@pytest.fixture
+def stopped(tmp_path):
+    """Data dirs a test names, stopped at its end whatever it found (a server started there
+    is the failure the tests below look for, and must not outlive them)."""
+    dirs: list = []
+    yield dirs
+    for d in dirs:
+        if (d / "redis.pid").exists():
+            subprocess.run(cli_args("stop", "--data-dir", str(d)), env=cli_env(), cwd=REPO,
+                           capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [["balance", "alice"], ["topup", "alice", "1.00"],
+                                  ["topup", "alice", "1.00", "--id", "p1"], ["sweep"]])
+def test_commands_on_existing_data_start_no_redis_where_nothing_was_loaded(tmp_path, stopped,
+                                                                           args):
+    # run in a directory with no .chargeflow: on 1d4aa33 an empty redis-server was started
+    # there and `balance` said "no account 'alice'" (exit 1), `sweep` "0 released" (exit 0)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    left = tmp_path / "left"  # one an earlier release started an empty server in
+    left.mkdir()
+    (left / "appendonly.aof").write_bytes(b"")
+    stopped += [work / ".chargeflow", left]
+    env = {**cli_env(), "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    res = subprocess.run(cli_args(*args), env=env, cwd=work, capture_output=True, timeout=60)
+    assert res.returncode == 1 and b"Traceback" not in res.stderr
+    assert res.stderr.decode().strip() == NO_REDIS.format(work / ".chargeflow")
+    assert not (work / ".chargeflow").exists() and redis_servers_of(str(work)) == []
+
+    res = subprocess.run(cli_args(*args, "--data-dir", str(left)), env=cli_env(), cwd=REPO,
+                         capture_output=True, timeout=60)
+    assert res.returncode == 1 and res.stderr.decode().strip() == NO_REDIS.format(left)
+    assert redis_servers_of(str(left)) == []
+
+
+@pytest.mark.parametrize("command", [["catalog", "load", "CATALOG"],
+                                     ["accounts", "load", "ACCOUNTS"],
+                                     ["run", "--input", "-", "--output", "OUT"]])
+def test_a_data_dir_that_cannot_be_created_is_a_clear_error(tmp_path, command):
+    # a traceback on 1d4aa33 (FileNotFoundError from mkdir)
+    files = {"CATALOG": str(SAMPLE_PATH), "OUT": str(tmp_path / "out"),
+             "ACCOUNTS": str(tmp_path / "a.jsonl")}
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "plan": "PREPAID_S", "balance": "1.00"}\n')
+    res = subprocess.run(cli_args(*[files.get(a, a) for a in command], "--data-dir",
+                                  "/proc/nope"),
+                         env=cli_env(), cwd=REPO, capture_output=True, timeout=60, input=b"")
+    assert res.returncode == 1 and b"Traceback" not in res.stderr, res.stderr
+    assert res.stderr.decode().strip() == (
+        "error: cannot use /proc/nope as the data directory of the embedded Redis: No such "
+        "file or directory; pass a --data-dir you can write, or --redis URL")
+    balance = subprocess.run(cli_args("balance", "alice", "--data-dir", "/proc/nope"),
+                             env=cli_env(), cwd=REPO, capture_output=True, timeout=60)
+    assert balance.returncode == 1
+    assert balance.stderr.decode().strip() == NO_REDIS.format("/proc/nope")
+
+
+def test_an_unreachable_redis_cluster_url_exits_2_with_the_reason():
+    # a traceback and exit 1 on 1d4aa33 (RedisClusterException is no RedisError)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"redis+cluster://:S3cret@127.0.0.1:{port}"
+    for args in (["balance", "alice"], ["topup", "alice", "1.00"], ["sweep"]):
+        res = subprocess.run(cli_args(*args, "--redis", url), env=cli_env(), cwd=REPO,
+                             capture_output=True, timeout=60)
+        assert res.returncode == 2 and b"Traceback" not in res.stderr, (args, res.stderr)
+        assert res.stderr.startswith(
+            f"error: cannot reach Redis at redis+cluster://:***@127.0.0.1:{port}: Redis "
+            "Cluster cannot be connected".encode()), res.stderr
+        assert b"S3cret" not in res.stderr
