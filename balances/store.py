@@ -308,13 +308,16 @@ class BalanceStore:
         return self.load([account])[0][account]
 
     def topup(self, account: str, micros: int, *, topup_id: str | None = None,
-              reason: str = "topup", id_retention_s: int | None = None) -> Topup:
+              reason: str = "topup", id_retention_s: int | None = None,
+              actor: str = "cli", note: str = "") -> Topup:
         """Credit an account (debit with a negative amount), ledgered; idempotent by id.
 
         A top-up id is remembered ``id_retention_s`` (0: for ever; by default as long as the
         ledger keeps entries, ``ledger_retention_s``, 90 days), not the requests' retention:
         a payment id may come again long after a request id would. It is remembered with
-        its amount: the same id with another amount is a ``conflict``, not a replay.
+        its amount: the same id with another amount is a ``conflict``, not a replay. The
+        ledger entry names the ``actor`` (an API key id, ``cli``) and ``note``; it reaches
+        the archive's outbox in the same script.
 
         Returns a ``Topup`` (``balances.topups`` says what each status means); nothing is
         written unless its status is ``ok``. ValueError for an id or a retention out of
@@ -329,11 +332,12 @@ class BalanceStore:
             raise ValueError(f"a top-up id's retention must be whole seconds from 0 (for ever) "
                              f"to {MAX_ID_RETENTION_S:,}, got {ttl!r}")
         keys = [self.keys.account(account), self.keys.ledger(account),
-                self.keys.topup(account, topup_id or "")]
+                self.keys.topup(account, topup_id or ""), self.keys.outbox(account)]
         with store_errors("cannot top up in Redis"):
             reply = self._topup(keys=keys, args=[micros, reason, topup_id or "",
                                                  ttl, BALANCE_LIMIT,
-                                                 "1" if topup_id else "0"])
+                                                 "1" if topup_id else "0", actor, note,
+                                                 account])
         return decode_reply(reply)
 
     def ledger(self, account: str) -> list[dict]:

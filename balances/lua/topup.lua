@@ -1,7 +1,12 @@
 -- Credit (or, with a negative amount, debit) an account's balance, ledgered, idempotent.
--- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] the top-up's idempotency key
--- ARGV: amount micros, reason, id, seconds the id is remembered (0: for ever), balance
---       limit micros, "1" when the top-up has an id (KEYS[3] is only used then)
+-- KEYS[1] account hash, KEYS[2] ledger stream, KEYS[3] the top-up's idempotency key,
+-- KEYS[4] the outbox stream (the archive's: docs/billing.md)
+-- ARGV: amount micros, reason ("topup", "adjustment"), id, seconds the id is remembered (0:
+--       for ever), balance limit micros, "1" when the top-up has an id (KEYS[3] is only used
+--       then), the actor (an API key id, "cli"), a note (free text, may be empty), the account
+-- A top-up without an id is ledgered as "<reason>:<the account's new version>" (unique: a
+-- version is never given twice). The ledger entry is also appended to the outbox, in this
+-- same atomic step.
 -- An id is remembered with the balance its top-up left and its amount, "<balance> <amount>"
 -- (records written before the amount was kept hold the balance alone: such an id replays
 -- whatever the amount).
@@ -61,10 +66,17 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- checked above: none of the writes can fail
-redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after),
-           'ver', string.format('%.0f', math.max(ver + 1, now)))
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'delta', ARGV[1],
-           'balance', string.format('%.0f', after), 'reason', ARGV[2])
+local new_ver = string.format('%.0f', math.max(ver + 1, now))
+redis.call('HSET', KEYS[1], 'bal', string.format('%.0f', after), 'ver', new_ver)
+local entry = {'id', ARGV[3] ~= '' and ARGV[3] or (ARGV[2] .. ':' .. new_ver),
+               'delta', ARGV[1], 'balance', string.format('%.0f', after), 'reason', ARGV[2],
+               'actor', ARGV[7]}
+if ARGV[8] ~= '' then
+  entry[#entry + 1] = 'note'
+  entry[#entry + 1] = ARGV[8]
+end
+redis.call('XADD', KEYS[2], '*', unpack(entry))
+redis.call('XADD', KEYS[4], '*', 'r', cmsgpack.pack({account = ARGV[9], ledger = {entry}}))
 if idempotent then
   local remembered = string.format('%.0f', after) .. ' ' .. ARGV[1]
   if ARGV[4] ~= '0' then  -- whole seconds from 1 to MAX_ID_RETENTION_S (BalanceStore.topup)

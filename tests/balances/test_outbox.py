@@ -85,3 +85,21 @@ def test_the_outbox_lives_in_the_accounts_slot_on_a_cluster(rig, redis_cluster):
     r.one(dict(SMS, id="c1", account="carol"))
     entries = read(redis_cluster, keys.outbox("carol"))
     assert [e["account"] for e in entries if e["records"]] == ["carol"]
+
+
+def test_a_top_up_is_ledgered_with_its_actor_and_in_the_outbox(rig):
+    r = rig(accounts='- {id: erin, plan: PREPAID_S, balance: "1.00"}\n')
+    before = len(outbox(r))
+    assert r.store.topup("erin", 2_500_000, topup_id="pay-1", actor="key-42",
+                         note="card payment").status == "ok"
+    assert r.store.topup("erin", 2_500_000, topup_id="pay-1").status == "replay"  # once
+    assert r.store.topup("erin", -500_000, reason="adjustment").status == "ok"  # no id
+    entries = outbox(r)[before:]
+    assert [fields(e["ledger"][0]) for e in entries] == [
+        {"id": "pay-1", "delta": "2500000", "balance": "3500000", "reason": "topup",
+         "actor": "key-42", "note": "card payment"},
+        {"id": f"adjustment:{r.store.view('erin').version}", "delta": "-500000",
+         "balance": "3000000", "reason": "adjustment", "actor": "cli"}]
+    ledger = r.store.ledger("erin")
+    assert [e["actor"] for e in ledger] == ["cli", "key-42", "cli"]
+    assert r.store.reconciles("erin", 3_000_000)
