@@ -8,6 +8,7 @@ COPY balances ./balances
 COPY catalog_cache ./catalog_cache
 COPY flows ./flows
 COPY gateway ./gateway
+COPY service ./service
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd -m chargeflow
 USER chargeflow

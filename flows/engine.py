@@ -1,12 +1,11 @@
 """One engine step: a micro-batch of raw messages in, decisions, charges and rejects out.
 
-This is everything the dataflow does per batch, kept free of Bytewax so it can be tested and
-reused on its own (the JSONL mode and the benchmarks call it directly): decode and validate
-each message (a bad one becomes a reject, never an exception), charge the valid ones with
-one ``Charger.charge`` call, and serialise the outputs (CONTRACT §3).
-
-A Redis outage is not a bad message: the batch is retried with back-off until Redis answers
-again, so nothing is lost or decided twice (the retries are idempotent) — the stream waits.
+The Kafka flow's and the JSONL mode's adapter over the charging service, kept free of
+Bytewax so it can be tested and reused on its own (the benchmarks call it directly): decode
+and validate each message (a bad one becomes a reject, never an exception), hand the valid
+ones to ``service.charging.ChargingService`` (which waits out Redis outages, isolates a
+request whose charging raises and sweeps silent sessions), and serialise the outputs
+(CONTRACT §3).
 """
 
 from __future__ import annotations
@@ -15,16 +14,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 import orjson
 
 from charging.decide import Outcome
-from charging.errors import RequestError, StoreError
+from charging.errors import RequestError
 from charging.requests import Request, decode, parse, reject_record
 from charging.untrusted import safe_text
 from flows.observe import EngineMetrics
+from service.charging import Charges, ChargingService
 
 log = logging.getLogger("chargeflow.engine")
 
@@ -60,10 +60,22 @@ class Counters:
     store_retries: int = 0
 
 
-class Charges(Protocol):
-    """What the engine charges a batch with: ``balances.charger.Charger``."""
+class _Metrics:
+    """The service's metrics as the engine keeps them: its counters, and Prometheus."""
 
-    def charge(self, requests: Sequence[Request]) -> list[Outcome]: ...
+    def __init__(self, counters: Counters, metrics: EngineMetrics | None):
+        self.counters = counters
+        self.metrics = metrics
+
+    def batch_charged(self, requests: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.batch.observe(requests)
+            self.metrics.store.observe(seconds)
+
+    def store_retried(self) -> None:
+        self.counters.store_retries += 1
+        if self.metrics is not None:
+            self.metrics.store_retries.inc()
 
 
 class Engine:
@@ -73,19 +85,20 @@ class Engine:
                  metrics: EngineMetrics | None = None,
                  sweeper: Callable[[int], int] | None = None, sweep_every_s: float = 10.0,
                  read: Callable[[object], Request] | None = None):
-        """``read`` replaces ``parse(decode(payload, fmt))`` for one message (a test's way to
-        meet a defect while reading; None is the engine's own, and fastest, path)."""
+        """The Kafka flow's and the JSONL mode's adapter over the charging service
+        (``service.charging``): messages in, serialised outputs out. ``read`` replaces
+        ``parse(decode(payload, fmt))`` for one message (a test's way to meet a defect while
+        reading; None is the engine's own, and fastest, path)."""
         self.charger = charger
         self.read = read
         self.metrics = metrics
-        self.sweeper = sweeper  # releases silent sessions: now_ms -> how many
-        self.sweep_every_ns = int(sweep_every_s * 1e9)
-        self._last_sweep = clock_ns()
         self.fmt = fmt
         self.clock_ns = clock_ns
-        self.sleep = sleep
-        self.max_backoff_s = max_backoff_s
         self.counters = Counters()
+        self.service = ChargingService(charger, sweeper=sweeper, sweep_every_s=sweep_every_s,
+                                       metrics=_Metrics(self.counters, metrics),
+                                       clock_ns=clock_ns, sleep=sleep,
+                                       max_backoff_s=max_backoff_s)
 
     def process(self, payloads: Sequence[object], entered_ns: Sequence[int] | None = None
                 ) -> list[Output]:
@@ -99,7 +112,6 @@ class Engine:
         decided as usual; a crash would stop the stream, and under recovery replay the same
         batch into the same crash."""
         start = self.clock_ns()
-        self._sweep_if_due(start)
         outputs: list[Output] = []
         valid: list[Request] = []
         valid_entered: list[int] = []
@@ -123,12 +135,9 @@ class Engine:
                     "INTERNAL_ERROR", f"not decided: reading it raised {_exception(exc)}; "
                     "nothing was charged for it (the engine's log has the traceback)"),
                     payload))
+        found = self.service.decide(valid)  # sweeps when due, also for a batch of rejects
         if not valid:
             return outputs
-        try:
-            found: list[Outcome | Exception] = list(self._charge(valid))
-        except Exception as exc:  # noqa: BLE001 - a defect met by some request: isolate it
-            found = self._isolate(valid, exc)
         now = self.clock_ns()
         c = self.counters
         c.batches += 1
@@ -173,71 +182,35 @@ class Engine:
             self.metrics.record_batch(results, np.array(latencies, dtype=np.float64) / 1e6)
         return outputs
 
-    def _isolate(self, requests: list[Request], exc: Exception) -> list[Outcome | Exception]:
-        """After charging ``requests`` raised ``exc`` (a defect met by some request; a store
-        outage is waited out in ``_charge``): outcomes in order, and for each request whose
-        charging raises on its own, the exception instead. The batch is halved until such a
-        request is alone, so the others are still decided: a crash would stop the stream,
-        and under recovery replay the same batch into the same crash. Halves keep input
-        order, and whatever a failed attempt wrote is replayed from the idempotency records,
-        so no request is applied twice."""
-        if len(requests) == 1:
-            log.error("charging request %r of account %r raised; it is rejected "
-                      "(INTERNAL_ERROR) and the stream goes on", requests[0].id,
-                      requests[0].account, exc_info=exc)
-            return [exc]
-        log.warning("charging a batch of %d raised %r; halving it to find the request",
-                    len(requests), exc)
-        mid = len(requests) // 2
-        return self._charge_isolating(requests[:mid]) + self._charge_isolating(requests[mid:])
+    # the service's settings, as the engine's (tests and tools set them here)
+    @property
+    def sweeper(self) -> Callable[[int], int] | None:
+        return self.service.sweeper
 
-    def _charge_isolating(self, requests: list[Request]) -> list[Outcome | Exception]:
-        try:
-            return self._charge(requests)
-        except Exception as exc:  # noqa: BLE001 - isolated and logged by _isolate
-            return self._isolate(requests, exc)
+    @sweeper.setter
+    def sweeper(self, sweeper: Callable[[int], int] | None) -> None:
+        self.service.sweeper = sweeper
 
-    def _charge(self, requests):
-        delay = 0.05
-        while True:
-            try:
-                t0 = time.perf_counter()
-                outcomes = self.charger.charge(requests)
-                if self.metrics is not None:
-                    self.metrics.batch.observe(len(requests))
-                    self.metrics.store.observe(time.perf_counter() - t0)
-                return outcomes
-            except StoreError as exc:
-                self.counters.store_retries += 1
-                if self.metrics is not None:
-                    self.metrics.store_retries.inc()
-                log.warning("store unavailable, retrying batch of %d in %.2f s: %s",
-                            len(requests), delay, exc)
-                self.sleep(delay)
-                delay = min(self.max_backoff_s, delay * 2)
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        return self.service.sleep
+
+    @sleep.setter
+    def sleep(self, sleep: Callable[[float], None]) -> None:
+        self.service.sleep = sleep
+
+    @property
+    def sweep_every_ns(self) -> int:
+        return self.service.sweep_every_ns
+
+    @sweep_every_ns.setter
+    def sweep_every_ns(self, ns: int) -> None:
+        self.service.sweep_every_ns = ns
 
     def idle(self) -> None:
         """Called when no request came for ``IDLE_TICK_S``: silent sessions are released on
         time with no traffic too."""
-        self._sweep_if_due(self.clock_ns())
-
-    def _sweep_if_due(self, now_ns: int) -> None:
-        """Release silent sessions now and then, between batches (a failure only waits for
-        the next turn: the sweep is idempotent)."""
-        sweeper = self.sweeper
-        if sweeper is None or now_ns - self._last_sweep < self.sweep_every_ns:
-            return
-        self._last_sweep = now_ns
-        try:
-            released = sweeper(time.time_ns() // 1_000_000)
-        except StoreError as exc:
-            log.warning("sweep skipped: %s", exc)
-            return
-        except Exception:  # noqa: BLE001 - a defect in the sweep must not stop the stream
-            log.exception("sweep failed; it runs again at its next turn")
-            return
-        if released:
-            log.info("released %d silent session(s)", released)
+        self.service.idle()
 
     def _reject(self, exc: RequestError, payload: object) -> Output:
         """The reject of one message; total (a last, fixed record if even building it

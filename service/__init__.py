@@ -1,0 +1,1 @@
+"""The transport-neutral charging service (``service.charging``): what every door calls."""
