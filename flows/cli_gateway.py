@@ -111,16 +111,21 @@ def _serve(opts: dict, with_engine: bool) -> None:
         services.redis().close()
         from flows.broker import EmbeddedBroker
 
-        brokers = opts["kafka"] or EmbeddedBroker(services.data_dir).start()
+        brokers = opts["kafka"] or ("" if with_engine else
+                                    EmbeddedBroker(services.data_dir).start())
     except StoreError as exc:
         fail(False, str(exc), 2)
     except BrokerError as exc:
         fail(False, str(exc), 2)
     except ValueError as exc:
         fail(False, str(exc))
-    engine = _start_engine(opts, brokers, url, services) if with_engine else None
+    # serve without --kafka: the doors hand requests to an engine in this process (the
+    # embedded broker slows down over hours of traffic); otherwise engines over Kafka
+    local = with_engine and not opts["kafka"]
+    engine = _start_engine(opts, brokers, url, services) if with_engine and not local else None
     try:
-        code = asyncio.run(_run(config, names, brokers, kafka_config, url, opts["instance"]))
+        code = asyncio.run(_run(config, names, None if local else brokers, kafka_config, url,
+                                opts["instance"]))
     finally:
         if engine is not None:
             engine.send_signal(signal.SIGTERM)  # it drains, flushes and commits
@@ -172,7 +177,7 @@ def _start_engine(opts: dict, brokers: str, url: str, services: Services
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=os.environ.copy())
 
 
-async def _run(config, names: list[str], brokers: str, kafka_config: dict, url: str,
+async def _run(config, names: list[str], brokers: str | None, kafka_config: dict, url: str,
                instance: str | None) -> int:
     from catalog_cache.store import CatalogCache
     from flows.kafka import KafkaSettings
@@ -181,14 +186,27 @@ async def _run(config, names: list[str], brokers: str, kafka_config: dict, url: 
     from gateway.identities import Identities
     from gateway.server import Context, run_doors
 
-    settings = KafkaSettings(brokers, kafka_config)
-    bridge = KafkaBridge(settings, instance or instance_name(),
-                         timeout_s=config.answer_timeout_ms / 1000)
+    timeout_s = config.answer_timeout_ms / 1000
+    if brokers is None:
+        from functools import partial
+
+        from flows.runtime import EngineConfig, make_engine
+        from gateway.local import LocalBridge
+
+        bridge = LocalBridge(partial(make_engine, EngineConfig(redis_url=url,
+                                                               prefix=config.prefix)),
+                             timeout_s=timeout_s)
+    else:
+        bridge = KafkaBridge(KafkaSettings(brokers, kafka_config), instance or instance_name(),
+                             timeout_s=timeout_s)
     try:
         bridge.start()
     except BrokerError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except RuntimeError as exc:  # the in-process engine (no catalog loaded, say)
+        click.echo(f"error: {exc}", err=True)
+        return 1
     client = _async_redis(url)
     catalogs = CatalogCache(connect(url), prefix=config.prefix, check_interval_s=2.0)
     ctx = Context(config, bridge, client, Identities(client, config.prefix), catalogs)

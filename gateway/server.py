@@ -18,14 +18,13 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
 from catalog_cache.store import CatalogCache
-from gateway.bridge import KafkaBridge
 from gateway.identities import Identities
 
 log = logging.getLogger("chargeflow.gateway")
@@ -52,10 +51,18 @@ class Context:
     look-ups, the catalog (rating groups -> services, tariffs' quotas) and the settings."""
 
     config: DoorConfig
-    bridge: KafkaBridge
+    bridge: Bridge
     redis: aioredis.Redis
     identities: Identities
     catalogs: CatalogCache  # sync: refreshed at most every few seconds, a single GET
+
+
+class Bridge(Protocol):
+    """The round trip to the engines: ``gateway.bridge.KafkaBridge`` (over Kafka) or
+    ``gateway.local.LocalBridge`` (an engine in this process). ``decide`` returns the
+    decisions in order, or raises ``gateway.bridge.AnswerTimeout`` / ``Busy``."""
+
+    async def decide(self, requests: Sequence[dict]) -> list[dict]: ...
 
 
 class Door(Protocol):
