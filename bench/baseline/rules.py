@@ -276,10 +276,14 @@ class Rules:
     def _grant(self, acct: AccountState, session: Session, tariff: Tariff, rate: Rate,
                requested: int) -> int:
         """Reserve the largest affordable grant (§4.2): allowance units first, money for the
-        rest. Returns the units granted."""
+        rest. Returns the units granted. On an account allowed to go negative the money held
+        may take balance - reserved down to the floor and reserved up to -floor, no further."""
         free = acct.free_units(session.service)
         available = acct.available()
-        limit = None if available is None else Fraction(max(0, available), MICROS)
+        if available is None:
+            available = min(acct.balance - acct.reserved - BALANCE_FLOOR,
+                            -BALANCE_FLOOR - acct.reserved)
+        limit = Fraction(max(0, available), MICROS)
         g, money = max_grant(tariff, rate, session.chargeable, free, requested, limit)
         session.granted = g
         if g == 0:

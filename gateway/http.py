@@ -1,0 +1,82 @@
+"""The HTTP stack the Nchf door and the account API share: an ASGI application served by
+hypercorn on one port, HTTP/2 cleartext with prior knowledge and HTTP/1.1 side by side
+(CONTRACT §6.1, §6.4, §7).
+
+``AsgiDoor(name, app, address)`` is a ``gateway.server.Door``: ``start`` binds the socket
+itself (so ``port 0`` reports the port it got) and hands it to hypercorn; ``close`` stops
+accepting and lets requests in flight finish, up to ``graceful_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+log = logging.getLogger("chargeflow.gateway")
+
+#: a body larger than this is refused before it is read whole (the doors may set less)
+MAX_BODY_BYTES = 1 << 20
+
+
+class AsgiDoor:
+    """One ASGI application on ``address`` (host, port) under hypercorn."""
+
+    def __init__(self, name: str, app, address: tuple[str, int], *, graceful_s: float = 5.0,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.name = name
+        self.app = app
+        self.address = address
+        self.graceful_s = graceful_s
+        self.max_body_bytes = max_body_bytes
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._sock: socket.socket | None = None
+
+    async def start(self) -> tuple[str, int]:
+        host, port = self.address
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"the {self.name} door cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from exc
+        sock.listen(1024)
+        sock.set_inheritable(True)
+        self._sock = sock
+        config = Config()
+        config.bind = [f"fd://{sock.fileno()}"]
+        config.h2_max_concurrent_streams = 256
+        config.graceful_timeout = self.graceful_s
+        config.keep_alive_timeout = 75
+        config.accesslog = None
+        config.errorlog = logging.getLogger(f"chargeflow.{self.name}.server")
+        # hypercorn reads a body into memory in chunks: the app refuses one above its limit
+        # on Content-Length, and h11/h2 bound what one request may buffer
+        config.h11_max_incomplete_size = 64 * 1024
+        self._task = asyncio.create_task(
+            serve(self.app, config, shutdown_trigger=self._stop.wait), name=f"{self.name}-http")
+        await asyncio.sleep(0)  # let hypercorn take the socket before the door is announced
+        bound = sock.getsockname()
+        return bound[0], bound[1]
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(self._task, self.graceful_s + 2)
+                except TimeoutError:
+                    log.warning("the %s door did not drain in %.0f s", self.name,
+                                self.graceful_s)
+                    self._task.cancel()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
