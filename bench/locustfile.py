@@ -61,11 +61,11 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from balances.accounts import AccountSpec
 from balances.store import BalanceStore
-from bench.gateway import DESTINATIONS
 from catalog_cache.store import load_catalog_text
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
+from flows.gateway_sim import DESTINATIONS
 from flows.services import ENV_URL, Services
 
 log = logging.getLogger("chargeflow.locust")

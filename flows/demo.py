@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.workload import generate
+from flows.workload import generate
 from charging import kernels, reference
 from charging.catalog import Catalog
 from charging.compiler import compile_catalog

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from balances.accounts import AccountSpec
 from balances.store import BalanceStore, ledger_reconciles
-from bench.gateway import Gateway
+from flows.gateway_sim import Gateway
 from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
