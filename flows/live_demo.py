@@ -28,11 +28,11 @@ from rich.table import Table
 
 from balances.accounts import AccountSpec
 from balances.store import BalanceStore, ledger_reconciles
-from flows.gateway_sim import Gateway
 from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.dataflow import Topics
+from flows.gateway_sim import Gateway
 from flows.services import ENV_URL, Services
 
 DRY_SHARE = 0.1  # accounts that start with little credit and run dry
