@@ -26,13 +26,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from balances.accounts import AccountSpec
 from balances.store import BalanceStore, ledger_reconciles
-from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.dataflow import Topics
 from flows.gateway_sim import Gateway
+from flows.provision import provision, synthetic_accounts
 from flows.services import ENV_URL, Services
 
 DRY_SHARE = 0.1  # accounts that start with little credit and run dry
@@ -61,14 +60,16 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
     # names for the engine and the administrative commands
     services = Services(None, data_dir)
     client = services.redis()
-    catalog = load_catalog_text(client, catalog_path.read_text(), prefix=services.prefix,
-                                source=str(catalog_path))
-    plan = "PREPAID_S" if "PREPAID_S" in catalog.plans else catalog.first_plan()
     accounts = [f"demo-{i:05d}" for i in range(n_accounts)]
+
+    def specs(catalog):
+        plan = "PREPAID_S" if "PREPAID_S" in catalog.plans else catalog.first_plan()
+        return synthetic_accounts(n_accounts, "demo-%05d", 20_000_000, plan=plan,
+                                  dry_share=DRY_SHARE, dry_micros=500_000)
+
+    catalog = provision(client, services.prefix, specs, catalog_text=catalog_path.read_text(),
+                        source=str(catalog_path))
     store = BalanceStore(client, prefix=services.prefix)
-    store.upsert_accounts([
-        AccountSpec(a, plan, 500_000 if i % int(1 / DRY_SHARE) == 0 else 20_000_000)
-        for i, a in enumerate(accounts)])
     topics = Topics()
     brokers = EmbeddedBroker(services.data_dir).start()
     ensure_topics(brokers, {topics.requests: 1, topics.decisions: 1, topics.charges: 1,
