@@ -34,3 +34,14 @@ def bench_soak(ctx: click.Context) -> None:
     from bench.soak import main as soak_main
 
     soak_main(ctx.args)
+
+
+@bench.command("doors", context_settings={"ignore_unknown_options": True,
+                                          "allow_extra_args": True,
+                                          "help_option_names": []})
+@click.pass_context
+def bench_doors(ctx: click.Context) -> None:
+    """Gy CCRs/s and Nchf requests/s through the gateway beside the Kafka round trip."""
+    from bench.doors import main as doors_main
+
+    doors_main(ctx.args)
