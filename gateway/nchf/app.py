@@ -8,8 +8,8 @@ application (three routes do not need a framework):
 
 Every failure is ``application/problem+json`` (ProblemDetails): 400 for a body that is not
 JSON or does not validate against the 3GPP schema, 404 for an unknown subscriber, ref or
-path, 405 for another method, 413 for a body over ``max_body_bytes`` (refused on its
-Content-Length before it is read, else as soon as it grows past it), 503 with Retry-After
+path, 405 for another method, 413 for a body over ``max_body_bytes`` (what is over is
+read and dropped, never kept), 503 with Retry-After
 when the engines do not answer in time or Redis is down, 500 for a defect (logged).
 """
 
@@ -31,6 +31,7 @@ log = logging.getLogger("chargeflow.nchf")
 ROOT = "/nchf-convergedcharging/v3/chargingdata"
 _REF_PATH = re.compile(re.escape(ROOT) + r"/([^/]{1,64})/(update|release)")
 MAX_BODY_BYTES = 128 * 1024
+DRAIN_BYTES = 64 * 1024 * 1024  # a body read and dropped before a 413, at most
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -79,13 +80,14 @@ class NchfApp:
         started = time.perf_counter()
         self.metrics.requests.labels(op).inc()
         try:
+            raw = await self._read(scope, receive)
             if op == "other":
                 raise Problem(404, "Not Found", f"no resource {_cut(path)} (the API root is "
                               f"{ROOT})", "RESOURCE_URI_STRUCTURE_NOT_FOUND")
             if method != "POST":
                 raise Problem(405, "Method Not Allowed", f"{method} is not allowed on "
                               f"{_cut(path)}; use POST")
-            body = self._parse(await self._read(scope, receive))
+            body = self._parse(raw)
             status, headers, doc = await self._handle(op, ref, body, scope)
         except Problem as problem:
             status, doc = problem.status, problem.body()
@@ -130,13 +132,15 @@ class NchfApp:
         return (204 if op == "release" else 200), [], answer.body
 
     async def _read(self, scope, receive) -> bytes:
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                if not value.isdigit():
-                    raise Problem(400, "Bad Request", "Content-Length is not a number",
-                                  "INVALID_MSG_FORMAT")
-                if int(value) > self.max_body_bytes:
-                    raise _too_large(int(value), self.max_body_bytes)
+        """The body, or a 413 ``Problem`` once it is over the limit. What is over is read
+        and dropped (up to ``DRAIN_BYTES``) before the answer goes: hypercorn 0.18's HTTP/2
+        protocol fails the whole connection, every stream of the SMF on it, when DATA
+        comes for a stream already answered."""
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"),
+                        None)
+        if declared is not None and not declared.isdigit():
+            raise Problem(400, "Bad Request", "Content-Length is not a number",
+                          "INVALID_MSG_FORMAT")
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -144,11 +148,15 @@ class NchfApp:
                 raise Problem(400, "Bad Request", "the client went away", "INVALID_MSG_FORMAT")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _too_large(size, self.max_body_bytes)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+            else:
+                chunks.clear()
+            if not message.get("more_body", False) or size > DRAIN_BYTES:
+                break
+        if size > self.max_body_bytes or (declared and int(declared) > self.max_body_bytes):
+            raise _too_large(max(size, int(declared or 0)), self.max_body_bytes)
+        return b"".join(chunks)
 
     def _parse(self, raw: bytes) -> dict:
         try:
