@@ -240,7 +240,7 @@ def check_values(body: dict) -> None:
     except RequestError as exc:
         raise Problem(400, "Bad Request", f"invocationTimeStamp: {exc.detail}",
                       "MANDATORY_IE_INCORRECT",
-                      [{"param": "/invocationTimeStamp", "reason": "not an RFC 3339 date-time"}]
+                      [{"param": "/invocationTimeStamp", "reason": exc.detail}]
                       ) from exc
 
 
