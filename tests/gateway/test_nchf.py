@@ -217,3 +217,37 @@ def test_metrics_count_requests_and_answers(doors, h2):
     text = h2.get(doors.url + "/metrics").text
     assert 'chargeflow_nchf_answers_total{op="create",status="201"}' in text
     assert 'chargeflow_nchf_unit_results_total{result="SUCCESS"}' in text
+
+
+def test_a_session_the_engine_released_is_opened_again(redis_client, h2):
+    """A rating group silent past 2 × validity is released by the engine's sweep; its next
+    update is charged (SESSION_UNKNOWN) and the door opens the session again in the same
+    message, so the rating group still gets its grant."""
+    import time
+    import uuid
+
+    from balances.sweeper import sweep
+    from tests.conftest import delete_prefix
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    doors, stop = start_doors(redis_client, prefix, n=1)
+    try:
+        url = doors.url
+        ref = create(h2, url, request(imsi="001010000000005"))
+        r = h2.post(f"{url}{ROOT}/{ref}/update", json=request(units=[usage(10, requested={})]))
+        assert units_by_rg(r)[10]["resultCode"] == "SUCCESS"
+        assert money(doors, "rita") == (micros("50.00"), micros("0.10"))
+        assert sweep(doors.store, int(time.time() * 1000) + 10 * 86_400_000) == 1
+        assert money(doors, "rita") == (micros("50.00"), 0)
+
+        r = h2.post(f"{url}{ROOT}/{ref}/update",
+                    json=request(units=[usage(10, requested={}, totalVolume=MiB)]))
+        assert units_by_rg(r)[10] == {"ratingGroup": 10, "resultCode": "SUCCESS",
+                                      "grantedUnit": {"totalVolume": 10 * MiB},
+                                      "validityTime": 600}
+        assert money(doors, "rita") == (micros("50.00") - micros("0.01"), micros("0.10"))
+        assert h2.post(f"{url}{ROOT}/{ref}/release", json=request()).status_code == 204
+        assert money(doors, "rita") == (micros("50.00") - micros("0.01"), 0)
+    finally:
+        stop()
+        delete_prefix(redis_client, prefix)
