@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -53,6 +54,7 @@ class Doors:
     urls: list[str]
     prefix: str
     store: BalanceStore
+    bridge: LocalBridge
     metrics: list[NchfMetrics] = field(default_factory=list)
 
     @property
@@ -101,22 +103,40 @@ def usage(rg: int, *, requested: dict | None = None, **used) -> dict:
     return item
 
 
-def start_doors(redis_client, prefix: str, n: int = 2):
+class SlowEngine:
+    """The real engine, taking ``delay_s`` longer over every batch (a loaded engine)."""
+
+    def __init__(self, engine, delay_s: float):
+        self.engine = engine
+        self.delay_s = delay_s
+
+    def process(self, payloads, entered):
+        time.sleep(self.delay_s)
+        return self.engine.process(payloads, entered)
+
+    def idle(self):
+        self.engine.idle()
+
+
+def start_doors(redis_client, prefix: str, n: int = 2, *, timeout_s: float = 20,
+                engine_delay_s: float = 0.0, door_redis_url: str = REDIS_URL):
     """Load the catalog and accounts under ``prefix``, start ``n`` doors; returns
     (Doors, stop)."""
     catalog = load_catalog_text(redis_client, CATALOG, prefix=prefix)
     store = BalanceStore(redis_client, prefix=prefix)
     store.upsert_accounts(parse_accounts("\n".join(orjson.dumps(a).decode()
                                                    for a in ACCOUNTS), catalog))
-    bridge = LocalBridge(partial(make_engine, EngineConfig(redis_url=REDIS_URL,
-                                                           prefix=prefix)), timeout_s=20)
+    engine = partial(make_engine, EngineConfig(redis_url=REDIS_URL, prefix=prefix))
+    if engine_delay_s:
+        engine = partial(lambda make: SlowEngine(make(), engine_delay_s), engine)
+    bridge = LocalBridge(engine, timeout_s=timeout_s)
     bridge.start()
     ready = threading.Event()
     state: dict = {}
 
     def run():
         async def main():
-            client = aioredis.Redis.from_url(REDIS_URL)
+            client = aioredis.Redis.from_url(door_redis_url, socket_connect_timeout=2)
             config = DoorConfig(nchf=("127.0.0.1", 0), prefix=prefix)
             ctx = Context(config, bridge, client, Identities(client, prefix),
                           CatalogCache(redis_client, prefix=prefix, check_interval_s=2.0))
@@ -145,4 +165,4 @@ def start_doors(redis_client, prefix: str, n: int = 2):
         thread.join(15)
         bridge.close()
 
-    return Doors(state["urls"], prefix, store, state["metrics"]), stop
+    return Doors(state["urls"], prefix, store, bridge, state["metrics"]), stop

@@ -251,3 +251,53 @@ def test_a_session_the_engine_released_is_opened_again(redis_client, h2):
     finally:
         stop()
         delete_prefix(redis_client, prefix)
+
+
+def test_no_decision_in_time_is_503_and_the_retransmission_gets_the_real_answer(
+        redis_client, h2):
+    """An engine slower than the answer timeout: 503 with Retry-After; the request is
+    decided anyway, and the SMF's retransmission gets that decision, charged once."""
+    import uuid
+
+    from tests.conftest import delete_prefix
+
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    doors, stop = start_doors(redis_client, prefix, n=1, timeout_s=0.1, engine_delay_s=0.4)
+    try:
+        url = doors.url
+        ref = create(h2, url, request(imsi="001010000000005"))
+        update = request(units=[usage(30, requested={"serviceSpecificUnits": 1},
+                                      serviceSpecificUnits=3)])
+        r = h2.post(f"{url}{ROOT}/{ref}/update", json=update)
+        doc = problem(r, 503)
+        assert r.headers["retry-after"] == "1" and doc["cause"] == "NF_CONGESTION"
+        doors.bridge.timeout_s = 20
+        r = h2.post(f"{url}{ROOT}/{ref}/update", json=dict(update, retransmissionIndicator=True))
+        assert r.status_code == 200
+        assert units_by_rg(r)[30]["grantedUnit"] == {"serviceSpecificUnits": 1}
+        # the 3 SMS reported with the opening update are charged once, 1 more is reserved
+        assert money(doors, "rita") == (micros("50.00") - 3 * micros("0.09"), micros("0.09"))
+    finally:
+        stop()
+        delete_prefix(redis_client, prefix)
+
+
+def test_redis_out_of_reach_is_503(redis_client, h2):
+    import socket
+    import uuid
+
+    from tests.conftest import delete_prefix
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    doors, stop = start_doors(redis_client, prefix, n=1,
+                              door_redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        r = h2.post(doors.url + ROOT, json=request(imsi="001010000000005"))
+        assert problem(r, 503)["cause"] == "NF_CONGESTION" and r.headers["retry-after"]
+        assert "Redis" in r.json()["detail"]
+    finally:
+        stop()
+        delete_prefix(redis_client, prefix)
