@@ -25,11 +25,13 @@ from gateway.nchf.service import NchfService
 from gateway.server import Context, register
 
 
-def build_app(ctx: Context, metrics: NchfMetrics | None = None) -> NchfApp:
-    """The door's ASGI application over a door ``Context`` (schemas read once, here)."""
+def build_app(ctx: Context, metrics: NchfMetrics | None = None,
+              schemas: NchfSchemas | None = None) -> NchfApp:
+    """The door's ASGI application over a door ``Context`` (the schemas are read here,
+    unless given: they are immutable once built, doors may share them)."""
     extra = ctx.config.extra
-    schemas = NchfSchemas(extra.get("nchf_schemas")
-                          or os.environ.get("CHARGEFLOW_3GPP_DIR") or DEFAULT_DIR)
+    schemas = schemas or NchfSchemas(extra.get("nchf_schemas")
+                                     or os.environ.get("CHARGEFLOW_3GPP_DIR") or DEFAULT_DIR)
     contexts = Contexts(ctx.redis, ctx.config.prefix,
                         ttl_s=int(extra.get("nchf_context_ttl_s", 86_400)))
     service = NchfService(ctx.bridge, ctx.identities, ctx.catalogs, contexts)
@@ -37,8 +39,9 @@ def build_app(ctx: Context, metrics: NchfMetrics | None = None) -> NchfApp:
                    max_body_bytes=int(extra.get("nchf_max_body_bytes", MAX_BODY_BYTES)))
 
 
-def make_door(ctx: Context, metrics: NchfMetrics | None = None) -> AsgiDoor:
-    app = build_app(ctx, metrics)
+def make_door(ctx: Context, metrics: NchfMetrics | None = None,
+              schemas: NchfSchemas | None = None) -> AsgiDoor:
+    app = build_app(ctx, metrics, schemas)
     assert ctx.config.nchf is not None, "the Nchf door is closed (--no-nchf)"
     return AsgiDoor("nchf", app, ctx.config.nchf, max_body_bytes=app.max_body_bytes)
 

@@ -10,16 +10,17 @@ is a flag). OpenAPI 3.0 is not JSON Schema, so each file is normalised once when
   ``{type: null}`` where the schema is a ``$ref`` or a composition);
 * ``example``/``x-…``/``discriminator`` are annotations jsonschema passes over anyway.
 
-The two core files are loaded when the validator is built (at the door's start); the
-others (about 90 files reach one another) only when a body walks into them, once each
-(``retrieve`` is cached: a registry that jsonschema extends during one validation is not
-kept, so the cache is what makes the second body cheap).
+The validator is built once, at the door's start: the ChargingDataRequest schema with
+every reference it reaches put in place (the files it needs are read then, once each), so
+checking a body resolves no URI; a recursive reference stays one, resolved through the
+registry.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+from urllib.parse import urljoin
 
 import yaml
 from jsonschema import Draft4Validator
@@ -75,11 +76,31 @@ class NchfSchemas:
             registry = registry.with_resource(_BASE + name, self._resource(name))
         self.registry = registry.crawl()
         self.request = self._validator("ChargingDataRequest")
-        self.response = self._validator("ChargingDataResponse")
 
     def _validator(self, schema: str) -> Draft4Validator:
-        return Draft4Validator({"$ref": f"{_BASE}{MAIN}#/components/schemas/{schema}"},
+        """A validator of one schema with its references put in place (a recursive one
+        stays a reference): jsonschema then spends no time resolving URIs, which was
+        most of the time of checking a body."""
+        uri = f"{_BASE}{MAIN}#/components/schemas/{schema}"
+        return Draft4Validator(self._inline({"$ref": uri}, _BASE + MAIN, {}, ()),
                                registry=self.registry)
+
+    def _inline(self, node: object, base: str, done: dict, stack: tuple) -> object:
+        if isinstance(node, list):
+            return [self._inline(x, base, done, stack) for x in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):  # Draft 4 / OpenAPI 3.0: a $ref's siblings do not count
+            uri = urljoin(base, ref)
+            if uri in stack:
+                return {"$ref": uri}
+            if uri not in done:
+                target = self.registry.resolver().lookup(uri).contents
+                done[uri] = self._inline(target, uri.split("#")[0], done, (*stack, uri))
+            return done[uri]
+        return {k: (v if k == "enum" else self._inline(v, base, done, stack))
+                for k, v in node.items()}
 
     def _read(self, name: str) -> dict:
         path = self.directory / name

@@ -41,7 +41,7 @@ from gateway.nchf.units import (
 log = logging.getLogger("chargeflow.nchf")
 
 
-@dataclass
+@dataclass(eq=False)  # an exception stays hashable
 class Problem(Exception):
     """An answer other than success: HTTP ``status`` and a ProblemDetails body."""
 

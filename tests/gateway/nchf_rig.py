@@ -6,6 +6,7 @@ HTTP/2 with prior knowledge, curl, schemathesis)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from gateway.identities import Identities
 from gateway.local import LocalBridge
 from gateway.nchf import make_door
 from gateway.nchf.app import NchfMetrics
+from gateway.nchf.schemas import NchfSchemas
 from gateway.server import Context, DoorConfig
 from tests.conftest import REDIS_URL, SAMPLE_TEXT
 
@@ -118,6 +120,12 @@ class SlowEngine:
         self.engine.idle()
 
 
+@functools.cache
+def shared_schemas() -> NchfSchemas:
+    """The 3GPP schemas, built once for all the tests' doors (about 2 s)."""
+    return NchfSchemas()
+
+
 def start_doors(redis_client, prefix: str, n: int = 2, *, timeout_s: float = 20,
                 engine_delay_s: float = 0.0, door_redis_url: str = REDIS_URL):
     """Load the catalog and accounts under ``prefix``, start ``n`` doors; returns
@@ -140,7 +148,8 @@ def start_doors(redis_client, prefix: str, n: int = 2, *, timeout_s: float = 20,
             config = DoorConfig(nchf=("127.0.0.1", 0), prefix=prefix)
             ctx = Context(config, bridge, client, Identities(client, prefix),
                           CatalogCache(redis_client, prefix=prefix, check_interval_s=2.0))
-            doors = [make_door(ctx, NchfMetrics(CollectorRegistry())) for _ in range(n)]
+            doors = [make_door(ctx, NchfMetrics(CollectorRegistry()), shared_schemas())
+                     for _ in range(n)]
             state["urls"] = [f"http://127.0.0.1:{(await d.start())[1]}" for d in doors]
             state["metrics"] = [d.app.metrics for d in doors]
             state["stop"] = stop = asyncio.Event()

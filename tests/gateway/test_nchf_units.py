@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.nchf.schemas import DEFAULT_DIR, MAIN, NchfSchemas, SchemaProblem, normalise
+from gateway.nchf.schemas import DEFAULT_DIR, MAIN, SchemaProblem, normalise
 from gateway.nchf.service import Problem, check_values, digest
 from gateway.nchf.units import requested_units, unit_information, usages, used_units
+from tests.gateway.nchf_rig import shared_schemas
 
 
 def body(*units, **extra) -> dict:
@@ -69,7 +70,7 @@ def test_nullable_becomes_json_schema():
 
 @pytest.mark.skipif(not (DEFAULT_DIR / MAIN).is_file(), reason="no 3GPP OpenAPI files")
 def test_the_3gpp_schema_checks_bodies_across_files():
-    schemas = NchfSchemas()
+    schemas = shared_schemas()
     schemas.check(body({"ratingGroup": 1, "usedUnitContainer": [
         {"localSequenceNumber": 1, "totalVolume": 2**63}]}))
     with pytest.raises(SchemaProblem) as err:  # Uint64 of TS29571_CommonData.yaml
