@@ -301,3 +301,21 @@ def test_redis_out_of_reach_is_503(redis_client, h2):
     finally:
         stop()
         delete_prefix(redis_client, prefix)
+
+
+def test_one_http2_connection_carries_more_than_a_thousand_requests(doors):
+    """An SMF keeps its HTTP/2 connection: hypercorn's default would close it after 1000
+    requests, failing the streams in flight at the GOAWAY."""
+    import asyncio
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as client:
+            sem = asyncio.Semaphore(16)
+
+            async def one(i: int) -> int:
+                async with sem:
+                    return (await client.get(f"{doors.url}/nosuch/{i}")).status_code
+
+            return await asyncio.gather(*(one(i) for i in range(1100)))
+
+    assert set(asyncio.run(main())) == {404}  # every one answered
