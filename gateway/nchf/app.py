@@ -47,7 +47,7 @@ class NchfMetrics:
                                "Nchf answers by operation and HTTP status", ["op", "status"],
                                registry=registry)
         self.latency = Histogram("chargeflow_nchf_latency_seconds",
-                                 "From an Nchf request's last byte to its answer", ["op"],
+                                 "From an Nchf request's arrival to its answer", ["op"],
                                  buckets=_LATENCY_BUCKETS, registry=registry)
         self.units = Counter("chargeflow_nchf_unit_results",
                              "multipleUnitInformation answered, by resultCode", ["result"],
