@@ -51,7 +51,7 @@ def test_the_3gpp_openapi_gets_no_server_error(doors, api, mode):
     statuses: list[int] = []
     for operation in operations:
         @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
-        @settings(max_examples=4, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=3, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def call(case):
             if mode == "positive" and isinstance(case.body, dict):
