@@ -129,11 +129,37 @@ class NchfService:
         if adm is None:
             raise Problem(404, "Not Found", f"no charging data context {_shown(ref)} (never "
                           "created, released, or expired)", "CONTEXT_NOT_FOUND")
+        steps, infos = self._steps(ref, body, kind, adm, uses)
+        decisions = await self._decide([r for *_, r in steps])
+        refused = [rg for (rg, _, r), dec in zip(steps, decisions)
+                   if r["kind"] == "initial" and dec["result"] != "SUCCESS"]
+        await self.contexts.unopen(ref, adm.n, refused)
+        decided = {rg: (unit, dec) for (rg, unit, _), dec in zip(steps, decisions)}
+        # sessions the engine released meanwhile: their units were charged, open them again
+        reopen = [(rg, unit, dict(r, id=r["id"] + ":r", kind="initial", seq=0, used=0))
+                  for (rg, unit, r), dec in zip(steps, decisions)
+                  if r["kind"] == "update" and dec["result"] == "SESSION_UNKNOWN"]
+        for (rg, unit, _), dec in zip(reopen, await self._decide([r for *_, r in reopen])):
+            decided[rg] = (unit, dec)
+        if any(dec["result"] == "USER_UNKNOWN" for _, dec in decided.values()):
+            raise Problem(404, "Not Found", f"the account of context {ref} is gone",
+                          "USER_UNKNOWN")
+        if kind == "release":
+            return Answer(ref, None, adm.replay)
+        for rg, (unit, dec) in decided.items():
+            infos[rg] = unit_information(rg, dec, unit)
+        units = [infos[rg] for rg in uses if rg in infos]
+        for info in units:
+            self.on_unit(info["resultCode"])
+        return Answer(ref, response(body, units), adm.replay)
+
+    def _steps(self, ref: str, body: dict, kind: str, adm: Admitted, uses: dict[int, Usage]
+               ) -> tuple[list[tuple[int, str, dict]], dict[int, dict]]:
+        """The chargeflow request of each rating group, as (rating group, unit, request),
+        and the answers of the rating groups that name no service."""
         catalog = self._catalog()
-        infos: dict[int, dict] = {}
-        steps: list[tuple[int, str, dict]] = []  # (rating group, unit, request)
-        order = list(uses) + [rg for rg in sorted(adm.opened) if rg not in uses]
-        for rg in order:
+        steps, infos = [], {}
+        for rg in [*uses, *(rg for rg in sorted(adm.opened) if rg not in uses)]:
             usage = uses.get(rg) or Usage(rg, dict.fromkeys(FIELDS, 0), None)
             service = catalog.service_of_rating_group(rg)
             if service is None:
@@ -150,28 +176,7 @@ class NchfService:
                 step = "initial" if at == adm.n else "update"
             steps.append((rg, unit, self._request(ref, rg, adm, step, service, body, used,
                                                   requested_units(usage, unit))))
-        decisions = await self._decide([r for *_, r in steps])
-        refused = [rg for (rg, _, r), dec in zip(steps, decisions)
-                   if r["kind"] == "initial" and dec["result"] != "SUCCESS"]
-        await self.contexts.unopen(ref, adm.n, refused)
-        reopen = [(rg, unit, dict(r, id=r["id"] + ":r", kind="initial", seq=0, used=0))
-                  for (rg, unit, r), dec in zip(steps, decisions)
-                  if r["kind"] == "update" and dec["result"] == "SESSION_UNKNOWN"]
-        decided = {rg: (unit, dec) for (rg, unit, _), dec in zip(steps, decisions)}
-        if reopen:
-            for (rg, unit, _), dec in zip(reopen, await self._decide([r for *_, r in reopen])):
-                decided[rg] = (unit, dec)
-        if any(dec["result"] == "USER_UNKNOWN" for _, dec in decided.values()):
-            raise Problem(404, "Not Found", f"the account of context {ref} is gone",
-                          "USER_UNKNOWN")
-        if kind == "release":
-            return Answer(ref, None, adm.replay)
-        for rg, (unit, dec) in decided.items():
-            infos[rg] = unit_information(rg, dec, unit)
-        units = [infos[rg] for rg in uses if rg in infos]
-        for info in units:
-            self.on_unit(info["resultCode"])
-        return Answer(ref, response(body, units), adm.replay)
+        return steps, infos
 
     def _request(self, ref: str, rg: int, adm: Admitted, step: str, service: str, body: dict,
                  used: int, requested: int) -> dict:
