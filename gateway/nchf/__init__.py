@@ -9,8 +9,8 @@ one port (``--nchf HOST:PORT``).
     app.py       the ASGI application: routes, ProblemDetails, metrics, logs
 
 Settings in ``DoorConfig.extra``: ``nchf_schemas`` (the directory of the 3GPP files; else
-``$CHARGEFLOW_3GPP_DIR``, else /work/shared/3gpp), ``nchf_max_body_bytes`` (128 KiB),
-``nchf_context_ttl_s`` (a day).
+``$CHARGEFLOW_3GPP_DIR``, else the files shipped in gateway/nchf/openapi/),
+``nchf_max_body_bytes`` (128 KiB), ``nchf_context_ttl_s`` (a day).
 """
 
 from __future__ import annotations

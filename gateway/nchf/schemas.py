@@ -28,8 +28,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT4
 
-#: where the 3GPP OpenAPI files are kept in this deployment (CONTRACT §6.4)
-DEFAULT_DIR = Path("/work/shared/3gpp")
+#: the 3GPP OpenAPI files shipped with the door (CONTRACT §6.4; openapi/README.md)
+DEFAULT_DIR = Path(__file__).resolve().parent / "openapi"
 MAIN = "TS32291_Nchf_ConvergedCharging.yaml"
 _BASE = "https://3gpp.invalid/"  # a URI base, so relative file refs resolve by urljoin
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
