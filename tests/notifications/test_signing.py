@@ -37,3 +37,20 @@ def test_the_timestamp_is_signed_so_it_cannot_be_moved_forward():
 def test_one_of_several_v1_values_may_match_during_a_secret_rotation():
     good = sign(SECRET, BODY, NOW).split(",")[1]
     assert verify(SECRET, f"t={NOW},v1={'0' * 64},{good}", BODY, now_s=NOW) == NOW
+
+
+def test_the_receiver_snippet_in_the_docs_verifies_and_refuses():
+    import re
+    import time
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", doc, re.S)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the documentation's own example
+    now = int(time.time())
+    scope["verify"](SECRET, sign(SECRET, BODY, now), BODY)
+    for header, words in ((sign(SECRET, BODY, now - 301), "too old"),
+                          (sign(b"x", BODY, now), "bad signature"), ("v1=1", "malformed")):
+        with pytest.raises(ValueError, match=words):
+            scope["verify"](SECRET, header, BODY)
