@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache
 from charging.decide import format_balance
-from charging.errors import BrokerError
+from charging.errors import BrokerError, CorruptAccountError
 from charging.money import MICROS, parse_decimal
 from charging.state import Account
 from flows.kafka import KafkaSettings, describe_error
@@ -171,7 +171,7 @@ class Notifier:
         if not docs:
             return {}, []
         accounts = list(dict.fromkeys(d["account"] for _, d in docs))
-        loaded, _ = self.store.load(accounts)
+        loaded = self._accounts(accounts)
         states = self.state.load(accounts)
         self.catalogs.refresh()
         updates: dict[str, dict[str, Slot]] = {}
@@ -197,6 +197,23 @@ class Notifier:
                 updates.setdefault(acct.id, {}).update(changed)
                 out += found
         return updates, out
+
+    def _accounts(self, names: list[str]) -> dict[str, Account | None]:
+        """The accounts of a batch; one whose hash is unreadable is left out (logged), so it
+        holds up no other account's notifications."""
+        try:
+            return self.store.load(names)[0]
+        except CorruptAccountError:
+            pass
+        out: dict[str, Account | None] = {}
+        for name in names:
+            try:
+                out[name] = self.store.view(name)
+            except CorruptAccountError as exc:
+                log.error("account %r is unreadable, its notifications are skipped: %s",
+                          name, exc)
+                out[name] = None
+        return out
 
     def _decision(self, rule, account: str, doc: dict, slots: dict[str, Slot]):
         if not (rule.below or rule.final) or doc.get("result") == "USER_UNKNOWN":

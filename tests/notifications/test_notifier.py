@@ -190,3 +190,25 @@ def test_the_last_failed_try_goes_to_the_dead_letter_topic(run, engine, produce,
     # the other webhooks are not held up: /ok has both events, /flaky the low balance
     wait_for(lambda: len(receiver.delivered("/ok")) == 2
              and len(receiver.delivered("/flaky")) == 1, "the other deliveries")
+
+
+def test_bad_messages_and_an_unreadable_account_hold_nothing_up(
+        run, engine, produce, receiver, broker, topics, redis_client, prefix):
+    store = BalanceStore(redis_client, prefix=prefix)
+    redis_client.hset(store.keys.account("broken"), mapping={"plan": "PREPAID_S", "b": "x"})
+    n = run.start(rules_text(receiver.url))
+    junk = [b"not json", b"[1, 2]", b'{"id": 7, "account": "a1"}', b"",
+            orjson.dumps({"id": "j1", "account": "a1", "result": "SUCCESS", "balance": "x"}),
+            orjson.dumps({"id": "j2", "account": "a1", "result": "SUCCESS",
+                          "balance": "0.0000001"}),
+            orjson.dumps({"id": "j3", "account": "broken", "result": "SUCCESS",
+                          "balance": "0.00"})]
+    p = Producer({"bootstrap.servers": broker})
+    for value in junk:
+        p.produce(topics.decisions, value=value)
+        p.produce(topics.charges, value=value)
+    assert p.flush(10) == 0
+    produce(engine({"id": "sms-1", "kind": "event", "service": "sms", "used": 1}))
+    wait_for(lambda: run.caught_up(n), "the notifier to read past the junk")
+    (event,) = read_topic(broker, topics.notifications)
+    assert (event["account"], event["request"]) == ("a1", "sms-1")
