@@ -60,8 +60,8 @@ def notify(rules_file: str, check: bool, kafka: str | None, group: str,
         settings = KafkaSettings(brokers, kafka_settings, group)
         config = NotifierConfig(settings, prefix=services.prefix)
         t = config.topics
-        ensure_topics(settings, {t.decisions: 1, t.charges: 1, t.notifications: 1,
-                                 t.dead_letters: 1})
+        # the engine creates its topics with its partition count; the notifier only its own
+        ensure_topics(settings, {t.notifications: 1, t.dead_letters: 1})
         notifier = Notifier(config, rules, client)
     except BrokerError as exc:
         fail(False, str(exc), 2)
