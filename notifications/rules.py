@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -175,10 +176,19 @@ class _Reader:
         if m is None:
             return None
         url = self.text(m.get("url"), f"{path}.url")
-        if url is not None and not url.startswith(("http://", "https://")):
-            self.bad(f"{path}.url", "expected an http:// or https:// URL")
-            url = None
-        name = self.text(m["name"], f"{path}.name") if "name" in m else url
+        if url is not None:
+            try:
+                parts = urlsplit(url)
+                ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+                parts.port  # noqa: B018 - raises ValueError on a port that is not one
+            except ValueError:
+                ok = False
+            if not ok:
+                self.bad(f"{path}.url", "expected an http:// or https:// URL with a host")
+                url = None
+        # the default name is the URL without credentials or query (names reach the logs)
+        name = self.text(m["name"], f"{path}.name") if "name" in m else \
+            (_shown(url) if url else None)
         secret: bytes | None = None
         if ("secret" in m) == ("secret_file" in m):
             self.bad(path, "a webhook needs exactly one of secret, secret_file")
@@ -225,6 +235,12 @@ class _Reader:
                 if v is not None:
                     values[key] = v
         return Delivery(**values)
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}" \
+        f"{parts.path}"
 
 
 def parse_rules(text: str, source: str = "rules", base_dir: Path | None = None

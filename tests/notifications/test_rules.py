@@ -66,6 +66,8 @@ def test_unknown_keys_are_named_with_the_likeliest_meant():
     ("rules: []\n", "rules", "at least one"),
     ("rules:\n  - {id: a, final: true}\nwebhooks:\n  - {url: 'ftp://x', secret: k}\n",
      "webhooks[0].url", "http"),
+    ("rules:\n  - {id: a, final: true}\nwebhooks:\n  - {url: 'http://x:99999', secret: k}\n",
+     "webhooks[0].url", "http"),
     ("rules:\n  - {id: a, final: true}\nwebhooks:\n  - {url: 'http://x'}\n",
      "webhooks[0]", "secret"),
     ("rules:\n  - {id: a, final: true}\ndelivery: {tries: 0}\n", "delivery.tries", "from 1"),
@@ -98,3 +100,9 @@ def test_a_wrong_secret_never_appears_in_the_error():
     found = problems("rules:\n  - {id: a, final: true}\nwebhooks:\n"
                      "  - {url: 'gopher://x', secret: topsecretvalue, secret_file: f}\n")
     assert "topsecretvalue" not in str(found)
+
+
+def test_a_webhook_without_a_name_is_named_by_its_url_without_credentials():
+    cfg = parse_rules("rules:\n  - {id: a, final: true}\nwebhooks:\n"
+                      "  - {url: 'https://u:pw@hooks.example:8443/in?token=t0k', secret: k}\n")
+    assert cfg.webhooks[0].name == "https://hooks.example:8443/in"
