@@ -16,6 +16,7 @@ from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, t
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import demo, run
 from flows.cli_gateway import gateway, serve
+from flows.cli_notify import notify
 
 
 class _Group(click.Group):
@@ -44,7 +45,7 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve):
+                gateway, serve, notify):
     main.add_command(command)
 
 

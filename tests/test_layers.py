@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("charging", "balances", "catalog_cache", "service", "flows", "gateway", "api",
-           "billing")
+           "billing", "notifications")
 OURS = (*PRODUCT, "bench")
 
 #: package -> what of ours it may import (package names, or exact modules)
