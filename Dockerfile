@@ -14,6 +14,7 @@ COPY gateway ./gateway
 COPY service ./service
 COPY api ./api
 COPY billing ./billing
+COPY notifications ./notifications
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd -m chargeflow
 USER chargeflow
