@@ -33,7 +33,7 @@ from diameter.message.constants import (
     AVP_RESULT_CODE,
     AVP_SESSION_ID,
 )
-from diameter.message.packer import ConversionError
+from diameter.message.packer import ConversionError, Unpacker
 
 HEADER = 20
 #: a message longer than this is not a charging message: the connection is closed
@@ -109,13 +109,20 @@ def check_avps(data: bytes, start: int = 0) -> None:
 
 
 def decode(data: bytes) -> Message:
-    """A whole message (as ``read_message`` returned it) as python-diameter's plain
-    ``Message`` with its top-level AVPs; ``AnswerError`` 5014 for bad AVP framing."""
+    """A whole message (as ``read_message`` returned it) as a plain python-diameter
+    ``Message`` of its header and top-level AVPs (the command classes are not used: they
+    read AVP values as they are built); ``AnswerError`` 5014 for bad AVP framing."""
     check_avps(data, HEADER)
+    header = MessageHeader.from_bytes(data)
+    unpacker = Unpacker(data)
+    unpacker.set_position(HEADER)
+    avps = []
     try:
-        return Message.from_bytes(data, plain_msg=True)
+        while not unpacker.is_done():
+            avps.append(Avp.from_unpacker(unpacker))
     except (ConversionError, AvpDecodeError) as exc:  # check_avps makes this unlikely
         raise AnswerError(INVALID_AVP_LENGTH, f"AVPs that do not decode: {exc}") from exc
+    return Message(header, avps)
 
 
 def decode_header(data: bytes) -> MessageHeader:
