@@ -213,16 +213,15 @@ class Peer:
         elif not _has_credit_control(msg):
             code = wire.NO_COMMON_APPLICATION
             log.warning("CER from %s without the credit-control application (4): 5010", host)
+        if code == wire.SUCCESS:  # open before the CEA leaves: the peer may ask at once
+            self.origin_host = host
+            self.open = True
+            metrics.peers.inc()
+            log.info("peer %s connected from %s", host, self.address)
         self._send(self._cea(msg.header, code))
         metrics.answers.labels("CER", str(code)).inc()
         await self.writer.drain()
-        if code != wire.SUCCESS:
-            return False
-        self.origin_host = host
-        self.open = True
-        metrics.peers.inc()
-        log.info("peer %s connected from %s", host, self.address)
-        return True
+        return code == wire.SUCCESS
 
     def _cea(self, header, code: int, err: AnswerError | None = None) -> bytes:
         host = self.writer.get_extra_info("sockname")[0]
@@ -246,8 +245,8 @@ class Peer:
             reply, command, code = await self._answer(header, data)
             metrics.requests.labels(command).inc()
             metrics.answers.labels(command, str(code)).inc()
-            self._send(reply)
             metrics.latency.labels(command).observe(time.perf_counter() - started)
+            self._send(reply)
             await self.writer.drain()
             if command == "DPR":
                 self.closing = True

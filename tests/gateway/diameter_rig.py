@@ -64,6 +64,10 @@ CATALOG = (SAMPLE_TEXT
            .replace("voice: {unit: second}", "voice: {unit: second, rating_groups: [100]}")
            .replace("data:  {unit: byte}", "data:  {unit: byte, rating_groups: [200, 201]}")
            .replace("sms:   {unit: event}", "sms:   {unit: event, rating_groups: [300]}"))
+CATALOG += """\
+  VOICE_ONLY:
+    tariffs: {voice: VOICE_STD}
+"""
 assert CATALOG.count("rating_groups") == 3
 VOICE, DATA, SMS, NO_SERVICE = 100, 200, 300, 999
 
@@ -74,6 +78,7 @@ ACCOUNTS = [
      "msisdn": "491700000002"},
     {"id": "carol", "plan": "PREPAID_S", "balance": "0.50", "msisdn": "491700000003"},
     {"id": "dave", "plan": "PREPAID_S", "balance": "3.00", "msisdn": "491700000004"},
+    {"id": "erin", "plan": "VOICE_ONLY", "balance": "2.00", "msisdn": "491700000005"},
 ]
 ORIGIN_HOST, ORIGIN_REALM = "ocs.chargeflow.test", "chargeflow.test"
 #: Tuesday 2026-11-24 10:00 Europe/Berlin (peak) in epoch seconds
@@ -118,7 +123,7 @@ class GyServer:
                                                                         self.prefix),
                       CatalogCache(self.sync, prefix=self.prefix, check_interval_s=0.5))
         self.door = DiameterDoor(ctx, metrics=DiameterMetrics(self.registry),
-                                 max_inflight=self.max_inflight)
+                                 max_inflight=self.max_inflight, dpa_timeout_s=0.3)
         return await self.door.start()
 
     def call(self, coro, timeout: float = 30):

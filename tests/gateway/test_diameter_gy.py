@@ -280,7 +280,7 @@ def _decoder_path(data: bytes) -> None:
         wire.error_answer(wire.decode_header(data), err, "o", "r", "s", [])
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.tuples(st.integers(20, len(GOOD) - 1), st.integers(0, 255)),
                 min_size=1, max_size=8))
 def test_fuzz_mutated_ccrs_get_an_answer_or_a_close(flips):
@@ -290,7 +290,7 @@ def test_fuzz_mutated_ccrs_get_an_answer_or_a_close(flips):
     _decoder_path(bytes(data))
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.binary(min_size=0, max_size=200))
 def test_fuzz_random_avp_bytes(body):
     body = body + bytes(-len(body) % 4)
