@@ -1,6 +1,7 @@
 """The Diameter Gy/Ro front door (CONTRACT §6.3) over TCP.
 
     wire      framing, strict decoding and answers over python-diameter's codec
+    ccr       reading a CCR, checked (pure)
     gy        a CCR as chargeflow requests and their decisions as a CCA (pure)
     sessions  what the gateways keep of a Diameter session, in Redis
     credit    answering one CCR

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from diameter.message import Message
+from diameter.message.constants import AVP_SUBSCRIPTION_ID
 
 from balances.codec import Keys
 from balances.redis_errors import store_errors
@@ -83,7 +84,7 @@ class CreditControlService:
                                   "answered, and no Subscription-Id names its subscriber")
             if not ccr.subscriptions:
                 raise AnswerError(wire.MISSING_AVP, "Subscription-Id is missing",
-                                  [wire.placeholder(gy.AVP_SUBSCRIPTION_ID)])
+                                  [wire.placeholder(AVP_SUBSCRIPTION_ID)])
             return wire.USER_UNKNOWN, gy.answer_avps(ccr, [], wire.USER_UNKNOWN,
                                                      cfg.origin_host, cfg.origin_realm,
                                                      services=False)
