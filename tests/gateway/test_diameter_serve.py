@@ -57,3 +57,47 @@ def test_serve_runs_the_diameter_door_and_drains_on_sigterm(cf_env):
     # voice without a called number: 'other', 45 s billed as 60 at 0.20/min; one SMS 0.09
     assert Fraction(env.balance_micros("alice"), MICROS) == Fraction("10.00") - \
         Fraction("0.20") - Fraction("0.09")
+
+
+def test_gateway_reaches_engines_over_kafka_and_two_instances_share_a_session(cf_env):
+    """``chargeflow gateway`` twice against an engine on the embedded broker and the shared
+    Redis: a session opened on one instance goes on and ends on the other."""
+    env = cf_env(ACCOUNTS, CATALOG)
+    engine = env.start_engine("--commit-s", "0.2")
+    gateways = []
+    try:
+        ports = []
+        for name in ("gw-a", "gw-b"):
+            proc = subprocess.Popen(cli_args(
+                "gateway", "--diameter", "127.0.0.1:0", "--no-nchf", "--no-api",
+                "--kafka", env.broker, "--redis", f"unix://{env.data_dir / 'redis.sock'}",
+                "--instance", name, "--data-dir", str(env.data_dir)),
+                cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL, text=True)
+            gateways.append(proc)
+            line = proc.stdout.readline()
+            assert line.startswith("diameter listening on "), (line, proc.poll())
+            ports.append(int(line.rsplit(":", 1)[1]))
+        a, b = GyClient(ports[0]), GyClient(ports[1], host="pgw2.test")
+        assert a.cer().result == 2001 and b.cer().result == 2001
+        i = a.request(ccr_avps("kafka;1", 1, 0, [mscc(VOICE, [])]))
+        assert i.result == 2001 and i.services()[VOICE]["granted"] == 300
+        u = b.request(ccr_avps("kafka;1", 2, 1, [mscc(VOICE, [], units(seconds=70))],
+                               msisdn=None))
+        assert u.result == 2001 and u.services()[VOICE]["granted"] == 300
+        again = a.request(ccr_avps("kafka;1", 2, 1, [mscc(VOICE, [], units(seconds=70))],
+                                   msisdn=None), flags=0x90)
+        assert again.services() == u.services()  # a replay, wherever it lands
+        assert b.request(ccr_avps("kafka;1", 3, 2, [], msisdn=None)).result == 2001
+        for proc in gateways:
+            proc.send_signal(signal.SIGTERM)
+        for proc in gateways:
+            assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    finally:
+        for proc in gateways:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        engine.kill()
+    # 70 s at 'other' (0.20 per started minute): 0.40, charged once
+    assert Fraction(env.balance_micros("alice"), MICROS) == Fraction("9.60")
