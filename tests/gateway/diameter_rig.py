@@ -96,7 +96,8 @@ class GyServer:
     """The door on 127.0.0.1 (a free port) with an in-process engine over ``prefix``."""
 
     def __init__(self, redis_client, prefix: str, *, peers: frozenset[str] | None = None,
-                 timeout_s: float = 30.0, max_inflight: int = 256, make=None):
+                 timeout_s: float = 30.0, max_inflight: int = 256, make=None,
+                 watchdog_s: float = 30.0):
         self.prefix = prefix
         self.config = DoorConfig(diameter=("127.0.0.1", 0), origin_host=ORIGIN_HOST,
                                  origin_realm=ORIGIN_REALM, peers=peers,
@@ -105,6 +106,7 @@ class GyServer:
             redis_url=REDIS_URL, prefix=prefix)), timeout_s=timeout_s)
         self.registry = CollectorRegistry()
         self.max_inflight = max_inflight
+        self.watchdog_s = watchdog_s
         self.sync = redis_client
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -123,7 +125,8 @@ class GyServer:
                                                                         self.prefix),
                       CatalogCache(self.sync, prefix=self.prefix, check_interval_s=0.5))
         self.door = DiameterDoor(ctx, metrics=DiameterMetrics(self.registry),
-                                 max_inflight=self.max_inflight, dpa_timeout_s=0.3)
+                                 max_inflight=self.max_inflight, dpa_timeout_s=0.3,
+                                 watchdog_s=self.watchdog_s)
         return await self.door.start()
 
     def call(self, coro, timeout: float = 30):

@@ -287,3 +287,49 @@ def test_metrics_count_requests_answers_and_peers(server, client):
                          result_code="2001") == 1
     assert server.metric("chargeflow_diameter_answer_seconds_count", command="CCR-E") == 1
 
+
+
+def test_a_cer_without_origin_host_is_refused_and_closed(server):
+    c = GyClient(server.port)
+    cea = c.request([avp(296, b"test"), avp(258, 4)], command=257, app=0)
+    assert cea.result == 5005 and cea.failed[0].code == 264 and c.closed()
+
+
+def test_a_silent_peer_gets_a_dwr_then_is_closed(redis_client, prefix):
+    prepare(redis_client, prefix)
+    server = GyServer(redis_client, prefix, watchdog_s=0.3).start()
+    try:
+        c = GyClient(server.port)
+        assert c.cer().result == 2001
+        watchdog = c.recv()
+        assert watchdog.header.is_request and watchdog.header.command_code == 280
+        assert c.closed()  # no DWA and silence again: closed
+        assert server.metric("chargeflow_diameter_connections_closed_total",
+                             reason="watchdog") == 1
+    finally:
+        server.stop()
+
+
+def test_fuzz_mutated_ccrs_on_the_wire_never_take_the_door_down(server):
+    rng = random.Random(2026)
+    base = encode(272, ccr_avps("wf;1", 2, 1, [mscc(VOICE, [], units(seconds=5)),
+                                              mscc(DATA, None, units(octets=10))]))
+    c = None
+    for k in range(60):
+        if c is None:
+            c = GyClient(server.port, timeout=10)
+            assert c.cer().result == 2001
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(20, len(data))] = rng.randrange(256)
+        data[12:20] = (90_000 + k).to_bytes(4, "big") * 2  # hop-by-hop, end-to-end
+        c.send(bytes(data))
+        try:
+            answer = c.recv()
+        except ConnectionError:  # closed: only for bytes that are not Diameter
+            c = None
+            continue
+        assert answer.header.hop_by_hop_identifier == 90_000 + k
+        assert answer.result is not None
+    fresh = GyClient(server.port)
+    assert fresh.cer().result == 2001 and dwr(fresh) == 2001
