@@ -52,7 +52,9 @@ REBOOTING = 0
 
 
 class DiameterDoor:
-    """``gateway.server.Door`` for Diameter Gy/Ro (CONTRACT §6.3)."""
+    """``gateway.server.Door`` for Diameter Gy/Ro (CONTRACT §6.3). Its metrics go to
+    ``metrics`` (default: ``DiameterMetrics`` on prometheus_client's default registry,
+    which takes one door per process)."""
 
     name = "diameter"
 
@@ -136,6 +138,9 @@ class Peer:
             reason = "closed by peer"
         except TimeoutError:
             reason = "timeout"
+        except Exception:  # noqa: BLE001 - a defect ends this connection, not the door
+            reason = "error"
+            log.exception("the connection of %s failed", self.origin_host or self.address)
         finally:
             if self.open:
                 self.door.metrics.peers.dec()
