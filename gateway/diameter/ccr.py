@@ -53,6 +53,10 @@ KINDS = {INITIAL: "initial", UPDATE: "update", TERMINATE: "terminate", EVENT: "e
 NAMES = {INITIAL: "CCR-I", UPDATE: "CCR-U", TERMINATE: "CCR-T", EVENT: "CCR-E"}
 DIRECT_DEBITING = 0
 FINAL_UNIT_TERMINATE = 0
+#: AVPs only an answer carries (RFC 6733 §7, RFC 4006 §10.1: "0" in a CCR), here or in an
+#: MSCC: Result-Code, Experimental-Result, Failed-AVP, Final-Unit-Indication,
+#: Granted-Service-Unit, Validity-Time
+ANSWER_ONLY = frozenset({268, 297, 279, 430, 431, 448})
 _NTP_1900 = 2208988800  # seconds from 1900 to 1970
 _NTP_ERA1 = 2085978496  # seconds from 1970 to 2036-02-07 06:28:16 (NTP era 1)
 _DIGITS = re.compile(r"\+?[0-9]{1,32}")
@@ -115,9 +119,11 @@ class CreditControl:
 def parse_ccr(msg: Message) -> CreditControl:
     """The CCR ``msg`` (python-diameter's plain Message), or ``AnswerError``: 5005 for a
     missing AVP, 5009 for one given twice, 5004 for a bad value, 5001 for an unknown AVP
-    with the M bit, 5014 for bad AVP lengths; each with Failed-AVP."""
+    with the M bit, 5008 for one only an answer carries, 5014 for bad AVP lengths; each
+    with Failed-AVP."""
     avps = msg.avps
     wire.unsupported_mandatory(avps)
+    _not_allowed(avps, ANSWER_ONLY)
     index = _index(avps)
     session_id = _text(_one(index, AVP_SESSION_ID, required=True))
     for code in (AVP_ORIGIN_HOST, AVP_ORIGIN_REALM, AVP_DESTINATION_REALM):
@@ -179,6 +185,14 @@ def session_id_of(msg: Message) -> str | None:
             except UnicodeDecodeError:
                 return None
     return None
+
+
+def _not_allowed(avps: list[Avp], codes: frozenset[int], inside: Avp | None = None) -> None:
+    """5008 DIAMETER_AVP_NOT_ALLOWED for an AVP a CCR must not carry (RFC 4006 §10.1)."""
+    for avp in avps:
+        if avp.code in codes and not avp.vendor_id:
+            raise AnswerError(wire.AVP_NOT_ALLOWED, f"{avp.name} is not allowed in a "
+                              "Credit-Control-Request", [_within(inside, avp)])
 
 
 def _index(avps: list[Avp]) -> dict[tuple[int, int], list[Avp]]:
@@ -264,6 +278,7 @@ def _units(avp: Avp) -> Units:
 def _service(avp: Avp) -> ServiceControl:
     inner = wire.children(avp)
     wire.unsupported_mandatory(inner)
+    _not_allowed(inner, ANSWER_ONLY, avp)
     index = _index(inner)
     rg = _one(index, AVP_RATING_GROUP, inside=avp)
     rsu = _one(index, AVP_REQUESTED_SERVICE_UNIT, inside=avp)

@@ -95,6 +95,8 @@ def test_malformed_ccrs_get_their_answers_on_a_connection_that_stays(client):
                              [wire.Avp(4242, 0, bytes(4), 0x40)])
     assert unknown.result == 5001 and unknown.failed[0].code == 4242
     assert unknown.first(263).value == "m;1" and unknown.first(415).value == 0
+    answer_only = client.request(ccr_avps("m;1b", 1, 0, [mscc(VOICE, [])]) + [avp(448, 60)])
+    assert answer_only.result == 5008 and answer_only.failed[0].code == 448
     missing = client.request([a for a in ccr_avps("m;2", 1, 0, []) if a.code != 415])
     assert missing.result == 5005 and missing.failed[0].code == 415
     assert not missing.header.is_error

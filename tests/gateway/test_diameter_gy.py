@@ -114,6 +114,17 @@ def test_bad_values_are_refused_naming_the_avp(bad, code):
     assert err.code == code and err.failed[0].code == bad.code
 
 
+def test_an_avp_only_an_answer_carries_is_5008():
+    err = refused(ccr_avps("s1", 1, 0, [mscc(VOICE, [])]) + [avp(268, 2001)])
+    assert err.code == wire.AVP_NOT_ALLOWED and err.failed[0].code == 268
+    granted = mscc(VOICE, [])
+    granted.value = granted.value + [avp(431, [avp(420, 60)])]
+    err = refused(ccr_avps("s1", 1, 0, [granted]))
+    assert err.code == wire.AVP_NOT_ALLOWED
+    (outer,) = err.failed
+    assert outer.code == 456 and [a.code for a in outer.value] == [431]
+
+
 def test_an_avp_twice_is_5009_and_units_beyond_the_bound_5004():
     err = refused(ccr_avps("s1", 1, 0, []) + [avp(415, 1)])
     assert err.code == wire.AVP_OCCURS_TOO_MANY_TIMES
