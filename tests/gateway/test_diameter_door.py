@@ -335,3 +335,16 @@ def test_fuzz_mutated_ccrs_on_the_wire_never_take_the_door_down(server):
         assert answer.result is not None
     fresh = GyClient(server.port)
     assert fresh.cer().result == 2001 and dwr(fresh) == 2001
+
+
+def test_engines_too_busy_to_queue_a_request_is_3004(server, client):
+    ccr = ccr_avps("busy;1", 4, 0, [mscc(SMS, units(events=1))], action=0)
+    limit = server.bridge.max_inflight
+    server.bridge.max_inflight = 0  # every request is one too many
+    try:
+        busy = client.request(ccr)
+        assert busy.result == 3004 and busy.header.is_error
+        assert busy.first(263).value == "busy;1"
+    finally:
+        server.bridge.max_inflight = limit
+    assert client.request(ccr, flags=0x90).result == 2001
