@@ -276,6 +276,7 @@ def test_closing_the_door_sends_dpr_and_waits_for_the_dpa(redis_client, prefix):
                   hbh=dpr.header.hop_by_hop_identifier, app=0))
     closing.result(5)
     assert c.closed()
+    server.call(server.client.aclose())
     server.loop.call_soon_threadsafe(server.loop.stop)
     server.thread.join(5)
     server.bridge.close()
