@@ -4,6 +4,7 @@ whole micros within the range balances keep (a malformed one is a 422 naming its
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -12,6 +13,7 @@ from charging.decide import BALANCE_LIMIT, format_balance
 from charging.money import MICROS, parse_decimal
 
 AMOUNT_PATTERN = r"^[+-]?[0-9]{1,16}(\.[0-9]{1,6})?$"
+_AMOUNT = re.compile(AMOUNT_PATTERN)
 ACCOUNT_ID_PATTERN = r"^[^\s{}/]{1,128}$"
 DIGITS_PATTERN = r"^[0-9]{1,15}$"
 
@@ -28,6 +30,9 @@ def micros_of(text: str) -> int:
 
 
 def _amount(text: str) -> str:
+    if not _AMOUNT.fullmatch(text):
+        raise ValueError(f"{text!r} is not a decimal amount: write it like \"10.00\" or "
+                         "\"-1.50\" (at most 6 decimals, no spaces or exponents)")
     micros_of(text)
     return text
 
