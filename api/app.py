@@ -80,7 +80,10 @@ class ApiSettings:
 
 
 _ERRORS = {401: "No, unknown or revoked key.", 403: "The key's role may not do this.",
-           404: "No such account (or not this key's).", 413: "The body is too large.",
+           404: "No such account (or not this key's).",
+           409: "Not enough free money (the balance, or money sessions hold), the account "
+                "exists, or the first request of this Idempotency-Key still runs.",
+           413: "The body is too large.",
            422: "Invalid request: each error names its field.",
            429: "Too many requests for this key: see Retry-After.",
            503: "The account store cannot be reached."}
