@@ -79,7 +79,8 @@ class ApiSettings:
         return cls(prefix, **{k: extra[k] for k in known if k in extra})
 
 
-_ERRORS = {401: "No, unknown or revoked key.", 403: "The key's role may not do this.",
+_ERRORS = {400: "The body is not JSON text (UTF-8).", 401: "No, unknown or revoked key.",
+           403: "The key's role may not do this.",
            404: "No such account (or not this key's).",
            409: "Not enough free money (the balance, or money sessions hold), the account "
                 "exists, or the first request of this Idempotency-Key still runs.",
@@ -204,7 +205,7 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
         remembered.finish(key.id, idempotency_key, req_hash, idem.Stored(201, doc))
         return JSONResponse(doc, status_code=201)
 
-    money_errors = _responses(401, 403, 404, 409, 413, 422, 429, 503)
+    money_errors = _responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
     @app.post("/v1/accounts/{account_id}/topups", status_code=201, response_model=MoneyChange,
               responses=money_errors, summary="Top up an account")
@@ -237,7 +238,7 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
                 "next": entries[-1]["cursor"] if len(entries) == limit else None}
 
     @app.post("/v1/accounts", status_code=201, response_model=AccountView,
-              responses=_responses(401, 403, 409, 413, 422, 429, 503),
+              responses=_responses(400, 401, 403, 409, 413, 422, 429, 503),
               summary="Create an account")
     def post_account(body: AccountCreate, key: Caller) -> JSONResponse:
         allowed(key, None, ADMIN)
@@ -251,7 +252,7 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
                             headers={"Location": f"/v1/accounts/{body.id}"})
 
     @app.patch("/v1/accounts/{account_id}", response_model=AccountView,
-               responses=_responses(401, 403, 404, 413, 422, 429, 503),
+               responses=_responses(400, 401, 403, 404, 413, 422, 429, 503),
                summary="Change an account: plan, status, allow_negative, identities")
     def patch_account(account_id: AccountId, body: AccountPatch, key: Caller) -> dict:
         allowed(key, account_id, ADMIN)

@@ -63,6 +63,8 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
         if exc.status_code == 404:
             detail = f"no such resource: {request.url.path}"
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = "the body is not JSON text (UTF-8); send a JSON object"
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
         return problem(exc.status_code, f"http-{exc.status_code}", detail,
