@@ -25,6 +25,7 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import quote
 
 import orjson
 import redis
@@ -157,7 +158,8 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
         return acct
 
     @app.get("/v1/accounts/{account_id}", response_model=AccountView,
-             responses=_responses(401, 403, 404, 422, 429, 503), summary="Read an account")
+             responses=_responses(401, 403, 404, 422, 429, 503), summary="Read an account",
+             operation_id="getAccount")
     def get_account(account_id: AccountId, key: Caller) -> dict:
         allowed(key, account_id, ADMIN, AGENT, SELFCARE)
         return account_json(view(account_id), catalog())
@@ -208,20 +210,22 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
     money_errors = _responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
     @app.post("/v1/accounts/{account_id}/topups", status_code=201, response_model=MoneyChange,
-              responses=money_errors, summary="Top up an account")
+              responses=money_errors, summary="Top up an account",
+              operation_id="topUp")
     def post_topup(account_id: AccountId, body: TopupBody, request: Request,
                    idempotency_key: IdempotencyKey, key: Caller) -> JSONResponse:
         return change(key, account_id, request, body, idempotency_key, "topup")
 
     @app.post("/v1/accounts/{account_id}/adjustments", status_code=201,
               response_model=MoneyChange, responses=money_errors,
-              summary="Adjust a balance (signed)")
+              summary="Adjust a balance (signed)", operation_id="adjust")
     def post_adjustment(account_id: AccountId, body: AdjustmentBody, request: Request,
                         idempotency_key: IdempotencyKey, key: Caller) -> JSONResponse:
         return change(key, account_id, request, body, idempotency_key, "adjustment")
 
     @app.get("/v1/accounts/{account_id}/ledger", response_model=LedgerPage,
-             responses=_responses(401, 403, 404, 422, 429, 503), summary="Read the ledger")
+             responses=_responses(401, 403, 404, 422, 429, 503), summary="Read the ledger",
+             operation_id="getLedger")
     def get_ledger(account_id: AccountId, key: Caller,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                    after: Annotated[str | None, Query(
@@ -229,8 +233,10 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
                        description="The `cursor` of the last entry read.")] = None) -> dict:
         allowed(key, account_id, ADMIN, AGENT, SELFCARE)
         view(account_id)
-        if after is not None and not _CURSOR.fullmatch(after):
-            raise ApiProblem(422, "invalid-request", f"after: {after!r} is not a cursor")
+        if after is not None and not _is_cursor(after):
+            raise ApiProblem(422, "invalid-request", f"after: {after!r} is not a cursor (the "
+                             "`cursor` of a ledger entry)", errors=[
+                                 {"in": "query", "field": "after", "reason": "not a cursor"}])
         rows = client.xrange(store.keys.ledger(account_id),
                              min="-" if after is None else f"({after}", count=limit)
         entries = [_entry(entry_id, fields) for entry_id, fields in rows]
@@ -239,7 +245,7 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
 
     @app.post("/v1/accounts", status_code=201, response_model=AccountView,
               responses=_responses(400, 401, 403, 409, 413, 422, 429, 503),
-              summary="Create an account")
+              summary="Create an account", operation_id="createAccount")
     def post_account(body: AccountCreate, key: Caller) -> JSONResponse:
         allowed(key, None, ADMIN)
         cat = catalog()
@@ -249,11 +255,12 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
         spec = _spec(body.model_dump(exclude_none=True), cat)
         store.upsert_accounts([spec], actor=key.id)
         return JSONResponse(account_json(view(body.id), catalog()), status_code=201,
-                            headers={"Location": f"/v1/accounts/{body.id}"})
+                            headers={"Location": f"/v1/accounts/{quote(body.id, safe='')}"})
 
     @app.patch("/v1/accounts/{account_id}", response_model=AccountView,
                responses=_responses(400, 401, 403, 404, 413, 422, 429, 503),
-               summary="Change an account: plan, status, allow_negative, identities")
+               summary="Change an account: plan, status, allow_negative, identities",
+               operation_id="changeAccount")
     def patch_account(account_id: AccountId, body: AccountPatch, key: Caller) -> dict:
         allowed(key, account_id, ADMIN)
         acct = view(account_id)
@@ -264,8 +271,14 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
             store.upsert_accounts([_spec(record, catalog())], actor=key.id)
         return account_json(view(account_id), catalog())
 
-    _problem_media_types(app)
+    _finish_document(app)
     return app
+
+
+def _is_cursor(text: str) -> bool:
+    """A stream entry id: two whole numbers below 2**64 (Redis refuses others)."""
+    return _CURSOR.fullmatch(text) is not None and \
+        all(int(part) < 2**64 for part in text.split("-"))
 
 
 def _no_account(account: str) -> ApiProblem:
@@ -308,9 +321,16 @@ def _entry(entry_id: bytes, fields: dict) -> dict:
     return out.model_dump()
 
 
-def _problem_media_types(app: FastAPI) -> None:
+#: operations whose answer names an account (``id``), and those that take it
+_LINKED_FROM = ("createAccount", "getAccount", "changeAccount", "topUp", "adjust")
+_LINKED_TO = ("getAccount", "changeAccount", "topUp", "adjust", "getLedger")
+
+
+def _finish_document(app: FastAPI) -> None:
     """Error responses in the OpenAPI document are ``application/problem+json`` Problems
-    (FastAPI writes its own validation error model as ``application/json``)."""
+    (FastAPI writes its own validation error model as ``application/json``), and an answer
+    naming an account links to the operations on it (OpenAPI links: what a client, or a
+    stateful test, may call next with the id it got)."""
     generate = app.openapi
 
     def openapi() -> dict:
@@ -323,6 +343,11 @@ def _problem_media_types(app: FastAPI) -> None:
                     if code.isdigit() and int(code) >= 400:
                         response["content"] = {"application/problem+json": {
                             "schema": {"$ref": "#/components/schemas/Problem"}}}
+                    elif op.get("operationId") in _LINKED_FROM:
+                        response["links"] = {
+                            target: {"operationId": target,
+                                     "parameters": {"account_id": "$response.body#/id"}}
+                            for target in _LINKED_TO}
         schemas = doc.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)

@@ -79,7 +79,10 @@ def test_keys_and_the_api_from_the_command_line(data):
                             "reason": "card"}, headers={**auth, "Idempotency-Key": "c1"})
             assert res.status_code == 201 and res.json()["balance"] == "15.00"
             mine = {"Authorization": f"Bearer {selfcare['key']}"}
-            assert http.get("/v1/accounts/alice", headers=mine).json()["balance"] == "15.00"
+            read = http.get("/v1/accounts/alice", headers=mine).json()
+            assert read["balance"] == "15.00"
+            # the API's account is the object of `chargeflow balance --json` (CONTRACT §5)
+            assert read == json.loads(cli(data, "balance", "alice", "--json").stdout)
             cli(data, "apikey", "revoke", selfcare["id"])
             assert http.get("/v1/accounts/alice", headers=mine).status_code == 401
         assert cli(data, "apikey", "revoke", "nope", check=False).returncode == 1

@@ -108,3 +108,22 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(make_api):
         assert int(res.headers["retry-after"]) >= 1
         # another key has a bucket of its own
         assert http.get("/v1/accounts/alice", headers=env.auth("admin")).status_code == 200
+
+
+def test_what_schemathesis_found_is_a_4xx_and_changes_nothing(make_api):
+    env = make_api()
+    with env.http() as http:
+        # a cursor of numbers beyond what a stream id holds (Redis refuses it: was a 500)
+        res = http.get("/v1/accounts/alice/ledger", params={"after": "37228173464636766415-5"},
+                       headers=env.auth("admin"))
+        assert assert_problem(res, 422)["errors"][0]["field"] == "after"
+        # an id outside Latin-1 in the Location header (was a 500 after creating it)
+        res = http.post("/v1/accounts", headers=env.auth("admin"),
+                        json={"id": "\u0105\U000e64f1.D", "plan": "PREPAID_S"})
+        assert res.status_code == 201
+        assert res.headers["location"] == "/v1/accounts/%C4%85%F3%A6%93%B1.D"
+        # half a surrogate pair is no text
+        res = http.post("/v1/accounts", headers={**env.auth("admin"),
+                        "Content-Type": "application/json"},
+                        content=b'{"id": "a\\udb59", "plan": "PREPAID_S"}')
+        assert assert_problem(res, 422)["errors"][0]["field"] == "id"

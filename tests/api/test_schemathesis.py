@@ -4,6 +4,7 @@ calls): no 5xx, every response's status, content type, headers and body as docum
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,8 +16,16 @@ CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
 
 def test_the_api_conforms_to_its_openapi_document(make_api, tmp_path):
     env = make_api()
+    # the served document, with the plans this server's catalog has: so the stateful phase
+    # creates accounts (a plan it makes up is a 422) and goes on to top them up, read them...
+    with env.http() as http:
+        doc = http.get("/openapi.json").json()
+    doc["components"]["schemas"]["AccountCreate"]["properties"]["plan"]["enum"] = \
+        ["PREPAID_S"]
+    schema = tmp_path / "openapi.json"
+    schema.write_text(json.dumps(doc))
     cli = Path(sys.executable).with_name("schemathesis")
-    args = [str(cli), "run", f"{env.url}/openapi.json", "--checks", CHECKS,
+    args = [str(cli), "run", str(schema), "--url", env.url, "--checks", CHECKS,
             "-H", f"Authorization: Bearer {env.keys['admin']}",
             "--max-examples", "12", "--seed", "17", "--workers", "1",
             "--generation-database", "none", "--request-timeout", "10",
