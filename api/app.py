@@ -57,7 +57,7 @@ from balances.views import account_json
 from catalog_cache.store import CatalogCache
 from charging.catalog import Catalog
 from charging.decide import format_balance
-from charging.errors import CorruptAccountError
+from charging.errors import CorruptAccountError, StoreError
 from charging.state import Account
 
 DEFAULT_AGENT_ADJUST_LIMIT = 50_000_000  # micros: "50.00"
@@ -137,8 +137,15 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
     Caller = Annotated[ApiKey, Depends(caller)]
 
     def catalog() -> Catalog | None:
+        """The active catalog (looked up at most every few seconds), None when none is
+        loaded."""
         with catalog_lock:
-            return catalogs.current.catalog if catalogs.refresh() else None
+            try:
+                return catalogs.current.catalog
+            except StoreError:
+                if catalogs.refresh() is None:
+                    return None
+                raise
 
     def allowed(key: ApiKey, account: str | None, *roles: str) -> None:
         """404 for a selfcare key and another account, 403 for a role not in ``roles``."""
