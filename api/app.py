@@ -51,6 +51,7 @@ from api.models import (
 )
 from api.problems import ApiProblem, install, too_large
 from balances.accounts import AccountsFileError, parse_accounts
+from balances.redis_errors import store_errors
 from balances.store import BalanceStore
 from balances.topups import refusal
 from balances.views import account_json
@@ -255,12 +256,21 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
               summary="Create an account", operation_id="createAccount")
     def post_account(body: AccountCreate, key: Caller) -> JSONResponse:
         allowed(key, None, ADMIN)
-        cat = catalog()
-        if store.view(body.id) is not None:
-            raise ApiProblem(409, "account-exists", f"account {body.id!r} exists; change it "
-                             f"with PATCH /v1/accounts/{body.id}")
-        spec = _spec(body.model_dump(exclude_none=True), cat)
-        store.upsert_accounts([spec], actor=key.id)
+        spec = _spec(body.model_dump(exclude_none=True), catalog())
+        exists = ApiProblem(409, "account-exists", f"account {body.id!r} exists; change it "
+                            f"with PATCH /v1/accounts/{quote(body.id, safe='')}")
+        # upsert.lua would update an account created meanwhile: one creation at a time
+        creating = f"{settings.prefix}:api:creating:{body.id}"
+        with store_errors("cannot create an account in Redis"):
+            if not client.set(creating, key.id, nx=True, ex=10):
+                raise exists
+        try:
+            if store.view(body.id) is not None:
+                raise exists
+            store.upsert_accounts([spec], actor=key.id)
+        finally:
+            with store_errors("cannot create an account in Redis"):
+                client.delete(creating)
         return JSONResponse(account_json(view(body.id), catalog()), status_code=201,
                             headers={"Location": f"/v1/accounts/{quote(body.id, safe='')}"})
 

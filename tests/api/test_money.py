@@ -146,3 +146,19 @@ def test_no_overdraft_and_no_reserved_money_taken(make_api):
         assert ok.status_code == 201 and ok.json()["balance"] == "2.00"
         assert post(env, http, "/v1/accounts/neg/adjustments", "-3.00").json()["balance"] \
             == "-2.00"
+
+
+def test_concurrent_creations_of_one_account_create_it_once(make_api):
+    env = make_api()
+
+    def create(n):
+        with env.http() as http:
+            return http.post("/v1/accounts", headers=env.auth("admin"), json={
+                "id": "carol", "plan": "PREPAID_S", "balance": f"{n}.00"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        got = sorted(pool.map(create, range(1, 9)))
+    assert got == [201] + [409] * 7
+    (opened,) = env.store.ledger("carol")
+    assert opened["reason"] == "open" and opened["actor"] == env.ids["admin"]
+    assert env.balance("carol") == opened["delta"]
