@@ -103,3 +103,28 @@ def test_keys_and_the_api_from_the_command_line(data):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_opens_the_api_door_with_its_agent_limit(data):
+    agent = json.loads(cli(data, "apikey", "create", "--role", "agent", "--json").stdout)
+    env = {k: v for k, v in os.environ.items() if k != "CHARGEFLOW_REDIS_URL"}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--no-diameter",
+                             "--no-nchf", "--api", "127.0.0.1:0", "--agent-adjust-limit", "5",
+                             "--data-dir", str(data)], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("api listening on 127.0.0.1:"), line + proc.stderr.read()
+        with httpx.Client(base_url=f"http://{line.split()[-1]}", timeout=20) as http:
+            auth = {"Authorization": f"Bearer {agent['key']}"}
+            for amount, status in (("-5.01", 403), ("-5.00", 201)):
+                res = http.post("/v1/accounts/alice/adjustments", json={
+                    "amount": amount, "reason": "limit"},
+                    headers={**auth, "Idempotency-Key": amount})
+                assert res.status_code == status, res.text
+            assert res.json()["balance"] == "0.00"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
