@@ -162,3 +162,34 @@ def test_concurrent_creations_of_one_account_create_it_once(make_api):
     (opened,) = env.store.ledger("carol")
     assert opened["reason"] == "open" and opened["actor"] == env.ids["admin"]
     assert env.balance("carol") == opened["delta"]
+
+
+def test_a_repeat_after_the_remembered_answer_was_lost_is_applied_once(make_api):
+    env = make_api()
+    with env.http() as http:
+        first = post(env, http, "/v1/accounts/alice/topups", "7.00", key="lost")
+        for k in env.client.scan_iter(match=f"{env.prefix}:api:idem:*"):
+            env.client.delete(k)  # as after a Redis restart that kept the account
+        again = post(env, http, "/v1/accounts/alice/topups", "7.00", key="lost")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()  # the top-up script's replay: the balance it left
+    assert env.balance("alice") == micros("107.00")
+
+
+def test_the_ledger_pages_through_every_entry_once(make_api):
+    env = make_api()
+    with env.http() as http:
+        for n in range(7):
+            assert post(env, http, "/v1/accounts/bob/topups", f"{n + 1}.00").status_code == 201
+        seen, after = [], None
+        while True:
+            params = {"limit": 3} | ({"after": after} if after else {})
+            page = http.get("/v1/accounts/bob/ledger", params=params,
+                            headers=env.auth("agent")).json()
+            seen += page["entries"]
+            if page["next"] is None:
+                break
+            after = page["next"]
+    assert [e["delta"] for e in seen] == ["100.00"] + [f"{n}.00" for n in range(1, 8)]
+    assert len({e["cursor"] for e in seen}) == 8
+    assert seen[-1]["balance"] == "128.00"
