@@ -9,6 +9,7 @@ COPY catalog_cache ./catalog_cache
 COPY flows ./flows
 COPY gateway ./gateway
 COPY service ./service
+COPY api ./api
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd -m chargeflow
 USER chargeflow

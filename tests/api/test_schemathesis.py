@@ -31,7 +31,7 @@ def test_the_api_conforms_to_its_openapi_document(make_api, tmp_path):
             "--generation-database", "none", "--request-timeout", "10",
             "--max-time", "25", "--no-color", "--report", "junit",
             "--report-dir", str(tmp_path)]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=120,
+    res = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
