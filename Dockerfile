@@ -2,6 +2,9 @@
 # generator's (target "load": locust with bench/locustfile.py).
 FROM python:3.11-slim AS engine
 WORKDIR /app
+# WeasyPrint (invoice PDFs) draws text with Pango
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 \
+        libpangoft2-1.0-0 && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY charging ./charging
 COPY balances ./balances
@@ -10,6 +13,7 @@ COPY flows ./flows
 COPY gateway ./gateway
 COPY service ./service
 COPY api ./api
+COPY billing ./billing
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd -m chargeflow
 USER chargeflow

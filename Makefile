@@ -9,9 +9,10 @@ STAMP  := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): chargeflow and its dependencies (a minute or two, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
 	touch $(STAMP)
 
 # the per-request modules compiled with mypyc, rebuilt when a source is newer (build_native.py;

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import balances  # noqa: F401 - each package registers its per-request modules
+import flows  # noqa: F401
 from charging.native import GROUP, MODULES, ROOT, extensions, library, stale
 
 

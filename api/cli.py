@@ -22,15 +22,12 @@ def adjust_limit_option(fn):
 
 def parse_adjust_limit(text: str) -> int:
     """Micros of --agent-adjust-limit (click.BadParameter when it is not an amount >= 0)."""
-    from api.models import micros_of
+    from api.models import adjust_limit_micros
 
     try:
-        micros = micros_of(text)
+        return adjust_limit_micros(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--agent-adjust-limit") from exc
-    if micros < 0:
-        raise click.BadParameter(f"{text!r} is negative", param_hint="--agent-adjust-limit")
-    return micros
 
 
 @click.group("apikey")

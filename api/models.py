@@ -29,6 +29,13 @@ def micros_of(text: str) -> int:
     return value.numerator
 
 
+def adjust_limit_micros(text: str) -> int:
+    """Micros of ``--agent-adjust-limit`` (ValueError unless an amount of at least 0)."""
+    if not _AMOUNT.fullmatch(text) or text.startswith("-"):
+        raise ValueError(f"{text!r} is not an amount of at least 0, such as \"50.00\"")
+    return micros_of(text)
+
+
 def _amount(text: str) -> str:
     if not _AMOUNT.fullmatch(text):
         raise ValueError(f"{text!r} is not a decimal amount: write it like \"10.00\" or "

@@ -1,3 +1,5 @@
 """Redis system of record for accounts, allowances, reservations and the ledger (issue 3)."""
 
-import charging.native  # noqa: F401 - before any module it may compile
+import charging.native  # before any module it may compile
+
+charging.native.register("balances/codec.py", "balances/charger.py")

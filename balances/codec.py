@@ -221,15 +221,17 @@ _CHARGE_OWN = tuple(f for f in CHARGE_FIELDS if f not in dict(_SHARED))
 _charge_shared = itemgetter(*(c for c, _ in _SHARED))
 _decision_shared = itemgetter(*(d for _, d in _SHARED))
 _charge_own = itemgetter(*_CHARGE_OWN)
-_packers = threading.local()
+#: a Packer per thread ident (engine workers are threads): a third cheaper than msgpack.packb,
+#: which makes one per call. Not a threading.local: Bytewax's worker threads enter Python with
+#: a fresh thread state on every call when there is more than one (flows.dataflow._ChargeStep)
+_packers: dict[int, msgpack.Packer] = {}
 
 
 def _pack(obj: object) -> bytes:
-    # a Packer per thread (engine workers are threads): a third cheaper than msgpack.packb,
-    # which makes one per call
-    packer = getattr(_packers, "packer", None)
+    ident = threading.get_ident()
+    packer = _packers.get(ident)
     if packer is None:
-        packer = _packers.packer = msgpack.Packer()
+        packer = _packers[ident] = msgpack.Packer()
     return packer.pack(obj)
 
 

@@ -2,7 +2,7 @@
 
     python -m bench.decode [--runs 7] [--number 200000]
 
-Typical gateway requests (a voice update of bench.gateway's shape, an SMS event), in JSON
+Typical gateway requests (a voice update of flows.gateway_sim's shape, an SMS event), in JSON
 and MessagePack, each timed with ``timeit`` over ``--number`` messages, ``--runs`` times;
 prints the median and the spread in nanoseconds (of this process's CPU time) per message,
 and whether the compiled (mypyc) modules ran. The engine does exactly this for every

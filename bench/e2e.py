@@ -45,10 +45,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from balances.accounts import AccountSpec
 from balances.embedded import PIDFILE as REDIS_PIDFILE
 from balances.embedded import running_pid
-from balances.store import BalanceStore
 from bench.baseline import provision
 from bench.echo import charges_topic
 from bench.harness import (
@@ -66,7 +64,7 @@ from bench.harness import (
     stamp,
     wait_ready,
 )
-from catalog_cache.store import load_catalog_text
+from flows import provision as provisioning
 from flows.broker import PIDFILE as BROKER_PIDFILE
 from flows.broker import EmbeddedBroker, ensure_topics, free_port
 from flows.cli_common import sample_catalog_path
@@ -97,10 +95,9 @@ def run(seconds: float, rates: list[float], n_accounts: int, out_dir: Path | Non
     try:
         client = services.redis()
         catalog_text = sample_catalog_path().read_text()
-        load_catalog_text(client, catalog_text, prefix=services.prefix)
-        accounts = [f"b{i:05d}" for i in range(n_accounts)]
-        specs = [AccountSpec(a, "PREPAID_S", OPENING_MICROS) for a in accounts]
-        BalanceStore(client, prefix=services.prefix).upsert_accounts(specs)
+        specs = provisioning.synthetic_accounts(n_accounts, "b%05d", OPENING_MICROS)
+        accounts = [a.id for a in specs]
+        provisioning.provision(client, services.prefix, specs, catalog_text=catalog_text)
         provision(client, BASELINE_PREFIX, catalog_text, specs)
         t = Topics()
         parts = workers * processes  # one partition per worker: each reads one partition

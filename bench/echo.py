@@ -13,7 +13,7 @@ Redis and the machine rather than charging. Two steps:
   operation: version check, idempotency claim with a 114-byte record, state; a ledger entry
   for 4 requests in 7; ``bench.store``), and produces a decision of a real one's size (about
   225 bytes) for every request and a charge (about 305 bytes, to ``SINK.charges``) for 10 in
-  13. Those shares are the engine's on gateway traffic (``bench.gateway``; measured by
+  13. Those shares are the engine's on gateway traffic (``flows.gateway_sim``; measured by
   ``tests/bench/test_echo_floor.py``: ledger entries ~0.56 and charges ~0.77 a request).
   Where the floor is lighter than the engine: it writes an account's state once per
   request, where the engine writes it once per account per batch but with more in it

@@ -23,7 +23,7 @@ import orjson
 import psutil
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from bench.gateway import Gateway
+from flows.gateway_sim import Gateway
 
 UNTHROTTLED = 0.0
 #: The generator lets librdkafka batch for up to 5 ms, as a fleet of gateways behind one
@@ -190,7 +190,7 @@ def measure(phase: Phase, latencies: list[tuple[float, float]], keep: int) -> No
 
 
 def gateway_requests(accounts: list[str], seed: int | None = None) -> Requests:
-    """Gateway traffic (``bench.gateway``) as (id, account key, JSON payload)."""
+    """Gateway traffic (``flows.gateway_sim``) as (id, account key, JSON payload)."""
     gw = Gateway(accounts, seed=int(time.time()) if seed is None else seed)
 
     def next_request() -> tuple[str, bytes, bytes]:

@@ -25,11 +25,11 @@ import numpy as np
 import orjson
 
 from bench.catalogs import realistic_catalog
-from bench.workload import generate
 from charging import kernels, reference
 from charging.catalog import parse_catalog
 from charging.compiler import compile_catalog
 from charging.errors import RatingError
+from flows.workload import generate
 
 BATCH = 1024
 
@@ -37,7 +37,7 @@ _FIRST_CALL = """
 import time, numpy as np
 t0 = time.perf_counter()
 from bench.catalogs import realistic_catalog
-from bench.workload import generate
+from flows.workload import generate
 from charging import kernels
 from charging.catalog import parse_catalog
 from charging.compiler import compile_catalog

@@ -60,12 +60,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from balances.accounts import AccountSpec
-from balances.store import BalanceStore
-from bench.gateway import DESTINATIONS
-from catalog_cache.store import load_catalog_text
+from flows import provision as provisioning
 from flows.broker import EmbeddedBroker, ensure_topics
-from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
+from flows.gateway_sim import DESTINATIONS
 from flows.services import ENV_URL, Services
 
 log = logging.getLogger("chargeflow.locust")
@@ -295,10 +293,9 @@ def provision(opts) -> Provisioned:
     try:
         p.own_redis = services.redis_url is None and not services.embedded.running()
         client = services.redis()
-        load_catalog_text(client, sample_catalog_path().read_text(), prefix=services.prefix,
-                          source="sample catalog")
         normal, dry = account_pools(opts.accounts, opts.dry_share)
-        BalanceStore(client, prefix=services.prefix).upsert_accounts(
+        provisioning.provision(
+            client, services.prefix,
             [AccountSpec(a, PLAN, BALANCE_MICROS) for a in [WARMUP_ACCOUNT, *normal]]
             + [AccountSpec(a, PLAN, DRY_BALANCE_MICROS) for a in dry])
         client.close()

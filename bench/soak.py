@@ -32,9 +32,7 @@ from statistics import median
 import orjson
 import psutil
 
-from balances.accounts import AccountSpec
 from balances.codec import Keys
-from balances.store import BalanceStore
 from bench.harness import (
     Phase,
     Proc,
@@ -46,10 +44,9 @@ from bench.harness import (
     stamp,
     wait_ready,
 )
-from catalog_cache.store import load_catalog_text
 from flows.broker import EmbeddedBroker, ensure_topics
-from flows.cli_common import sample_catalog_path
 from flows.dataflow import Topics
+from flows.provision import provision, synthetic_accounts
 from flows.services import Services
 
 WINDOW_FIGURES = ("sent", "received", "achieved_rps", "p50_ms", "p99_ms")
@@ -183,10 +180,9 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         client = services.redis()
         for key, value in (redis_config or {}).items():  # e.g. AOF rewrite thresholds
             client.config_set(key, value)
-        load_catalog_text(client, sample_catalog_path().read_text(), prefix=services.prefix)
-        accounts = [f"s{i:05d}" for i in range(n_accounts)]
-        BalanceStore(client, prefix=services.prefix).upsert_accounts(
-            [AccountSpec(a, "PREPAID_S", 10**14) for a in accounts])
+        specs = synthetic_accounts(n_accounts, "s%05d", 10**14)
+        accounts = [a.id for a in specs]
+        provision(client, services.prefix, specs)
         memory_before = int(client.info("memory")["used_memory"])
         extra = ["--idempotency-retention-s", str(idem_s), "--ledger-retention-s",
                  str(ledger_s)]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import lcm
 
-from charging.catalog import Rate, Tariff
 from charging.errors import Problem
+from charging.model import Rate, Tariff
 from charging.money import MAX_COST_MICROS, MICROS
 
 BOUND = 2**62

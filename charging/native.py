@@ -22,19 +22,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: What runs for every request, in dependency order (paths from the repository root).
-MODULES = (
-    "charging/money.py",
-    "charging/state.py",
-    "charging/requests.py",
-    "charging/decide.py",
-    "balances/codec.py",
-    "balances/charger.py",
-    "flows/engine.py",
-)
+#: What runs for every request (paths from the repository root): each package names its own
+#: modules in its ``__init__`` (``register``), so this core names no outer layer; a process
+#: that imported ``flows`` and ``balances`` has the whole list.
+MODULES: list[str] = []
 GROUP = "charging._native"  # mypyc's shared library of the group (charging/_native__mypyc...so)
 
 log = logging.getLogger("chargeflow.native")
+
+
+def register(*paths: str) -> None:
+    """Add a package's per-request modules (before any of them is imported)."""
+    for path in paths:
+        if path not in MODULES:
+            MODULES.append(path)
 
 
 def extension_of(source: Path) -> Path | None:
@@ -85,9 +86,8 @@ def compiled() -> list[str]:
 
 def describe() -> str:
     """For the engine's start-up line: how many per-request modules run compiled."""
-    import balances.charger  # noqa: F401 - so that every per-request module is imported
-    import flows.engine  # noqa: F401
-
+    for m in MODULES:  # each registered module imported, so that ``compiled`` sees it
+        importlib.import_module(m[:-3].replace("/", "."))
     return (f"{len(compiled())} of {len(MODULES)} per-request modules compiled"
             f"{' (CHARGEFLOW_PURE=1)' if pure() else ''}")
 
@@ -103,13 +103,11 @@ def warn_if_stale() -> None:
 class _Sources(importlib.abc.MetaPathFinder):
     """Finds ``MODULES`` as their ``.py`` sources, ahead of the extensions beside them."""
 
-    def __init__(self) -> None:
-        self.paths = {m[:-3].replace("/", "."): ROOT / m for m in MODULES}
-
     def find_spec(self, fullname, path=None, target=None):
-        source = self.paths.get(fullname)
-        return None if source is None else importlib.util.spec_from_file_location(
-            fullname, source)
+        source = fullname.replace(".", "/") + ".py"
+        if source not in MODULES:
+            return None
+        return importlib.util.spec_from_file_location(fullname, ROOT / source)
 
 
 def pure() -> bool:

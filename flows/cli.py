@@ -6,15 +6,18 @@ Exit codes: 0 success, 1 the input or request was wrong (the message says what a
 
 from __future__ import annotations
 
+import logging
 import sys
+from importlib.metadata import entry_points
 
 import click
 
 from api.cli import api_cmd, apikey
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
-from flows.cli_engine import bench_group, demo, run
+from flows.cli_engine import demo, run
 from flows.cli_gateway import gateway, serve
+from flows.cli_notify import notify
 
 
 class _Group(click.Group):
@@ -43,8 +46,25 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve, bench_group, apikey, api_cmd):
+                gateway, serve, notify, apikey, api_cmd):
     main.add_command(command)
+
+
+def _add_plugins() -> None:
+    """Commands other packages add through the entry point group ``chargeflow.commands``
+    (``chargeflow bench`` from the benchmarks), so the product imports none of them; one
+    that cannot be loaded is left out with a debug line, the others still work."""
+    for point in entry_points(group="chargeflow.commands"):
+        if point.name in main.commands:
+            continue
+        try:
+            main.add_command(point.load(), point.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            logging.getLogger("chargeflow.cli").debug("command %s not loaded: %s",
+                                                      point.name, exc)
+
+
+_add_plugins()
 
 __all__ = ["main", "sample_catalog_path"]
 

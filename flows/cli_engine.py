@@ -200,33 +200,6 @@ def _run_kafka(config, services: Services, kafka: str | None, kafka_config: dict
     log.info("stopped")
 
 
-@click.group("bench")
-def bench_group() -> None:
-    """Benchmarks (figures are reported, never asserted)."""
-
-
-@bench_group.command("e2e", context_settings={"ignore_unknown_options": True,
-                                              "allow_extra_args": True,
-                                              "help_option_names": []})
-@click.pass_context
-def bench_e2e(ctx: click.Context) -> None:
-    """Engine, baseline and echo floor through one broker and Redis (--help for options)."""
-    from bench.e2e import main as e2e_main
-
-    e2e_main(ctx.args)
-
-
-@bench_group.command("soak", context_settings={"ignore_unknown_options": True,
-                                               "allow_extra_args": True,
-                                               "help_option_names": []})
-@click.pass_context
-def bench_soak(ctx: click.Context) -> None:
-    """The engine for minutes at a share of its capacity: RSS, drift, what Redis keeps."""
-    from bench.soak import main as soak_main
-
-    soak_main(ctx.args)
-
-
 @click.command("demo")
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of load.")
 @click.option("--rate", default=2000.0, show_default=True, help="Requests per second offered.")

@@ -157,9 +157,13 @@ def _door_config(opts: dict, names: list[str]):
 
 def _api_extra(opts: dict) -> dict:
     """The account API's settings (DoorConfig.extra)."""
-    from api.cli import parse_adjust_limit
+    from api.models import adjust_limit_micros
 
-    return {"agent_adjust_limit": parse_adjust_limit(opts["agent_adjust_limit"])}
+    try:
+        limit = adjust_limit_micros(opts["agent_adjust_limit"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--agent-adjust-limit") from exc
+    return {"agent_adjust_limit": limit}
 
 
 def _load_doors() -> None:

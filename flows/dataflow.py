@@ -32,16 +32,23 @@ from flows.kafka_io import COMMIT_S, OutputSink, RequestSource, Workers, split_m
 
 
 class _ChargeStep:
-    """The flat_map_batch mapper: one Engine per worker thread, made on first use."""
+    """The flat_map_batch mapper: one Engine per worker thread, made on first use.
+
+    Keyed by the thread's ident, not held in a ``threading.local``: Bytewax's worker threads
+    are made by its runtime, and with more than one worker (``cluster_main``, ``--workers 2``)
+    each call into Python starts a fresh thread state, so a thread-local was empty on every
+    batch and each batch built a new Engine (a new Redis connection, a cold account cache)."""
 
     def __init__(self, make_engine: Callable[[], Engine]):
         self.make_engine = make_engine
-        self.local = threading.local()
+        self.engines: dict[int, Engine] = {}
+        self.lock = threading.Lock()
 
     def __call__(self, items: list) -> list:
-        engine = getattr(self.local, "engine", None)
+        engine = self.engines.get(threading.get_ident())
         if engine is None:
-            engine = self.local.engine = self.make_engine()
+            with self.lock:
+                engine = self.engines[threading.get_ident()] = self.make_engine()
         payloads, marks = split_marks(items)
         if not payloads:  # marks only: a source's idle tick (or a batch of nothing)
             engine.idle()

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from bench.workload import generate
 from charging import kernels, reference
 from charging.catalog import Catalog
 from charging.compiler import compile_catalog
@@ -24,6 +23,7 @@ from charging.errors import RatingError
 from charging.money import MICROS, format_micros
 from charging.rating import rate_requests
 from charging.requests import parse
+from flows.workload import generate
 
 BATCH = 1024
 _STATUS = {kernels.OK: "SUCCESS", kernels.NO_RATE: "RATING_FAILED",

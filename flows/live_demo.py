@@ -26,13 +26,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from balances.accounts import AccountSpec
 from balances.store import BalanceStore, ledger_reconciles
-from bench.gateway import Gateway
-from catalog_cache.store import load_catalog_text
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.dataflow import Topics
+from flows.gateway_sim import Gateway
+from flows.provision import provision, synthetic_accounts
 from flows.services import ENV_URL, Services
 
 DRY_SHARE = 0.1  # accounts that start with little credit and run dry
@@ -60,21 +59,28 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
     # loads 10,000 accounts, which must not land in a Redis that $CHARGEFLOW_REDIS_URL
     # names for the engine and the administrative commands
     services = Services(None, data_dir)
+    step = _Steps(console)
+    step("starting Redis (embedded, in " + str(services.data_dir) + ")")
     client = services.redis()
-    catalog = load_catalog_text(client, catalog_path.read_text(), prefix=services.prefix,
-                                source=str(catalog_path))
-    plan = "PREPAID_S" if "PREPAID_S" in catalog.plans else catalog.first_plan()
+    step(f"loading the catalog and {n_accounts:,} accounts")
     accounts = [f"demo-{i:05d}" for i in range(n_accounts)]
+
+    def specs(catalog):
+        plan = "PREPAID_S" if "PREPAID_S" in catalog.plans else catalog.first_plan()
+        return synthetic_accounts(n_accounts, "demo-%05d", 20_000_000, plan=plan,
+                                  dry_share=DRY_SHARE, dry_micros=500_000)
+
+    catalog = provision(client, services.prefix, specs, catalog_text=catalog_path.read_text(),
+                        source=str(catalog_path))
     store = BalanceStore(client, prefix=services.prefix)
-    store.upsert_accounts([
-        AccountSpec(a, plan, 500_000 if i % int(1 / DRY_SHARE) == 0 else 20_000_000)
-        for i, a in enumerate(accounts)])
     topics = Topics()
+    step("starting the Kafka-protocol broker (embedded tansu)")
     brokers = EmbeddedBroker(services.data_dir).start()
     ensure_topics(brokers, {topics.requests: 1, topics.decisions: 1, topics.charges: 1,
                             topics.rejects: 1})  # one engine worker: one partition
     log = open(services.data_dir / "engine.log", "ab")  # noqa: SIM115 - closed below
     private = {k: v for k, v in os.environ.items() if k != ENV_URL}
+    step("starting the engine (a first start compiles its kernels)")
     engine = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--data-dir",
                                str(services.data_dir)], stdout=log, stderr=subprocess.STDOUT,
                               env=private)
@@ -85,7 +91,9 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
     reader.start()
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 2})
     try:
-        _await_engine(producer, topics, tally, accounts[0], engine)
+        with console.status("waiting for the engine's first decision ..."):
+            _await_engine(producer, topics, tally, accounts[0], engine)
+        step.done()
         # ids of their own for every run: a second demo on the same data dir would otherwise
         # send the first one's ids again, and be answered with its replays
         gateway = Gateway(accounts, seed=time.time_ns() % 2**31)
@@ -108,6 +116,21 @@ def run_engine_demo(catalog_path: Path, data_dir: Path, duration_s: float, rate:
     else:
         _print_summary(console, summary)
     return summary
+
+
+class _Steps:
+    """The demo's start-up, a line per step with the seconds since it began."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.t = time.monotonic()
+
+    def __call__(self, what: str) -> None:
+        self.console.print(f"[dim]{time.monotonic() - self.t:5.1f} s[/dim]  {what}")
+
+    def done(self) -> None:
+        self.console.print(f"[dim]{time.monotonic() - self.t:5.1f} s[/dim]  the engine "
+                           "answers: load starts")
 
 
 def _await_engine(producer: Producer, topics: Topics, tally: Tally, account: str,

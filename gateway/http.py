@@ -56,6 +56,9 @@ class AsgiDoor:
         config.h2_max_concurrent_streams = 256
         config.graceful_timeout = self.graceful_s
         config.keep_alive_timeout = 75
+        # hypercorn closes a connection after 1000 requests by default: an SMF keeps one
+        # HTTP/2 connection for days, and the streams in flight at the GOAWAY fail
+        config.keep_alive_max_requests = 1 << 62
         config.accesslog = None
         config.errorlog = logging.getLogger(f"chargeflow.{self.name}.server")
         # hypercorn reads a body into memory in chunks: the app refuses one above its limit

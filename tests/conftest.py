@@ -30,6 +30,7 @@ import redis
 from redis.cluster import RedisCluster
 
 import charging
+import flows  # noqa: F401 - registers its per-request modules (charging.native)
 from balances.accounts import AccountSpec, parse_accounts
 from balances.charger import Charger
 from balances.store import BalanceStore

@@ -27,9 +27,9 @@ def test_the_api_conforms_to_its_openapi_document(make_api, tmp_path):
     cli = Path(sys.executable).with_name("schemathesis")
     args = [str(cli), "run", str(schema), "--url", env.url, "--checks", CHECKS,
             "-H", f"Authorization: Bearer {env.keys['admin']}",
-            "--max-examples", "12", "--seed", "17", "--workers", "1",
+            "--max-examples", "10", "--seed", "17", "--workers", "1",
             "--generation-database", "none", "--request-timeout", "10",
-            "--max-time", "25", "--no-color", "--report", "junit",
+            "--max-time", "15", "--no-color", "--report", "junit",
             "--report-dir", str(tmp_path)]
     res = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"})

@@ -1,6 +1,6 @@
 """The baseline (bench/baseline) against the engine: same requests in, same outputs out.
 
-* Agreement: gateway traffic (``bench.gateway``) decided by ``chargeflow run --input`` (the
+* Agreement: gateway traffic (``flows.gateway_sim``) decided by ``chargeflow run --input`` (the
   engine's JSONL mode, private data dir and embedded Redis) and by ``Baseline.handle`` (the
   shared Redis, a private prefix) in the same order; every decision (but ``latency_us``),
   charge and reject must be identical, field for field. Once on the sample catalog as the
@@ -28,11 +28,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from balances.accounts import AccountSpec
 from bench.baseline import Baseline, provision
-from bench.gateway import Gateway
 from charging.errors import RequestError
 from charging.money import MICROS, parse_decimal
 from charging.requests import parse
 from flows.broker import EmbeddedBroker, ensure_topics
+from flows.gateway_sim import Gateway
 from tests.conftest import REDIS_URL, SAMPLE_TEXT
 from tests.flows.conftest import REPO, CfEnv, jsonl
 

@@ -9,7 +9,7 @@ import collections
 import orjson
 
 from bench.echo import CHARGE, CHARGE_SHARE, DECISION, LEDGER_SHARE, echo_step, store_floor_step
-from bench.gateway import Gateway
+from flows.gateway_sim import Gateway
 from flows.kafka_io import Consumed, _Worker
 
 REQUESTS = [{"id": f"r{k}", "kind": "event", "account": f"a{k % 3}", "service": "sms",

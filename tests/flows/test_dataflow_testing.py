@@ -2,12 +2,16 @@
 Kafka run uses, fed from a list and collected into one, against a real Redis. Every payload
 is decided or rejected once, in order, with the same outputs ``Engine.process`` gives for
 the same payloads directly, and a ``Consumed`` mark comes out behind the outputs of the
-requests before it (what the Kafka sink's commits rely on)."""
+requests before it (what the Kafka sink's commits rely on). In each of the execution modes
+Bytewax offers, as its own test suite runs them (``pytests/conftest.py`` ``entry_point``):
+``run_main`` and ``cluster_main`` with one and with two workers in the process; the testing
+source has one partition, so one worker reads it all and the others stay idle."""
 
 from __future__ import annotations
 
 import orjson
-from bytewax.testing import TestingSink, TestingSource, run_main
+import pytest
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from flows.dataflow import build_flow
 from flows.engine import Output
@@ -27,7 +31,15 @@ def _view(outputs: list[Output]) -> dict[str, list[tuple[bytes | None, dict]]]:
     return view
 
 
-def test_flow_on_testing_connectors_decides_as_the_engine_does(redis_client, prefix):
+def _run(mode: str, flow) -> None:
+    if mode == "run_main":
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=int(mode[-1]))
+
+
+@pytest.mark.parametrize("mode", ["run_main", "cluster_main-1", "cluster_main-2"])
+def test_flow_on_testing_connectors_decides_as_the_engine_does(redis_client, prefix, mode):
     prepare(redis_client, prefix, ACCOUNTS)
     prepare(redis_client, f"{prefix}:direct", ACCOUNTS)
     payloads = [orjson.dumps(r) for r in mixed_batch()]
@@ -42,13 +54,13 @@ def test_flow_on_testing_connectors_decides_as_the_engine_does(redis_client, pre
         return engines[-1]
 
     out: list = []
-    run_main(build_flow(TestingSource(items, batch_size=5), TestingSink(out), make_engine))
+    _run(mode, build_flow(TestingSource(items, batch_size=5), TestingSink(out), make_engine))
 
     direct = new_engine(f"{prefix}:direct")
     expected = direct.process(payloads)
     outputs = [o for o in out if type(o) is Output]
     assert _view(outputs) == _view(expected)
-    assert len(engines) == 1  # one worker, one engine, made on first use
+    assert len(engines) == 1  # one worker reads, one engine, made on first use
     decided = [o["id"] for _, o in _view(outputs)["decision"]]
     assert decided == [r["id"] for r in mixed_batch()]  # each valid request once, in order
     assert len(_view(outputs)["reject"]) == len(BAD)

@@ -17,8 +17,8 @@ import redis
 
 from balances.accounts import parse_accounts
 from balances.store import BalanceStore
-from catalog_cache.store import load_catalog_text
 from flows.engine import Engine, Output
+from flows.provision import provision
 from flows.runtime import EngineConfig, make_engine
 from tests.conftest import REDIS_URL
 from tests.flows.conftest import SAMPLE_TEXT
@@ -43,10 +43,9 @@ ACCOUNTS = [
 
 
 def prepare(client: redis.Redis, prefix: str, accounts: list[dict]):
-    catalog = load_catalog_text(client, SAMPLE_TEXT, prefix=prefix)
     text = "\n".join(orjson.dumps(a).decode() for a in accounts)
-    BalanceStore(client, prefix=prefix).upsert_accounts(parse_accounts(text, catalog))
-    return catalog
+    return provision(client, prefix, lambda catalog: parse_accounts(text, catalog),
+                     catalog_text=SAMPLE_TEXT)
 
 
 def new_engine(prefix: str, url: str = REDIS_URL) -> Engine:

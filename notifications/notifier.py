@@ -1,0 +1,271 @@
+"""The notifier: reads the engine's decisions and charges, fires rules, emits events.
+
+One batch at a time (``step``):
+
+1. messages of ``chargeflow.decisions`` / ``chargeflow.charges`` below the offsets recorded
+   in Redis are skipped (handled already);
+2. the batch's accounts (plan, allowance buckets) and the rules' slot states are read from
+   Redis in two round trips; the catalog gives each bucket's size;
+3. each message is evaluated in order (``notifications.evaluate``); crossings become events;
+4. the events are produced to ``chargeflow.notifications`` and the producer is flushed;
+5. the events are queued for webhook delivery (``notifications.delivery``);
+6. slot states and offsets are written to Redis in one transaction;
+7. the consumer group's offsets are committed.
+
+A crash anywhere re-reads the batch: before 6 it emits the same events again (the same ids),
+after it nothing. Allowance thresholds are judged on the bucket as it is in Redis when the
+batch is handled (a charge's ``allowance_units`` says only that the bucket moved).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from balances.store import BalanceStore
+from catalog_cache.store import CatalogCache
+from charging.decide import format_balance
+from charging.errors import BrokerError, CorruptAccountError
+from charging.money import MICROS, parse_decimal
+from charging.state import Account
+from flows.kafka import KafkaSettings, describe_error
+from notifications.delivery import Failed, WebhookDelivery
+from notifications.evaluate import Bucket, Crossing, Slot, on_allowance, on_decision
+from notifications.rules import NotifyConfig
+from notifications.state import NotifyState
+
+log = logging.getLogger("chargeflow.notify")
+
+DEFAULT_GROUP = "chargeflow-notify"
+CONSUMER_DEFAULTS = {"fetch.wait.max.ms": "50", "session.timeout.ms": "6000",
+                     "heartbeat.interval.ms": "1000",
+                     "topic.metadata.refresh.interval.ms": "10000"}
+_GROUP_RULES = {"enable.auto.commit": False, "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    decisions: str = "chargeflow.decisions"
+    charges: str = "chargeflow.charges"
+    notifications: str = "chargeflow.notifications"
+    dead_letters: str = "chargeflow.notifications.dlq"
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    kafka: KafkaSettings
+    prefix: str = "cf"
+    topics: Topics = field(default_factory=Topics)
+    batch: int = 1000
+    poll_s: float = 0.1
+
+
+def rfc3339(ms: int) -> str:
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def event_body(c: Crossing, now_ms: int) -> bytes:
+    """The event of docs/notifications.md, "Events"."""
+    return orjson.dumps({"id": c.id, "type": c.type, "account": c.account, "rule": c.rule,
+                         "threshold": c.threshold, "value": c.value, "request": c.request,
+                         "ts": rfc3339(now_ms), **c.extra})
+
+
+def _micros(text: object) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = parse_decimal(text) * MICROS
+    except ValueError:
+        return None
+    return int(value) if value.denominator == 1 else None
+
+
+class Notifier:
+    def __init__(self, config: NotifierConfig, rules: NotifyConfig, client: redis.Redis, *,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.rules = rules
+        self.clock = clock
+        self.store = BalanceStore(client, prefix=config.prefix)
+        self.catalogs = CatalogCache(client, prefix=config.prefix, check_interval_s=1.0)
+        self.state = NotifyState(client, config.prefix, config.kafka.group)
+        self.events = 0
+        self._errors: list[str] = []
+        self.producer = Producer(config.kafka.client(**{"linger.ms": "5"}))
+        self.delivery = WebhookDelivery(rules.webhooks, rules.delivery, self._dead_letter,
+                                        clock=clock)
+        self.consumer = Consumer(config.kafka.client(**CONSUMER_DEFAULTS, **_GROUP_RULES,
+                                                     **{"group.id": config.kafka.group}))
+        self.consumer.subscribe([config.topics.decisions, config.topics.charges])
+
+    # -- the loop
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.delivery.close()
+        self.producer.flush(10)
+        self.consumer.close()
+
+    def step(self) -> int:
+        """Handle one batch; how many events it emitted."""
+        msgs = [m for m in self.consumer.consume(self.config.batch, self.config.poll_s)
+                if m.error() is None]
+        if not msgs:
+            return 0
+        done = self.state.offsets()
+        fresh = [m for m in msgs if m.offset() >= done.get((m.topic(), m.partition()), 0)]
+        docs = [(m.topic(), doc) for m in fresh if (doc := self._parse(m)) is not None]
+        ends: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            key = (m.topic(), m.partition())
+            ends[key] = max(ends.get(key, 0), m.offset() + 1)
+        updates, crossings = self.evaluate(docs)
+        now_ms = int(self.clock() * 1000)
+        bodies = [(c, event_body(c, now_ms)) for c in crossings]
+        for c, body in bodies:
+            self._produce(self.config.topics.notifications, body, c.account)
+        self._flush()
+        for c, body in bodies:
+            self.delivery.submit(c.type, body)
+        self.state.save(updates, ends)
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:  # Redis holds the offsets: a re-read skips them
+            log.warning("committing the notifier's offsets failed: %s", describe_error(exc))
+        self.events += len(bodies)
+        return len(bodies)
+
+    def _parse(self, msg) -> dict | None:
+        try:
+            doc = orjson.loads(msg.value() or b"")
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict) or not isinstance(doc.get("account"), str) \
+                or not isinstance(doc.get("id"), str):
+            log.warning("%s[%d]@%d is not an engine output; skipped", msg.topic(),
+                        msg.partition(), msg.offset())
+            return None
+        return doc
+
+    # -- evaluation
+    def evaluate(self, docs: list[tuple[str, dict]]
+                 ) -> tuple[dict[str, dict[str, Slot]], list[Crossing]]:
+        """Crossings of a batch of (topic, engine output), in order; the slots changed."""
+        if not docs:
+            return {}, []
+        accounts = list(dict.fromkeys(d["account"] for _, d in docs))
+        loaded = self._accounts(accounts)
+        states = self.state.load(accounts)
+        self.catalogs.refresh()
+        updates: dict[str, dict[str, Slot]] = {}
+        out: list[Crossing] = []
+        for topic, doc in docs:
+            acct = loaded.get(doc["account"])
+            if acct is None:
+                continue
+            slots = states[acct.id]
+            for rule in self.rules.rules:
+                if not rule.applies(acct.id, acct.plan):
+                    continue
+                if topic == self.config.topics.decisions:
+                    changed, found = self._decision(rule, acct.id, doc, slots)
+                elif rule.service is not None and doc.get("service") == rule.service \
+                        and isinstance(doc.get("allowance_units"), int) \
+                        and doc["allowance_units"] > 0:
+                    changed, found = on_allowance(rule, acct.id, doc["id"],
+                                                  self._buckets(acct, rule.service), slots)
+                else:
+                    continue
+                slots.update(changed)
+                updates.setdefault(acct.id, {}).update(changed)
+                out += found
+        return updates, out
+
+    def _accounts(self, names: list[str]) -> dict[str, Account | None]:
+        """The accounts of a batch; one whose hash is unreadable is left out (logged), so it
+        holds up no other account's notifications."""
+        try:
+            return self.store.load(names)[0]
+        except CorruptAccountError:
+            pass
+        out: dict[str, Account | None] = {}
+        for name in names:
+            try:
+                out[name] = self.store.view(name)
+            except CorruptAccountError as exc:
+                log.error("account %r is unreadable, its notifications are skipped: %s",
+                          name, exc)
+                out[name] = None
+        return out
+
+    def _decision(self, rule, account: str, doc: dict, slots: dict[str, Slot]):
+        if not (rule.below or rule.final) or doc.get("result") == "USER_UNKNOWN":
+            return {}, []
+        balance = _micros(doc.get("balance"))
+        if balance is None:
+            return {}, []
+        granted = doc.get("granted") if isinstance(doc.get("granted"), int) else 0
+        final = doc.get("final") is True and doc.get("result") == "SUCCESS"
+        return on_decision(rule, account, doc["id"], balance, final, granted, slots,
+                           format_balance)
+
+    def _buckets(self, acct: Account, service: str) -> list[Bucket]:
+        current = self.catalogs.current
+        plan = current.catalog.plans.get(acct.plan) if current is not None else None
+        sizes = [a.units for a in plan.allowances if a.service == service] if plan else []
+        held = acct.allowances.get(service, [])
+        return [Bucket(size, b.units, b.period) for size, b in zip(sizes, held)]
+
+    # -- output
+    def _produce(self, topic: str, body: bytes, key: str) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=body, key=key.encode(),
+                                      on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _delivered(self, err, msg) -> None:
+        if err is not None:
+            self._errors.append(err.str())
+
+    def _flush(self, timeout_s: float = 30.0) -> None:
+        left = self.producer.flush(timeout_s)
+        errors, self._errors = self._errors, []
+        if left or errors:
+            raise BrokerError(f"notifications not produced ({left} waiting): "
+                              f"{'; '.join(errors[:3])}")
+
+    def _dead_letter(self, failed: Failed) -> None:
+        try:
+            event = orjson.loads(failed.body)
+        except orjson.JSONDecodeError:
+            event = failed.body.decode("utf-8", "replace")
+        doc = {"event": event, "webhook": failed.webhook, "error": failed.error,
+               "tries": failed.tries, "ts": rfc3339(int(self.clock() * 1000))}
+        key = event.get("account", "") if isinstance(event, dict) else ""
+        self._produce(self.config.topics.dead_letters, orjson.dumps(doc), key)
+        self.producer.poll(0)
+
+
+def topics_of(config: NotifierConfig) -> Iterable[str]:
+    t = config.topics
+    return (t.decisions, t.charges, t.notifications, t.dead_letters)
