@@ -119,7 +119,6 @@ def balance(account: str, redis_url: str | None, redis_password_file: str | None
             data_dir: str | None, as_json: bool) -> None:
     """Show an account: balance, reserved money, allowances and open sessions."""
     from balances.store import BalanceStore
-    from charging.decide import format_balance
 
     services, client = connect_services(redis_url, data_dir, redis_password_file,
                                         create=False)
@@ -131,28 +130,11 @@ def balance(account: str, redis_url: str | None, redis_password_file: str | None
         fail(as_json, f"{exc}; its hash needs repair", 1, id=account)
     if acct is None:
         fail(as_json, f"no account {account!r}", 1, id=account)
-    allowances = {svc: sum(b.units for b in bs) for svc, bs in acct.allowances.items()}
+    from balances.views import account_json
     from catalog_cache.store import CatalogCache
 
     cache = CatalogCache(client, prefix=services.prefix)
-    if cache.refresh() and acct.plan in cache.current.catalog.plans:
-        for a in cache.current.catalog.plans[acct.plan].allowances:
-            if a.service not in acct.allowances:  # untouched yet: the plan's full units
-                allowances[a.service] = allowances.get(a.service, 0) + a.units
-    doc = {
-        "id": acct.id, "plan": acct.plan, "status": acct.status,
-        "allow_negative": acct.allow_negative, "balance": format_balance(acct.balance),
-        "reserved": format_balance(acct.reserved),
-        "available": format_balance(acct.balance - acct.reserved),
-        "allowances": allowances,
-        "allowances_reserved": {svc: sum(b.reserved for b in acct.allowances.get(svc, []))
-                                for svc in allowances},
-        "sessions": [{"session": s.id, "service": s.service, "tariff": s.tariff,
-                      "rate": s.rate_id, "used": s.used, "granted": s.granted,
-                      "reserved": format_balance(s.money_reserved),
-                      "allowance_reserved": sum(s.allowance_reserved),
-                      "last_seen_ms": s.last_seen_ms} for s in acct.sessions.values()],
-    }
+    doc = account_json(acct, cache.current.catalog if cache.refresh() else None)
     if as_json:
         emit(True, doc, "")
         return

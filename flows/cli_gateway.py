@@ -41,6 +41,9 @@ def door_options(fn):
         click.option("--no-diameter", is_flag=True, help="Leave the Diameter door closed."),
         click.option("--no-nchf", is_flag=True, help="Leave the Nchf door closed."),
         click.option("--no-api", is_flag=True, help="Leave the account API closed."),
+        click.option("--agent-adjust-limit", default="50.00", show_default=True,
+                     metavar="AMOUNT", help="The account API: the largest adjustment an "
+                     "agent key may make at once."),
         click.option("--origin-host", default="chargeflow.localdomain", show_default=True),
         click.option("--origin-realm", default="localdomain", show_default=True),
         click.option("--peers", "peers_file", default=None, type=click.Path(dir_okay=False),
@@ -149,7 +152,18 @@ def _door_config(opts: dict, names: list[str]):
         nchf=_address(opts["nchf"], "--nchf") if "nchf" in names else None,
         api=_address(opts["api"], "--api") if "api" in names else None,
         origin_host=opts["origin_host"], origin_realm=opts["origin_realm"], peers=peers,
-        answer_timeout_ms=opts["answer_timeout_ms"])
+        answer_timeout_ms=opts["answer_timeout_ms"], extra=_api_extra(opts))
+
+
+def _api_extra(opts: dict) -> dict:
+    """The account API's settings (DoorConfig.extra)."""
+    from api.models import adjust_limit_micros
+
+    try:
+        limit = adjust_limit_micros(opts["agent_adjust_limit"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--agent-adjust-limit") from exc
+    return {"agent_adjust_limit": limit}
 
 
 def _load_doors() -> None:

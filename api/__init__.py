@@ -1,0 +1,21 @@
+"""The account API (CONTRACT §7): prepaid balance checks, top-ups and adjustments over
+HTTP/1.1 and HTTP/2, behind API keys and roles. ``api.app`` is the application, ``api.keys``
+the keys, ``api.cli`` the ``chargeflow api`` and ``apikey`` commands; importing this package
+registers the door ``api`` that ``chargeflow serve`` / ``gateway`` open."""
+
+from __future__ import annotations
+
+from gateway.server import Context, register
+
+
+def door(ctx: Context):
+    """The API on ``ctx.config.api`` over the doors' Redis (the catalog cache's client)."""
+    from api.app import ApiSettings, create_app
+    from gateway.http import AsgiDoor
+
+    settings = ApiSettings.from_extra(ctx.config.prefix, ctx.config.extra)
+    app = create_app(ctx.catalogs.r, ctx.catalogs, settings)
+    return AsgiDoor("api", app, ctx.config.api, max_body_bytes=settings.max_body_bytes)
+
+
+register("api", door)
