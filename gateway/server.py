@@ -20,12 +20,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:  # annotations only: the CLI imports the door framework at every start
+    import redis.asyncio as aioredis
 
-from catalog_cache.store import CatalogCache
-from gateway.identities import Identities
+    from catalog_cache.store import CatalogCache
+    from gateway.identities import Identities
 
 log = logging.getLogger("chargeflow.gateway")
 
