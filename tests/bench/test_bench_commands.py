@@ -98,3 +98,20 @@ def test_soak_reports_growth_drift_and_retention(tmp_path, transport):
     assert r["idem_bounded"] and r["every_request_answered"]
     assert Path(r["plot"]).read_bytes().startswith(PNG)
     _no_leftovers("cf-soak-")
+
+
+def test_doors_report_diameter_nchf_and_kafka(tmp_path):
+    """bench doors: every request through each door and over Kafka answered, and answered
+    as a charge (2001 per CCR, 200 per Nchf update)."""
+    r = _run(["doors", "--rates", "50", "--seconds", "1", "--burst", "100",
+              "--accounts", "50", "--json"], 300)
+    phases = {p["label"]: p for p in r["phases"]}
+    assert set(phases) == {"diameter 50/s", "nchf 50/s", "kafka 50/s", "diameter burst",
+                           "nchf burst", "kafka burst"}
+    for label, p in phases.items():
+        assert p["sent"] > 0 and p["complete"], label
+        assert p["p99_ms"] is not None and p["achieved_rps"] > 0, label
+    assert set(r["answers"]["diameter"]) == {"2001"}
+    assert set(r["answers"]["nchf"]) == {"200"}
+    assert r["answers"]["diameter"]["2001"] == sum(
+        p["received"] for p in r["phases"] if p["system"] == "diameter") + 400  # + warm-up
