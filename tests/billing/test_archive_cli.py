@@ -96,3 +96,10 @@ def test_a_wrong_db_is_named_with_what_to_do(url, code, says, redis_client):
         res = cli(*command, "--db", url)
         assert res.exit_code == code, res.output
         assert says in res.stderr and "s3cret" not in res.output + res.stderr
+
+
+def test_archive_in_a_data_dir_where_nothing_was_loaded_starts_nothing(tmp_path_factory):
+    dd = tmp_path_factory.mktemp("empty") / "d"
+    res = cli("archive", "--until-idle", "--data-dir", str(dd))
+    assert res.exit_code == 1 and "nothing was loaded there" in res.stderr
+    assert not (dd / "postgres").exists()
