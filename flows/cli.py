@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 import click
 
 from api.cli import api_cmd, apikey
+from billing.cli import archive, audit
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import demo, run
@@ -46,7 +47,7 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve, notify, apikey, api_cmd):
+                gateway, serve, notify, apikey, api_cmd, archive, audit):
     main.add_command(command)
 
 
