@@ -25,7 +25,8 @@ STAGES = re.findall(r"^FROM \S+ AS (\w+)$", (ROOT / "Dockerfile").read_text(), r
 
 
 def test_the_stack_the_readme_promises():
-    assert {"kafka", "redis", "setup", "engine", "locust"} <= SERVICES.keys()
+    assert {"kafka", "redis", "postgres", "setup", "engine", "gateway", "archiver",
+            "locust"} <= SERVICES.keys()
     kafka = SERVICES["kafka"]
     assert kafka["image"].startswith("apache/kafka:")  # the official image, KRaft mode
     assert set(kafka["environment"]["KAFKA_PROCESS_ROLES"].split(",")) == {"broker",
@@ -41,7 +42,7 @@ def test_dependencies_name_services_and_wait_for_health_checks():
             assert dep in SERVICES, (name, dep)
             if isinstance(deps, dict) and deps[dep].get("condition") == "service_healthy":
                 assert "healthcheck" in SERVICES[dep], (name, dep)
-    for name in ("setup", "engine"):  # they fail if started before Kafka and Redis answer
+    for name in ("setup", "engine", "gateway"):  # they fail before Kafka and Redis answer
         deps = SERVICES[name]["depends_on"]
         assert {d: deps[d]["condition"] for d in ("kafka", "redis")} == {
             "kafka": "service_healthy", "redis": "service_healthy"}
@@ -54,7 +55,8 @@ def test_builds_name_stages_of_the_dockerfile():
     # without a target, a build makes the Dockerfile's last stage (the load generator's)
     builds = {name: svc["build"] for name, svc in SERVICES.items() if "build" in svc}
     assert {name: b["target"] for name, b in builds.items()} == {
-        "setup": "engine", "engine": "engine", "locust": "load"}
+        "setup": "engine", "engine": "engine", "gateway": "engine", "archiver": "engine",
+        "locust": "load"}
     assert set(STAGES) == {"engine", "load"}
 
 
@@ -75,6 +77,19 @@ def _cli_parses(args: list[str]) -> None:
 
 def test_engine_command_parses_with_the_cli():
     _cli_parses(SERVICES["engine"]["command"])
+
+
+def test_gateway_and_archiver_commands_parse_with_the_cli():
+    _cli_parses(SERVICES["gateway"]["command"])
+    _cli_parses(SERVICES["archiver"]["command"])
+    gateway = SERVICES["gateway"]["command"]
+    published = {p.split(":")[0] for p in SERVICES["gateway"]["ports"]}
+    for door in ("--diameter", "--nchf", "--api"):  # listening on every interface, published
+        host, port = gateway[gateway.index(door) + 1].rsplit(":", 1)
+        assert host == "0.0.0.0" and port in published, door
+    db = SERVICES["archiver"]["environment"]["CHARGEFLOW_DB_URL"]
+    assert db.startswith("postgresql://") and "@postgres:5432/" in db
+    assert {"redis", "postgres"} <= set(SERVICES["archiver"]["depends_on"])
 
 
 def test_setup_commands_parse_and_name_files_that_exist():
