@@ -50,6 +50,9 @@ from flows.services import Services
 TS_S = 1795510800  # Tuesday 2026-11-24 10:00 Europe/Berlin
 NCHF_ROOT = "/nchf-convergedcharging/v3/chargingdata"
 SMS_RG = 300
+#: how long a phase waits for its last answers after its last request was due; what has
+#: not come by then counts as unanswered (the phase is not ``complete``)
+DRAIN_S = 10.0
 NTP_OFFSET = 2208988800
 
 
@@ -168,9 +171,14 @@ class GyLoad:
         self.waiting[hbh] = (i, fut)
         writer = self.streams[i % len(self.streams)][1]
         writer.write(data)
-        answer = await asyncio.wait_for(fut, 30)
+        try:
+            answer = await asyncio.wait_for(fut, DRAIN_S)
+        finally:
+            self.waiting.pop(hbh, None)
         code = self.result_code(answer)
         self.results[code] = self.results.get(code, 0) + 1
+        if code != 2001:  # 3004 too busy, or a refusal: not a charge answered
+            raise RuntimeError(f"Result-Code {code}")
 
     async def close(self) -> None:
         for _, writer in self.streams:
@@ -231,13 +239,15 @@ class NchfLoad:
             self.free.put_nowait(i)
 
     async def one(self, _: int) -> None:
-        k = await self.free.get()
+        k = await asyncio.wait_for(self.free.get(), DRAIN_S)
         try:
             self.seq[k] += 1
-            status, _, _ = await self.client.request(
+            status, _, _ = await asyncio.wait_for(self.client.request(
                 "POST", f"{NCHF_ROOT}/{self.refs[k]}/update",
-                orjson.dumps(nchf_body(k, self.seq[k], nchf_usage(self.seq[k]))))
+                orjson.dumps(nchf_body(k, self.seq[k], nchf_usage(self.seq[k])))), DRAIN_S)
             self.results[status] = self.results.get(status, 0) + 1
+            if status != 200:  # 503 too busy, or a refusal: not a charge answered
+                raise RuntimeError(f"status {status}")
         finally:
             self.free.put_nowait(k)
 
@@ -248,7 +258,7 @@ class NchfLoad:
 
 async def _offer(load, system: str, rate: float, seconds: float, count: int) -> Phase:
     """Open loop: request i is due at i / rate (all at once when rate is 0)."""
-    phase = Phase(system, rate, seconds)
+    phase = Phase(system, rate, seconds)  # received: requests answered as charges
     latencies: list[tuple[float, float]] = []
     total = int(rate * seconds) if rate else count
     start = time.monotonic()
@@ -277,7 +287,9 @@ async def _offer(load, system: str, rate: float, seconds: float, count: int) -> 
         if not rate and len(pending) >= 2000:  # unthrottled, with a bounded window
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
     if pending:
-        await asyncio.wait(pending, timeout=60)
+        await asyncio.wait(pending, timeout=DRAIN_S)
+        for task in list(pending):
+            task.cancel()
     latencies.sort()
     measure(phase, latencies, keep=4000)
     return phase
@@ -298,7 +310,8 @@ def _sms_requests(n_accounts: int):
 
 
 def run(rates: list[float], seconds: float, burst: int, n_accounts: int,
-        out_dir: Path | None, doors: tuple[str, ...] = ("diameter", "nchf")) -> dict:
+        out_dir: Path | None, doors: tuple[str, ...] = ("diameter", "nchf"),
+        via: str = "kafka") -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="cf-bench-doors-")
     data = Path(tmp.name)
     services = Services(None, data)
@@ -321,10 +334,12 @@ def run(rates: list[float], seconds: float, burst: int, n_accounts: int,
         wait_ready(brokers, t.requests, t.decisions, _sms_requests(n_accounts), 1)
         gateway_log = data / "gateway.log"
         gw = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "gateway", "--kafka", brokers, "--redis", url,
+            [sys.executable, "-m", "flows.cli",
+             *(["gateway", "--kafka", brokers, "--redis", url, "--instance", "bench"]
+               if via == "kafka" else ["serve", "--data-dir", str(data)]),
              *(["--diameter", "127.0.0.1:0"] if "diameter" in doors else ["--no-diameter"]),
              *(["--nchf", "127.0.0.1:0"] if "nchf" in doors else ["--no-nchf"]),
-             "--no-api", "--instance", "bench"],
+             "--no-api"],
             stdout=subprocess.PIPE, stderr=open(gateway_log, "ab"), text=True)
         ports: dict[str, int] = {}
         deadline = time.monotonic() + 60
@@ -387,7 +402,7 @@ def run(rates: list[float], seconds: float, burst: int, n_accounts: int,
         EmbeddedBroker(data).stop()
         services.embedded.stop()
         tmp.cleanup()
-    result = {**run_facts(), "accounts": n_accounts, "seconds": seconds,
+    result = {**run_facts(), "via": via, "accounts": n_accounts, "seconds": seconds,
               "answers": results, "phases": [p.summary() for p in phases]}
     if out_dir is not None:
         print(f"wrote {save_result(out_dir, 'doors', result)}")
@@ -408,12 +423,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--burst", type=int, default=5000, help="requests of the unthrottled phase")
     ap.add_argument("--accounts", type=int, default=2000)
     ap.add_argument("--doors", default="diameter,nchf", help="the doors to load")
+    ap.add_argument("--via", choices=("kafka", "serve"), default="kafka",
+                    help="kafka: chargeflow gateway --kafka (the doors' round trip through the "
+                         "broker); serve: chargeflow serve, its engine in the doors' process")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     result = run(rates, args.seconds, args.burst, args.accounts, args.out,
-                 tuple(d.strip() for d in args.doors.split(",") if d.strip()))
+                 tuple(d.strip() for d in args.doors.split(",") if d.strip()), args.via)
     if args.json:
         print(orjson.dumps(result).decode())
 
