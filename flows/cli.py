@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from billing.cli import archive, audit
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import bench_group, demo, run
@@ -42,7 +43,7 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve, bench_group):
+                gateway, serve, bench_group, archive, audit):
     main.add_command(command)
 
 __all__ = ["main", "sample_catalog_path"]

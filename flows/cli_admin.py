@@ -246,11 +246,13 @@ def sweep_cmd(redis_url: str | None, redis_password_file: str | None, data_dir: 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stop(data_dir: str | None, as_json: bool) -> None:
     """Stop the embedded services started for --data-dir."""
+    from billing.db import EmbeddedPostgres
     from flows.broker import EmbeddedBroker
 
     services = Services.from_options(None, data_dir)
     stopped = {"redis": services.embedded.stop(),
-               "broker": EmbeddedBroker(services.data_dir).stop()}
+               "broker": EmbeddedBroker(services.data_dir).stop(),
+               "postgres": EmbeddedPostgres(services.data_dir).stop()}
     what = [name for name, done in stopped.items() if done]
     emit(as_json, {"stopped": stopped},
           f"stopped embedded {' and '.join(what)}" if what else "no embedded service was running")

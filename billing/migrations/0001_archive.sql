@@ -35,8 +35,8 @@
 --   chain_seq         its number in its account's chain: 1, 2, 3, ... across the three tables
 --   prev_hash         the previous record's hash (32 zero bytes for the first of an account)
 --   hash              SHA-256(prev_hash || canonical form), the canonical form being the UTF-8
---                     JSON object of the record's archived columns (those listed below, not
---                     chain_seq, prev_hash, hash, archived_at, late, invoice_id), plus
+--                     JSON object of the record's archived columns (those listed below and
+--                     chain_seq; not prev_hash, hash, archived_at, late, invoice_id), plus
 --                     "kind": "account" | "ledger" | "charge", keys sorted, no whitespace,
 --                     timestamps as integer microseconds since 1970 UTC, NULLs as null
 --                     (billing/chain.py; `chargeflow audit verify` recomputes it)
@@ -61,7 +61,7 @@
 --   delta             bigint micros the balance changed by (signed)
 --   balance           bigint micros of the balance after it
 --   released          bigint micros a release returned from reservations (NULL otherwise)
---   actor             who: an API key id, "cli" (NULL for the engine's entries: the engine)
+--   actor             who: an API key id, "cli", "engine" for the engine's entries
 --   note              free text given with a top-up or adjustment (NULL when none)
 --   catalog_version   the catalog version of a charge or release (NULL for others)
 --   unique (account, entry_id, ts)

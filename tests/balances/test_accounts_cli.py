@@ -302,13 +302,15 @@ def test_embedded_server_is_started_reused_and_stopped(data_dir, tmp_path):
     assert _pid(data_dir) == pid  # every command reused the one server
 
     res = cli("stop", "--data-dir", dd, "--json")
-    assert res.exit_code == 0 and as_json(res) == {"stopped": {"redis": True, "broker": False}}
+    assert res.exit_code == 0 and as_json(res) == {
+        "stopped": {"redis": True, "broker": False, "postgres": False}}
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(pid)
     again = cli("stop", "--data-dir", dd, "--json")
-    assert again.exit_code == 0 and as_json(again) == {"stopped": {"redis": False, "broker": False}}
+    assert again.exit_code == 0 and as_json(again) == {
+        "stopped": {"redis": False, "broker": False, "postgres": False}}
 
     # the data survives in the append-only file: a later command starts it again
     doc = as_json(cli("balance", "alice", "--data-dir", dd, "--json"))
