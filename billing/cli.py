@@ -62,8 +62,8 @@ def archive(until_idle: bool, batch: int, retain_s: int, redis_url: str | None,
     services, client = connect_services(redis_url, data_dir, redis_password_file,
                                         create=False)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())  # the batch under way commits first
+    before = {sig: signal.signal(sig, lambda *_: stop.set())  # the batch under way commits
+              for sig in (signal.SIGTERM, signal.SIGINT)}
     archiver = Archiver(conn, client, prefix=services.prefix,
                         settings=ArchiveSettings(batch=batch, retain_ms=retain_s * 1000))
     started = time.monotonic()
@@ -87,6 +87,8 @@ def archive(until_idle: bool, batch: int, retain_s: int, redis_url: str | None,
         fail(as_json, str(exc), 2)
     finally:
         conn.close()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     elapsed = time.monotonic() - started
     doc = {**totals.as_dict(), "seconds": round(elapsed, 3)}
     emit(as_json, doc,

@@ -92,12 +92,12 @@ class EmbeddedPostgres:
         if not (self.directory / ".s.PGSQL.5432").exists():
             return False
         try:
-            with psycopg.connect(self._admin_url(), connect_timeout=2):
+            with psycopg.connect(self.admin_url(), connect_timeout=2):
                 return True
         except psycopg.Error:
             return False
 
-    def _admin_url(self) -> str:
+    def admin_url(self) -> str:
         return f"host={self.directory.resolve()} user=postgres dbname=postgres"
 
     def start(self, timeout_s: float = 30.0) -> str:
@@ -164,7 +164,7 @@ class EmbeddedPostgres:
         else:
             raise DatabaseError(f"the embedded PostgreSQL did not answer within "
                                 f"{timeout_s:.0f} s; see {self.data_dir / LOG}")
-        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
+        with psycopg.connect(self.admin_url(), autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
                             (DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -217,9 +217,26 @@ class EmbeddedPostgres:
         except ProcessLookupError:
             return False
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and pid_runs(pid, "postgres"):
+        while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
         return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether the server ``pid`` still runs: an exited one is reaped if it is our child
+    (a process that started it and lives on, as a test session), and a zombie is gone."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not ours: init reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(") ", 1)[1][:1] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
+    return pid_runs(pid, "postgres")
 
 
 def _server_user() -> tuple[int, int] | None:
