@@ -11,6 +11,7 @@ import sys
 import click
 
 from billing.cli import archive, audit
+from billing.cli_invoices import COMMANDS as BILLING_COMMANDS
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import bench_group, demo, run
@@ -43,7 +44,7 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve, bench_group, archive, audit):
+                gateway, serve, bench_group, archive, audit, *BILLING_COMMANDS):
     main.add_command(command)
 
 __all__ = ["main", "sample_catalog_path"]
