@@ -98,12 +98,12 @@ GROUP BY 1, 2, 3, 4, 5
 """
 
 
-def _accounts(conn: psycopg.Connection, opts: RunOptions, end: dt.datetime
-              ) -> Iterator[list[tuple]]:
-    """Batches of (account, plan, name, country, vat_id, customer, opened_at) opened before
-    the period's end, in account order."""
-    where = ["opened_at < %(end)s"]
-    args: dict = {"end": end, "limit": opts.batch}
+def _accounts(conn: psycopg.Connection, opts: RunOptions) -> Iterator[list[tuple]]:
+    """Batches of (account, plan, name, country, vat_id, customer, opened_at) in account
+    order (an account opened after the period still has the period's charges billed, if the
+    engine dated any usage before its opening)."""
+    where = ["true"]
+    args: dict = {"limit": opts.batch}
     if opts.account is not None:
         where.append("account = %(account)s")
         args["account"] = opts.account
@@ -142,7 +142,7 @@ def bill_run(conn: psycopg.Connection, settings: BillingSettings, opts: RunOptio
     conn.commit()
     level, conn.isolation_level = conn.isolation_level, psycopg.IsolationLevel.REPEATABLE_READ
     try:
-        for batch in _accounts(conn, opts, end):
+        for batch in _accounts(conn, opts):
             with conn.transaction():  # one snapshot per batch
                 _bill_batch(conn, settings, period, zone, start, end, batch, opts.actor,
                             units or {}, report)

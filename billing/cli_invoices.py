@@ -102,7 +102,7 @@ def _summary(doc: dict) -> str:
 
 def _human(doc: dict) -> str:
     out = [f"{'Credit note' if doc.get('kind') == 'credit_note' else 'Invoice'} {doc['id']} "
-           f"{doc['number'] or '(draft)'} ({doc['status']}), account {doc['account']}, "
+           f"{doc['number'] or '(no number yet)'} ({doc['status']}), account {doc['account']}, "
            f"{doc['period']['start']} to {doc['period']['end']}"
            + (f", issued {doc['issue_date']}" if doc.get("issue_date") else "")]
     if doc.get("credits"):

@@ -259,6 +259,9 @@ def test_shards_and_ranges_split_a_run(db, rows):
     assert db.execute("SELECT count(*) FROM invoices").fetchone()[0] == 30
 
 
-def test_an_account_opened_after_the_period_is_not_billed(db, rows):
+def test_an_account_opened_after_the_period_has_no_fee_for_it(db, rows):
     rows.account("new", at("2026-12-02"))
-    assert run(db).accounts == 0
+    assert run(db).drafts == 0
+    rows.charge("new", at("2026-11-24"), 1_000_000)  # usage dated before the opening
+    assert run(db).drafts == 1
+    assert [x["kind"] for x in invoice(db, "new")["lines"]] == ["usage"]
