@@ -172,6 +172,7 @@ def _bill_batch(conn, settings, period, zone, start, end, batch, actor, units, r
             "ts < %(end)s", args):
         adjustments.setdefault(acct, []).append(
             Adjustment(entry_id, local_day(ts, zone).isoformat(), int(delta), note))
+    drafts = []
     for acct, plan, name, country, vat_id, customer, opened_at in batch:
         report.accounts += 1
         if existing.get(acct) == "final":
@@ -194,33 +195,52 @@ def _bill_batch(conn, settings, period, zone, start, end, batch, actor, units, r
         draft = build_invoice(settings, buyer, period, plan=plan, opened_on=opened_on,
                               treatment=tax, usage=usage.get(acct, ()),
                               adjustments=adjustments.get(acct, ()), units=units)
-        _store_draft(conn, draft, heads.get(acct, 0), actor)
+        drafts.append((draft, heads.get(acct, 0)))
         report.drafts += 1
         report.net_total += draft.net_total
         report.tax_total += draft.tax_total
+    _store_drafts(conn, drafts, actor)
 
 
-def _store_draft(conn, draft, chain_through: int, actor: str) -> None:
-    doc = draft.document()
-    row = conn.execute(
-        "INSERT INTO invoices (kind, account, period_start, period_end, status, currency, "
-        "net_total, tax_total, total, reverse_charge, doc, chain_through, charge_count) "
-        "VALUES ('invoice', %s, %s, %s, 'draft', %s, %s, %s, %s, %s, %s, %s, %s) "
-        "ON CONFLICT (account, period_start) WHERE kind = 'invoice' DO UPDATE SET "
-        "doc = EXCLUDED.doc, currency = EXCLUDED.currency, net_total = EXCLUDED.net_total, "
-        "tax_total = EXCLUDED.tax_total, total = EXCLUDED.total, "
-        "reverse_charge = EXCLUDED.reverse_charge, chain_through = EXCLUDED.chain_through, "
-        "charge_count = EXCLUDED.charge_count, built_at = now() "
-        "WHERE invoices.status = 'draft' RETURNING id",
-        (draft.account, draft.period.start, draft.period.end, draft.currency,
-         draft.net_total, draft.tax_total, draft.total, draft.treatment.reverse_charge,
-         Jsonb(doc), chain_through, draft.charges)).fetchone()
-    if row is None:  # final meanwhile (another process): left alone
+def _store_drafts(conn, drafts: list, actor: str) -> None:
+    """Upsert a batch's drafts in one pipelined round of statements, and their events."""
+    if not drafts:
         return
-    doc = {"id": row[0], "number": None, "status": "draft", "issue_date": None, **doc}
-    conn.execute("UPDATE invoices SET doc = %s WHERE id = %s", (Jsonb(doc), row[0]))
-    _event(conn, row[0], draft.account, "draft", actor, None,
-           {"period": draft.period.label, "total": doc["total"], "charges": draft.charges})
+    params = []
+    docs = []
+    for draft, chain_through in drafts:
+        doc = draft.document()
+        docs.append(doc)
+        params.append((draft.account, draft.period.start, draft.period.end, draft.currency,
+                       draft.net_total, draft.tax_total, draft.total,
+                       draft.treatment.reverse_charge, Jsonb(doc), chain_through,
+                       draft.charges))
+    with conn.cursor() as cur:
+        cur.executemany(_UPSERT, params, returning=True)
+        ids = []
+        while True:
+            row = cur.fetchone()
+            ids.append(row[0] if row else None)  # None: final meanwhile, left alone
+            if not cur.nextset():
+                break
+        events = [(i, d.account, "draft", actor, None,
+                   Jsonb({"period": d.period.label, "total": doc["total"],
+                          "charges": d.charges}))
+                  for i, (d, _), doc in zip(ids, drafts, docs, strict=True) if i is not None]
+        cur.executemany("INSERT INTO billing_events (invoice, account, action, actor, reason, "
+                        "detail) VALUES (%s, %s, %s, %s, %s, %s)", events)
+
+
+_UPSERT = (
+    "INSERT INTO invoices (kind, account, period_start, period_end, status, currency, "
+    "net_total, tax_total, total, reverse_charge, doc, chain_through, charge_count) "
+    "VALUES ('invoice', %s, %s, %s, 'draft', %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (account, period_start) WHERE kind = 'invoice' DO UPDATE SET "
+    "doc = EXCLUDED.doc, currency = EXCLUDED.currency, net_total = EXCLUDED.net_total, "
+    "tax_total = EXCLUDED.tax_total, total = EXCLUDED.total, "
+    "reverse_charge = EXCLUDED.reverse_charge, chain_through = EXCLUDED.chain_through, "
+    "charge_count = EXCLUDED.charge_count, built_at = now() "
+    "WHERE invoices.status = 'draft' RETURNING id")
 
 
 def _drop_draft(conn, account: str, period: Period, actor: str) -> None:
@@ -286,12 +306,10 @@ def finalize(conn: psycopg.Connection, settings: BillingSettings, invoice_id: in
         series = f"{settings.number_prefix}{issued.year}"
         seq = next_number(conn, series)
         number = f"{series}-{seq:06d}"
-        doc = {**doc, "number": number, "status": "final",
-               "issue_date": issued.isoformat()}
         conn.execute("UPDATE invoices SET status = 'final', series = %s, seq = %s, "
-                     "number = %s, issue_date = %s, finalized_at = now(), doc = %s "
-                     "WHERE id = %s",
-                     (series, seq, number, issued, Jsonb(doc), invoice_id))
+                     "number = %s, issue_date = %s, finalized_at = now() WHERE id = %s",
+                     (series, seq, number, issued, invoice_id))
+        doc = with_row(invoice_id, number, "final", issued, doc)
         _event(conn, invoice_id, account, "finalize", actor, reason,
                {"number": number, "total": doc["total"], "charges": count})
     return doc
@@ -305,10 +323,22 @@ def drafts_of(conn: psycopg.Connection, period: Period) -> list[int]:
     return ids
 
 
+_ROW = "id, number, status, issue_date, doc"
+
+
+def with_row(invoice_id: int, number: str | None, status: str, issued: dt.date | None,
+             doc: dict) -> dict:
+    """The §8.3 object: the stored body with what its row holds (id, number, status, date)."""
+    return {"id": invoice_id, "number": number, "status": status,
+            "issue_date": issued.isoformat() if issued else None,
+            **{k: v for k, v in doc.items()
+               if k not in ("id", "number", "status", "issue_date")}}
+
+
 def get_doc(conn: psycopg.Connection, invoice_id: int) -> dict | None:
-    row = conn.execute("SELECT doc FROM invoices WHERE id = %s", (invoice_id,)).fetchone()
+    row = conn.execute(f"SELECT {_ROW} FROM invoices WHERE id = %s", (invoice_id,)).fetchone()
     conn.commit()
-    return row[0] if row else None
+    return with_row(*row) if row else None
 
 
 def list_docs(conn: psycopg.Connection, *, account: str | None = None,
@@ -322,9 +352,10 @@ def list_docs(conn: psycopg.Connection, *, account: str | None = None,
         where.append("status = %s")
         args.append(status)
     with conn.transaction(), conn.cursor(name="invoice_list") as cur:
-        cur.execute(f"SELECT doc FROM invoices WHERE {' AND '.join(where)} ORDER BY id", args)
-        for (doc,) in cur:
-            yield doc
+        cur.execute(f"SELECT {_ROW} FROM invoices WHERE {' AND '.join(where)} ORDER BY id",
+                    args)
+        for row in cur:
+            yield with_row(*row)
 
 
 def dumps(doc: dict) -> str:

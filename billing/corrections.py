@@ -15,7 +15,7 @@ from fractions import Fraction
 import psycopg
 from psycopg.types.json import Jsonb
 
-from billing.billrun import BillingError, _event, next_number, today
+from billing.billrun import BillingError, _event, next_number, today, with_row
 from billing.credit import CreditError, RateLeft, credit, parse_amount
 from billing.settings import BillingSettings
 from billing.tax import REVERSE_CHARGE, format_rate
@@ -47,11 +47,12 @@ def create_credit_note(conn: psycopg.Connection, settings: BillingSettings, invo
         conn.commit()
     with conn.transaction():
         row = conn.execute("SELECT kind, status, account, period_start, period_end, currency, "
-                           "doc FROM invoices WHERE id = %s FOR UPDATE",
+                           "number, issue_date, doc FROM invoices WHERE id = %s FOR UPDATE",
                            (invoice_id,)).fetchone()
         if row is None:
             raise BillingError(f"no invoice {invoice_id}")
-        kind, status, account, pstart, pend, currency, inv = row
+        kind, status, account, pstart, pend, currency, number, issued_on, inv = row
+        inv = with_row(invoice_id, number, status, issued_on, inv)
         if kind != "invoice" or status != "final":
             what = "a credit note" if kind != "invoice" else status
             raise BillingError(f"invoice {invoice_id} is {what}: credit notes are issued "
