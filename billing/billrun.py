@@ -98,6 +98,25 @@ GROUP BY 1, 2, 3, 4, 5
 """
 
 
+# the period's adjustments, and earlier ones whose own period's invoice is final without them
+# (on no final invoice's lines): late
+_ADJUSTMENTS = """
+SELECT l.account, l.entry_id, l.ts, l.delta, l.note,
+       CASE WHEN l.ts >= %(start)s THEN NULL
+            ELSE to_char(l.ts AT TIME ZONE %(tz)s, 'YYYY-MM') END
+FROM ledger l
+WHERE l.account = ANY(%(accounts)s) AND l.reason = 'adjustment' AND l.ts < %(end)s
+  AND (l.ts >= %(start)s OR (
+      EXISTS (SELECT 1 FROM invoices i WHERE i.kind = 'invoice' AND i.status = 'final'
+              AND i.account = l.account
+              AND i.period_start = (date_trunc('month', l.ts AT TIME ZONE %(tz)s))::date)
+      AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.kind = 'invoice'
+              AND i.status = 'final' AND i.account = l.account
+              AND i.doc @> jsonb_build_object('lines', jsonb_build_array(
+                  jsonb_build_object('kind', 'adjustment', 'entry_id', l.entry_id))))))
+"""
+
+
 def _accounts(conn: psycopg.Connection, opts: RunOptions) -> Iterator[list[tuple]]:
     """Batches of (account, plan, name, country, vat_id, customer, opened_at) in account
     order (an account opened after the period still has the period's charges billed, if the
@@ -166,12 +185,9 @@ def _bill_batch(conn, settings, period, zone, start, end, batch, actor, units, r
         usage.setdefault(acct, []).append(
             UsageGroup(service, tariff, rate, int(qty), int(amount), int(n), late))
     adjustments: dict[str, list[Adjustment]] = {}
-    for acct, entry_id, ts, delta, note in conn.execute(
-            "SELECT account, entry_id, ts, delta, note FROM ledger WHERE account = "
-            "ANY(%(accounts)s) AND reason = 'adjustment' AND ts >= %(start)s AND "
-            "ts < %(end)s", args):
+    for acct, entry_id, ts, delta, note, late in conn.execute(_ADJUSTMENTS, args):
         adjustments.setdefault(acct, []).append(
-            Adjustment(entry_id, local_day(ts, zone).isoformat(), int(delta), note))
+            Adjustment(entry_id, local_day(ts, zone).isoformat(), int(delta), note, late))
     drafts = []
     for acct, plan, name, country, vat_id, customer, opened_at in batch:
         report.accounts += 1

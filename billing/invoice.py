@@ -48,6 +48,8 @@ class Adjustment:
     day: str  # ISO date, catalog time zone
     delta: int  # micros the balance changed by (signed)
     note: str | None = None
+    late_period: str | None = None  # its own period's label, when that invoice was final
+
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Line:
     amount: int  # micros, as priced (net, or gross with prices_include_tax)
     unit: str | None = None
     late_period: str | None = None
+    entry_id: str | None = None  # an adjustment's ledger entry
 
     def to_json(self, rate: str) -> dict:
         doc = {"kind": self.kind, "service": self.service, "description": self.description,
@@ -68,6 +71,8 @@ class Line:
         if self.late_period is not None:
             doc["late"] = True
             doc["charged_period"] = self.late_period
+        if self.entry_id is not None:
+            doc["entry_id"] = self.entry_id
         return doc
 
 
@@ -173,7 +178,10 @@ def build_invoice(settings: BillingSettings, buyer: Buyer, period: Period, *,
             lines.append(Line("fee", None, what, str(days), amount, "day"))
     for a in sorted(adjustments, key=lambda a: (a.day, a.entry_id)):
         what = f"adjustment of {a.day}" + (f": {a.note}" if a.note else f" ({a.entry_id})")
-        lines.append(Line("adjustment", None, what, "1", -a.delta))
+        if a.late_period:
+            what = f"late {what}"
+        lines.append(Line("adjustment", None, what, "1", -a.delta, None, a.late_period,
+                          a.entry_id))
     totals = tax_totals(((treatment.rate, line.amount) for line in lines),
                         gross=settings.prices_include_tax, decimals=settings.decimals)
     notes = []

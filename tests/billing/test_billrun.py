@@ -265,3 +265,22 @@ def test_an_account_opened_after_the_period_has_no_fee_for_it(db, rows):
     rows.charge("new", at("2026-11-24"), 1_000_000)  # usage dated before the opening
     assert run(db).drafts == 1
     assert [x["kind"] for x in invoice(db, "new")["lines"]] == ["usage"]
+
+
+def test_late_adjustments_go_on_the_next_invoice_once(db, rows):
+    rows.account("a", at("2026-10-01"), plan="NO_FEE")
+    rows.charge("a", at("2026-11-10"), 1_000_000)
+    rows.adjustment("a", at("2026-11-12"), -300_000, "roaming fix")
+    run(db)
+    finalize(db, SETTINGS, invoice(db, "a")["id"], now=NOW)
+    rows.adjustment("a", at("2026-11-29"), 200_000, "goodwill")  # after November's final
+    rows.charge("a", at("2026-12-03"), 1_000_000)
+    run(db, period=DEC)
+    adj = [(x["net"], x.get("charged_period")) for x in invoice(db, "a", DEC)["lines"]
+           if x["kind"] == "adjustment"]
+    assert adj == [("-0.20", "2026-11")]
+    finalize(db, SETTINGS, invoice(db, "a", DEC)["id"], now=NOW)
+    jan = Period.parse("2027-01")
+    rows.charge("a", at("2027-01-03"), 1_000_000)
+    run(db, period=jan)
+    assert [x["kind"] for x in invoice(db, "a", jan)["lines"]] == ["usage"]
