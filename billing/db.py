@@ -137,9 +137,7 @@ class EmbeddedPostgres:
                                                "extra_groups": []}
             if not (self.directory / "PG_VERSION").exists():
                 self._initdb(here, dir_fd, as_user)
-            socket = self.directory / ".s.PGSQL.5432"
-            if socket.exists() and not self.running():
-                pass  # the server removes a stale socket (and its lock) itself
+            # a socket and lock left by a server that died are the new server's to remove
             log_fd = open_private(self.data_dir / LOG)
             try:
                 proc = subprocess.Popen(

@@ -227,3 +227,18 @@ def test_migrations_apply_once(db):
     assert apply_migrations(db) == []
     assert [n for (n,) in db.execute("SELECT name FROM schema_migrations ORDER BY version")] \
         == ["0001_archive.sql", "0002_archive_rejects.sql"]
+
+
+def test_on_a_cluster_every_slots_outbox_is_archived(rig, db, redis_cluster):
+    r = rig(client=redis_cluster, catalogs="fixed", accounts="".join(
+        f'- {{id: c{k}, plan: PREPAID_S, balance: "1.00"}}\n' for k in range(12)))
+    outs = r.charge(*[req(id=f"x{k}", kind="event", account=f"c{k % 12}", service="sms",
+                          used=1) for k in range(24)])
+    a = Archiver(db, redis_cluster, prefix=r.prefix)
+    streams = a.streams()
+    assert len(streams) > 1 and all(s.startswith(f"{r.prefix}:outbox:{{") for s in streams)
+    a.run(until_idle=True)
+    assert a.totals.charges == len([o for o in outs if o.charge is not None]) == 24
+    assert a.totals.account_changes == 12
+    assert db.execute("SELECT count(DISTINCT stream) FROM archive_streams").fetchone() == (
+        len(streams),)

@@ -107,3 +107,33 @@ def test_sigkill_at_any_moment_then_resume_archives_everything_exactly_once(
     assert report.broken is None and report.accounts == ACCOUNTS
     assert client.xlen(stream) == 1  # trimmed up to the last archived entry
     client.close()
+
+
+def test_without_until_idle_it_follows_the_outbox_and_stops_on_sigterm(start_redis, tmp_path,
+                                                                       db_url, db):
+    port, _ = start_redis()
+    url = f"redis://127.0.0.1:{port}/0"
+    assert cli("catalog", "load", write(tmp_path, "c.yaml", CATALOG_A), "--redis",
+               url).exit_code == 0
+    assert cli("accounts", "load", write(tmp_path, "a.yaml", '- {id: a0, plan: PREPAID_S, '
+               'balance: "1.00"}\n'), "--redis", url).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "archive", "--db", db_url,
+                             "--redis", url, "--json"], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def wait_archived(n: int) -> None:
+            deadline = time.monotonic() + 30
+            while archived_entries(db) < n:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.02)
+
+        wait_archived(1)  # the account load
+        assert cli("topup", "a0", "2.00", "--redis", url).exit_code == 0
+        wait_archived(2)  # followed, not exited
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert '"entries":2' in out and '"ledger":2' in out

@@ -137,3 +137,14 @@ def test_any_archived_column_changed_changes_the_hash(column):
                                "x" if value is None else value + "x")}
     assert link(ZERO, "charge", changed) != before
     assert link(b"\x01" * 32, "charge", ROW) != before  # and the previous hash is in it
+
+
+def test_the_quick_and_the_checked_reading_of_a_charge_agree():
+    from balances.codec import decode_record
+    from billing.outbox import _charge_row, _checked_charge_row
+
+    for c in (charge(), charge(session=None, seq=None, uncharged="0.0100", cost="0")):
+        blob = record(c)
+        rec = decode_record(blob)
+        assert _charge_row("alice", blob, AT, "1-0") == _checked_charge_row(
+            "alice", rec, rec["charge"], AT, "1-0")
