@@ -36,6 +36,8 @@ from billing.settings import BillingSettings
 from billing.tax import Buyer, treatment
 from charging.errors import ChargeflowError
 
+RETRIES = 5  # a batch read again when a concurrent finalization moved under its snapshot
+
 
 class BillingError(ChargeflowError, ValueError):
     """A billing request that cannot be done as asked (exit 1): the message says why."""
@@ -68,6 +70,11 @@ class RunReport:
     net_total: int = 0
     tax_total: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: RunReport) -> None:
+        for name in ("accounts", "drafts", "final", "removed", "net_total", "tax_total"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
 
     def as_dict(self, money: Callable[[int], str]) -> dict:
         return {"period": self.period, "accounts": self.accounts, "drafts": self.drafts,
@@ -162,9 +169,19 @@ def bill_run(conn: psycopg.Connection, settings: BillingSettings, opts: RunOptio
     level, conn.isolation_level = conn.isolation_level, psycopg.IsolationLevel.REPEATABLE_READ
     try:
         for batch in _accounts(conn, opts):
-            with conn.transaction():  # one snapshot per batch
-                _bill_batch(conn, settings, period, zone, start, end, batch, opts.actor,
-                            units or {}, report)
+            for attempt in range(RETRIES):
+                part = RunReport(period.label)
+                try:
+                    with conn.transaction():  # one snapshot per batch
+                        _bill_batch(conn, settings, period, zone, start, end, batch,
+                                    opts.actor, units or {}, part)
+                    break
+                except psycopg.errors.SerializationFailure:
+                    # an invoice of the batch was finalized (or re-drafted by another
+                    # run) after this snapshot: read the batch again
+                    if attempt == RETRIES - 1:
+                        raise
+            report.add(part)
     finally:
         conn.commit()
         conn.isolation_level = level
