@@ -1,13 +1,13 @@
 """A bill run over many accounts: time and memory (bench/README.md, "Bill run").
 
-    python -m bench.billrun --accounts 100000 --charges 100 [--processes 2] [--finalize N]
+    python -m bench.billrun --accounts 100000 --charges 100 [--processes 1,2] [--finalize N]
 
 Fills a fresh database (``--db URL``, else an embedded PostgreSQL in a temporary directory)
 with a month of archived usage generated inside PostgreSQL (``generate_series``: the archive's
 own tables and indexes, charges spread over three services and five rates, one account in
 ten a business of another member state, one in five opened mid-month), then times
-``bill_run`` for November 2026 — once, and again (a re-run replacing every draft) — in one
-process or split into ``--processes`` shards, and reports the peak resident memory of the
+``bill_run`` for November 2026 — once, then again (re-runs replacing every draft) for each
+count of ``--processes`` (several processes split the accounts by ``--shard``), and reports the peak resident memory of the
 bill-run processes (PostgreSQL's own is not counted). ``--finalize N`` also times the
 finalization of N invoices (each its own transaction marking its charges). Prints one JSON
 object; nothing here asserts a speed.
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--charges", type=int, default=100, help="charges per account")
-    ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--processes", default="1",
+                    help="comma-separated process counts: the first drafts, each re-runs")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--finalize", type=int, default=0, metavar="N")
     ap.add_argument("--db", default=None, help="an empty database's URL (default: embedded)")
@@ -119,8 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         out = {"accounts": args.accounts, "charges": args.accounts * args.charges,
                "fill_seconds": round(fill, 1), "batch": args.batch,
                "cpus": os.cpu_count(), "python": sys.version.split()[0]}
-        out["first_run"] = _run(url, args.processes, args.batch)
-        out["re_run"] = _run(url, args.processes, args.batch)
+        counts = [int(x) for x in args.processes.split(",")]
+        out["first_run"] = _run(url, counts[0], args.batch)
+        out["re_runs"] = [_run(url, n, args.batch) for n in counts]
         if args.finalize:
             settings = billing_settings(load_catalog(CATALOG))
             ids = drafts_of(conn, PERIOD)[:args.finalize]
