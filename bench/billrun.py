@@ -8,9 +8,9 @@ own tables and indexes, charges spread over three services and five rates, one a
 ten a business of another member state, one in five opened mid-month), then times
 ``bill_run`` for November 2026 — once, then again (re-runs replacing every draft) for each
 count of ``--processes`` (several processes split the accounts by ``--shard``), and reports
-the peak resident memory of the bill-run processes (PostgreSQL's own is not counted). ``--finalize N`` also times the
-finalization of N invoices (each its own transaction marking its charges). Prints one JSON
-object; nothing here asserts a speed.
+the peak resident memory of the bill-run processes (PostgreSQL's own is not counted).
+``--finalize N`` also times the finalization of N invoices (each its own transaction marking
+its charges). Prints one JSON object; nothing here asserts a speed.
 """
 
 from __future__ import annotations
