@@ -9,8 +9,9 @@ ten a business of another member state, one in five opened mid-month), then time
 ``bill_run`` for November 2026 — once, then again (re-runs replacing every draft) for each
 count of ``--processes`` (several processes split the accounts by ``--shard``), and reports
 the peak resident memory of the bill-run processes (PostgreSQL's own is not counted).
-``--finalize N`` also times the finalization of N invoices (each its own transaction marking
-its charges). Prints one JSON object; nothing here asserts a speed.
+``--finalize N`` also times finalization: N/2 invoices one at a time (``invoice finalize
+ID``), then every other draft of the period (``invoice finalize --period``, 200 a
+transaction). Prints one JSON object; nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from billing.billrun import RunOptions, bill_run, drafts_of, finalize
+from billing.billrun import RunOptions, bill_run, drafts_of, finalize, finalize_period
 from billing.db import Database, EmbeddedPostgres
 from billing.proration import Period
 from billing.settings import billing_settings
@@ -127,11 +128,16 @@ def main(argv: list[str] | None = None) -> None:
             settings = billing_settings(load_catalog(CATALOG))
             ids = drafts_of(conn, PERIOD)[:args.finalize]
             started = time.perf_counter()
-            for i in ids:
+            for i in ids[:len(ids) // 2]:  # one at a time: invoice finalize ID
                 finalize(conn, settings, i)
+            one = time.perf_counter() - started
+            started = time.perf_counter()
+            numbers, _ = finalize_period(conn, settings, PERIOD)  # the rest, by period
             took = time.perf_counter() - started
-            out["finalize"] = {"invoices": len(ids), "seconds": round(took, 2),
-                               "per_s": round(len(ids) / took) if took else None}
+            out["finalize"] = {"one_by_one": len(ids) // 2, "seconds": round(one, 2),
+                               "per_s": round(len(ids) // 2 / one) if one else None,
+                               "by_period": len(numbers), "period_seconds": round(took, 2),
+                               "period_per_s": round(len(numbers) / took) if took else None}
         conn.close()
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     finally:

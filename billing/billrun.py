@@ -313,38 +313,66 @@ def finalize(conn: psycopg.Connection, settings: BillingSettings, invoice_id: in
     draft, ``StaleDraftError`` if the archive no longer matches what it counted."""
     conn.commit()
     with conn.transaction():
-        row = conn.execute(
-            "SELECT kind, account, period_start, status, chain_through, charge_count, doc "
-            "FROM invoices WHERE id = %s FOR UPDATE", (invoice_id,)).fetchone()
-        if row is None:
-            raise BillingError(f"no invoice {invoice_id}")
-        kind, account, pstart, status, through, count, doc = row
-        if kind != "invoice" or status != "draft":
-            raise BillingError(f"invoice {invoice_id} is {status}, not a draft: only a "
-                               "draft is finalized")
-        period = Period.of(pstart)
-        start, end = period.bounds(ZoneInfo(settings.timezone))
-        marked = conn.execute(
-            f"UPDATE charges c SET invoice_id = %(id)s, late = (c.ts < %(start)s) "
-            f"WHERE c.account = %(account)s AND c.chain_seq <= %(through)s "
-            f"AND {_CHARGES_RULE}",
-            {"id": invoice_id, "start": start, "end": end, "tz": settings.timezone,
-             "account": account, "through": through}).rowcount
-        if marked != count:
-            raise StaleDraftError(
-                f"invoice {invoice_id} ({account}, {period.label}) counted {count} "
-                f"charges but {marked} match now (an earlier invoice was finalized "
-                "since): run `chargeflow bill run` for the period again, then finalize")
-        issued = today(settings, now)
-        series = f"{settings.number_prefix}{issued.year}"
-        seq = next_number(conn, series)
-        number = f"{series}-{seq:06d}"
-        conn.execute("UPDATE invoices SET status = 'final', series = %s, seq = %s, "
-                     "number = %s, issue_date = %s, finalized_at = now() WHERE id = %s",
-                     (series, seq, number, issued, invoice_id))
-        doc = with_row(invoice_id, number, "final", issued, doc)
-        _event(conn, invoice_id, account, "finalize", actor, reason,
-               {"number": number, "total": doc["total"], "charges": count})
+        return _finalize(conn, settings, invoice_id, actor, reason, today(settings, now))
+
+
+def finalize_period(conn: psycopg.Connection, settings: BillingSettings, period: Period, *,
+                    actor: str = "cli", reason: str | None = None, chunk: int = 200,
+                    now: dt.datetime | None = None) -> tuple[list[str], list[str]]:
+    """Finalize every draft of ``period`` in account order, ``chunk`` invoices per
+    transaction (each in a savepoint of its own: a stale draft is skipped and named, the
+    others go final with consecutive numbers). Returns (numbers, stale reasons)."""
+    numbers: list[str] = []
+    stale: list[str] = []
+    ids = drafts_of(conn, period)
+    issued = today(settings, now)
+    for at in range(0, len(ids), chunk):
+        done: list[str] = []
+        with conn.transaction():
+            for invoice_id in ids[at:at + chunk]:
+                try:
+                    with conn.transaction():
+                        done.append(_finalize(conn, settings, invoice_id, actor, reason,
+                                              issued)["number"])
+                except StaleDraftError as exc:
+                    stale.append(str(exc))
+        numbers.extend(done)
+    return numbers, stale
+
+
+def _finalize(conn, settings: BillingSettings, invoice_id: int, actor: str,
+              reason: str | None, issued: dt.date) -> dict:
+    row = conn.execute(
+        "SELECT kind, account, period_start, status, chain_through, charge_count, doc "
+        "FROM invoices WHERE id = %s FOR UPDATE", (invoice_id,)).fetchone()
+    if row is None:
+        raise BillingError(f"no invoice {invoice_id}")
+    kind, account, pstart, status, through, count, doc = row
+    if kind != "invoice" or status != "draft":
+        raise BillingError(f"invoice {invoice_id} is {status}, not a draft: only a "
+                           "draft is finalized")
+    period = Period.of(pstart)
+    start, end = period.bounds(ZoneInfo(settings.timezone))
+    marked = conn.execute(
+        f"UPDATE charges c SET invoice_id = %(id)s, late = (c.ts < %(start)s) "
+        f"WHERE c.account = %(account)s AND c.chain_seq <= %(through)s "
+        f"AND {_CHARGES_RULE}",
+        {"id": invoice_id, "start": start, "end": end, "tz": settings.timezone,
+         "account": account, "through": through}).rowcount
+    if marked != count:
+        raise StaleDraftError(
+            f"invoice {invoice_id} ({account}, {period.label}) counted {count} "
+            f"charges but {marked} match now (an earlier invoice was finalized "
+            "since): run `chargeflow bill run` for the period again, then finalize")
+    series = f"{settings.number_prefix}{issued.year}"
+    seq = next_number(conn, series)
+    number = f"{series}-{seq:06d}"
+    conn.execute("UPDATE invoices SET status = 'final', series = %s, seq = %s, "
+                 "number = %s, issue_date = %s, finalized_at = now() WHERE id = %s",
+                 (series, seq, number, issued, invoice_id))
+    doc = with_row(invoice_id, number, "final", issued, doc)
+    _event(conn, invoice_id, account, "finalize", actor, reason,
+           {"number": number, "total": doc["total"], "charges": count})
     return doc
 
 

@@ -224,7 +224,7 @@ def invoice_show(invoice_id, db_url, data_dir, as_json) -> None:
 def invoice_finalize(invoice_id, period, reason, catalog_file, redis_url, redis_password_file,
                      db_url, data_dir, actor, as_json) -> None:
     """Number (gap-free per series) and freeze a draft, or every draft of --period."""
-    from billing.billrun import StaleDraftError, drafts_of, finalize
+    from billing.billrun import finalize, finalize_period
 
     if (invoice_id is None) == (period is None):
         fail(as_json, "give an invoice ID or --period YYYY-MM (one of them)")
@@ -238,14 +238,8 @@ def invoice_finalize(invoice_id, period, reason, catalog_file, redis_url, redis_
              f"{doc['total']} {doc['currency']}")
         return
     p = _period(period, as_json)
-    done, stale = [], []
-    for i in _guard(as_json, lambda: drafts_of(conn, p)):
-        def one(i=i):
-            try:
-                done.append(finalize(conn, settings, i, actor=actor, reason=reason)["number"])
-            except StaleDraftError as exc:  # the others still go final
-                stale.append(str(exc))
-        _guard(as_json, one)
+    done, stale = _guard(as_json, lambda: finalize_period(conn, settings, p, actor=actor,
+                                                          reason=reason))
     conn.close()
     doc = {"period": p.label, "finalized": len(done), "first": done[0] if done else None,
            "last": done[-1] if done else None, "stale": stale}

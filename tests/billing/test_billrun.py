@@ -284,3 +284,23 @@ def test_late_adjustments_go_on_the_next_invoice_once(db, rows):
     rows.charge("a", at("2027-01-03"), 1_000_000)
     run(db, period=jan)
     assert [x["kind"] for x in invoice(db, "a", jan)["lines"]] == ["usage"]
+
+
+def test_finalizing_a_period_skips_a_stale_draft_and_numbers_the_rest_without_gaps(db, rows):
+    from billing.billrun import finalize_period
+
+    for name in ("a", "b", "c"):
+        rows.account(name, at("2026-10-01"), plan="NO_FEE")
+        rows.charge(name, at("2026-11-10"), 1_000_000)
+        rows.charge(name, at("2026-12-10"), 1_000_000)
+    run(db)
+    rows.charge("b", at("2026-11-28"), 2_000_000)  # after November's draft of b
+    run(db, period=DEC)
+    numbers, stale = finalize_period(db, SETTINGS, NOV, now=NOW)
+    assert numbers == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
+    numbers, stale = finalize_period(db, SETTINGS, DEC, now=NOW, chunk=2)
+    assert numbers == ["INV-2026-000004", "INV-2026-000005"]
+    assert len(stale) == 1 and "(b, 2026-12)" in stale[0]
+    assert invoice(db, "b", DEC)["status"] == "draft"
+    run(db, period=DEC)
+    assert finalize_period(db, SETTINGS, DEC, now=NOW) == (["INV-2026-000006"], [])
