@@ -24,7 +24,6 @@ for longer loses what was trimmed (``docs/billing.md``).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -324,7 +323,3 @@ def _copy(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], rows: list[dic
                 row = {**row, jsonb: Jsonb(row[jsonb])}
             copy.write_row([row[c] for c in cols])
 
-
-def wall_rate(totals: Totals, started: float) -> float:
-    """Charges per second since ``started`` (``time.monotonic``)."""
-    return totals.charges / max(time.monotonic() - started, 1e-9)

@@ -58,9 +58,10 @@ def archive(until_idle: bool, batch: int, retain_s: int, redis_url: str | None,
     from billing.archive import Archiver, ArchiveSettings
     from billing.db import DatabaseError
 
-    conn = open_db(db_url, data_dir, as_json)
+    # Redis first: a data directory where nothing was loaded starts no database either
     services, client = connect_services(redis_url, data_dir, redis_password_file,
                                         create=False)
+    conn = open_db(db_url, data_dir, as_json)
     stop = threading.Event()
     before = {sig: signal.signal(sig, lambda *_: stop.set())  # the batch under way commits
               for sig in (signal.SIGTERM, signal.SIGINT)}

