@@ -147,3 +147,15 @@ def test_a_catalog_without_billing_cannot_bill():
 
 def test_the_reverse_charge_wording():
     assert "Directive 2006/112/EC" in REVERSE_CHARGE_NOTE
+
+
+def test_the_shipped_sample_catalog_bills():
+    """billing/samples/catalog.yaml (docs/invoices.md's first invoice) parses and bills."""
+    from importlib import resources
+
+    from charging.catalog import load_catalog
+
+    path = resources.files("billing") / "samples" / "catalog.yaml"
+    s = billing_settings(load_catalog(str(path)))
+    assert (s.seller.country, s.fees["PREPAID_S"].amount) == ("DE", 4_990_000)
+    assert s.rate_on("DE", dt.date(2020, 12, 31)) == 16
