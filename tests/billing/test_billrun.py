@@ -304,3 +304,20 @@ def test_finalizing_a_period_skips_a_stale_draft_and_numbers_the_rest_without_ga
     assert invoice(db, "b", DEC)["status"] == "draft"
     run(db, period=DEC)
     assert finalize_period(db, SETTINGS, DEC, now=NOW) == (["INV-2026-000006"], [])
+
+
+def test_a_draft_with_nothing_left_to_bill_is_removed_and_its_events_kept(db, rows):
+    import dataclasses
+
+    rows.account("f", at("2026-10-01"))  # the fee alone
+    run(db)
+    assert invoice(db, "f")["lines"][0]["kind"] == "fee"
+    report = run(db, settings=dataclasses.replace(SETTINGS, fees={}))  # the fee dropped
+    assert (report.drafts, report.removed) == (0, 1)
+    assert list(list_docs(db, account="f")) == []
+    events = db.execute("SELECT invoice, account, action FROM billing_events ORDER BY id"
+                        ).fetchall()
+    assert events == [(None, "f", "draft"), (None, "f", "draft_removed")]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("DELETE FROM billing_events")
+    db.rollback()
