@@ -49,6 +49,10 @@ class StaleDraftError(BillingError):
     code = "DRAFT_STALE"
 
 
+class NotDraftError(BillingError):
+    code = "NOT_A_DRAFT"
+
+
 @dataclass(frozen=True)
 class RunOptions:
     period: Period
@@ -336,6 +340,8 @@ def finalize_period(conn: psycopg.Connection, settings: BillingSettings, period:
                                               issued)["number"])
                 except StaleDraftError as exc:
                     stale.append(str(exc))
+                except NotDraftError:
+                    pass  # finalized by another finalizer meanwhile
         numbers.extend(done)
     return numbers, stale
 
@@ -349,8 +355,8 @@ def _finalize(conn, settings: BillingSettings, invoice_id: int, actor: str,
         raise BillingError(f"no invoice {invoice_id}")
     kind, account, pstart, status, through, count, doc = row
     if kind != "invoice" or status != "draft":
-        raise BillingError(f"invoice {invoice_id} is {status}, not a draft: only a "
-                           "draft is finalized")
+        raise NotDraftError(f"invoice {invoice_id} is {status}, not a draft: only a "
+                            "draft is finalized")
     period = Period.of(pstart)
     start, end = period.bounds(ZoneInfo(settings.timezone))
     marked = conn.execute(
