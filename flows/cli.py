@@ -14,6 +14,7 @@ import click
 
 from api.cli import api_cmd, apikey
 from billing.cli import archive, audit
+from billing.cli_invoices import COMMANDS as BILLING_COMMANDS
 from flows.cli_admin import accounts, balance, catalog, rate, stop, sweep_cmd, topup
 from flows.cli_common import sample_catalog_path
 from flows.cli_engine import demo, run
@@ -47,7 +48,8 @@ def main() -> None:
 
 
 for command in (catalog, accounts, balance, topup, sweep_cmd, stop, rate, run, demo,
-                gateway, serve, notify, apikey, api_cmd, archive, audit):
+                gateway, serve, notify, apikey, api_cmd, archive, audit,
+                *BILLING_COMMANDS):
     main.add_command(command)
 
 
