@@ -15,7 +15,7 @@ def door(ctx: Context):
 
     settings = ApiSettings.from_extra(ctx.config.prefix, ctx.config.extra)
     app = create_app(ctx.catalogs.r, ctx.catalogs, settings)
-    return AsgiDoor("api", app, ctx.config.api, max_body_bytes=settings.max_body_bytes)
+    return AsgiDoor("api", app, ctx.config.api)
 
 
 register("api", door)

@@ -72,17 +72,22 @@ Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
 Customer = Literal["consumer", "business"]
 
 
+PlanName = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+VatId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class AccountCreate(_Body):
     id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
-    plan: Annotated[str, Field(min_length=1, max_length=128)]
+    plan: PlanName
     balance: Amount = "0.00"
     status: Status = "active"
     allow_negative: bool = False
     msisdn: Digits | None = None
     imsi: Digits | None = None
-    name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    name: Name | None = None
     country: Country | None = None
-    vat_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    vat_id: VatId | None = None
     customer: Customer | None = None
 
 
@@ -90,14 +95,14 @@ class AccountPatch(_Body):
     """What changes; a field left out (or null) keeps its value. The balance moves only by
     top-ups and adjustments."""
 
-    plan: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    plan: PlanName | None = None
     status: Status | None = None
     allow_negative: bool | None = None
     msisdn: Digits | None = None
     imsi: Digits | None = None
-    name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    name: Name | None = None
     country: Country | None = None
-    vat_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    vat_id: VatId | None = None
     customer: Customer | None = None
 
 

@@ -57,13 +57,8 @@ NTP_OFFSET = 2208988800
 
 
 def catalog_text() -> str:
-    text = sample_catalog_path().read_text()
-    for line, rg in (("voice: {unit: second}", "100"), ("data:  {unit: byte}", "200"),
-                     ("sms:   {unit: event}", str(SMS_RG))):
-        if line not in text:
-            raise SystemExit(f"the sample catalog no longer has {line!r}")
-        text = text.replace(line, line[:-1] + f", rating_groups: [{rg}]}}")
-    return text
+    return provisioning.with_rating_groups(sample_catalog_path().read_text(),
+                                           {"voice": [100], "data": [200], "sms": [SMS_RG]})
 
 
 def msisdn(i: int) -> str:

@@ -9,6 +9,7 @@ with little credit, so that some subscribers run dry as a real base's do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import redis
@@ -22,15 +23,26 @@ from flows.cli_common import sample_catalog_path
 
 
 def synthetic_accounts(n: int, name: str, balance_micros: int, *, plan: str = "PREPAID_S",
-                       dry_share: float = 0.0, dry_micros: int = 0,
-                       first: Sequence[AccountSpec] = ()) -> list[AccountSpec]:
-    """``first``, then ``n`` accounts ``name % i`` (e.g. ``"demo-%05d"``): every
-    ``1 / dry_share``-th of them (the first included) opens with ``dry_micros``, the rest with
-    ``balance_micros``."""
+                       dry_share: float = 0.0, dry_micros: int = 0) -> list[AccountSpec]:
+    """``n`` accounts ``name % i`` (e.g. ``"demo-%05d"``): every ``1 / dry_share``-th of them
+    (the first included) opens with ``dry_micros``, the rest with ``balance_micros``."""
     every = int(1 / dry_share) if dry_share else 0
-    return [*first, *(AccountSpec(name % i, plan,
-                                  dry_micros if every and i % every == 0 else balance_micros)
-                      for i in range(n))]
+    return [AccountSpec(name % i, plan, dry_micros if every and i % every == 0 else balance_micros)
+            for i in range(n)]
+
+
+def with_rating_groups(catalog_text: str, groups: dict[str, Sequence[int]]) -> str:
+    """``catalog_text`` with ``rating_groups`` given to services written on one line as
+    ``<service>: {unit: <unit>}`` (the sample catalog's form), e.g. ``{"sms": [300]}``."""
+    for service, rgs in groups.items():
+        pattern = re.compile(rf"^(\s*{re.escape(service)}:\s*\{{unit: \w+)\}}", re.MULTILINE)
+        catalog_text, found = pattern.subn(
+            lambda m, rgs=rgs: f"{m.group(1)}, rating_groups: [{', '.join(map(str, rgs))}]}}",
+            catalog_text, count=1)
+        if not found:
+            raise ValueError(f"no one-line service {service!r} in the catalog to give "
+                             "rating groups")
+    return catalog_text
 
 
 def provision(client: redis.Redis | RedisCluster, prefix: str,

@@ -19,20 +19,16 @@ from hypercorn.config import Config
 
 log = logging.getLogger("chargeflow.gateway")
 
-#: a body larger than this is refused before it is read whole (the doors may set less)
-MAX_BODY_BYTES = 1 << 20
-
 
 class AsgiDoor:
     """One ASGI application on ``address`` (host, port) under hypercorn."""
 
-    def __init__(self, name: str, app, address: tuple[str, int], *, graceful_s: float = 5.0,
-                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, name: str, app, address: tuple[str, int], *,
+                 graceful_s: float = 5.0) -> None:
         self.name = name
         self.app = app
         self.address = address
         self.graceful_s = graceful_s
-        self.max_body_bytes = max_body_bytes
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._sock: socket.socket | None = None

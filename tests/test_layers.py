@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ ALLOWED = {
 }
 
 
+@functools.cache
 def modules(packages=OURS) -> dict[str, Path]:
     out = {}
     for package in packages:

@@ -43,7 +43,7 @@ def make_door(ctx: Context, metrics: NchfMetrics | None = None,
               schemas: NchfSchemas | None = None) -> AsgiDoor:
     app = build_app(ctx, metrics, schemas)
     assert ctx.config.nchf is not None, "the Nchf door is closed (--no-nchf)"
-    return AsgiDoor("nchf", app, ctx.config.nchf, max_body_bytes=app.max_body_bytes)
+    return AsgiDoor("nchf", app, ctx.config.nchf)
 
 
 register("nchf", make_door)

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from catalog_cache.store import CatalogKeys
+from flows.provision import with_rating_groups
 from tests.balances.test_accounts_cli import account_keys, as_json, cli, write
 from tests.conftest import CATALOG_A
 
@@ -76,9 +77,8 @@ def test_load_refuses_misspelt_keys_and_stores_nothing(server, tmp_path):
 
 def test_load_takes_rating_groups_billing_and_fees(server, tmp_path):
     url, client = server
-    text = (CATALOG_A.replace('version: "test-a"', 'version: "test-v2"')
-            .replace("voice: {unit: second}", "voice: {unit: second, rating_groups: [100]}")
-            .replace("data:  {unit: byte}", "data:  {unit: byte, rating_groups: [200, 201]}")
+    text = (with_rating_groups(CATALOG_A.replace('version: "test-a"', 'version: "test-v2"'),
+                               {"voice": [100], "data": [200, 201]})
             .replace("  PREPAID_S:\n    tariffs:",
                      "  PREPAID_S:\n    fee: {amount: \"4.99\", period: month}\n    tariffs:")
             + 'billing:\n  seller: {name: "Example Telecom GmbH", country: DE}\n')

@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry
 from balances.accounts import parse_accounts
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
+from flows.provision import with_rating_groups
 from flows.runtime import EngineConfig, make_engine
 from gateway.diameter import DiameterDoor
 from gateway.diameter.metrics import DiameterMetrics
@@ -60,10 +61,7 @@ from gateway.server import Context, DoorConfig
 from tests.conftest import REDIS_URL, SAMPLE_TEXT
 
 #: the sample catalog with rating groups: voice 100, data 200 and 201, sms 300
-CATALOG = (SAMPLE_TEXT
-           .replace("voice: {unit: second}", "voice: {unit: second, rating_groups: [100]}")
-           .replace("data:  {unit: byte}", "data:  {unit: byte, rating_groups: [200, 201]}")
-           .replace("sms:   {unit: event}", "sms:   {unit: event, rating_groups: [300]}"))
+CATALOG = with_rating_groups(SAMPLE_TEXT, {"voice": [100], "data": [200, 201], "sms": [300]})
 CATALOG += """\
   VOICE_ONLY:
     tariffs: {voice: VOICE_STD}

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from balances.accounts import parse_accounts
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
+from flows.provision import with_rating_groups
 from flows.runtime import EngineConfig, make_engine
 from gateway.identities import Identities
 from gateway.local import LocalBridge
@@ -31,10 +32,7 @@ from tests.conftest import REDIS_URL, SAMPLE_TEXT
 ROOT = "/nchf-convergedcharging/v3/chargingdata"
 TS = "2026-11-24T10:00:00+01:00"  # a Tuesday, in the peak band
 #: rating groups: voice 100, data 10 and 20, sms 30; rating group 99 names no service
-CATALOG = (SAMPLE_TEXT
-           .replace("voice: {unit: second}", "voice: {unit: second, rating_groups: [100]}")
-           .replace("data:  {unit: byte}", "data:  {unit: byte, rating_groups: [10, 20]}")
-           .replace("sms:   {unit: event}", "sms:   {unit: event, rating_groups: [30]}")
+CATALOG = (with_rating_groups(SAMPLE_TEXT, {"voice": [100], "data": [10, 20], "sms": [30]})
            + """\
   FLAT:
     tariffs: {voice: VOICE_STD, data: DATA_STD, sms: SMS_STD}
