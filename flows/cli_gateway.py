@@ -61,6 +61,9 @@ def door_options(fn):
         click.option("-X", "kafka_set", multiple=True, metavar="KEY=VALUE"),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                      show_default=True),
+        click.option("--metrics", default=None, metavar="HOST:PORT",
+                     help="Serve Prometheus metrics of every door (and of the engine under "
+                     "serve) on HOST:PORT/metrics; port 0 takes a free one."),
         click.option("--redis", "redis_url", default=None,
                      help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded)."),
         click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
@@ -106,6 +109,7 @@ def _serve(opts: dict, with_engine: bool) -> None:
         fail(False, str(exc))
     try:
         config = _door_config(opts, names)
+        metrics_at = _address(opts["metrics"], "--metrics") if opts["metrics"] else None
     except (OSError, click.BadParameter) as exc:
         fail(False, str(exc))
     services = Services.from_options(opts["redis_url"], opts["data_dir"])
@@ -125,10 +129,12 @@ def _serve(opts: dict, with_engine: bool) -> None:
     # serve without --kafka: the doors hand requests to an engine in this process (the
     # embedded broker slows down over hours of traffic); otherwise engines over Kafka
     local = with_engine and not opts["kafka"]
+    if metrics_at is not None:
+        _serve_metrics(*metrics_at)
     engine = _start_engine(opts, brokers, url, services) if with_engine and not local else None
     try:
         code = asyncio.run(_run(config, names, None if local else brokers, kafka_config, url,
-                                opts["instance"]))
+                                opts["instance"], engine_metrics=metrics_at is not None))
     finally:
         if engine is not None:
             engine.send_signal(signal.SIGTERM)  # it drains, flushes and commits
@@ -137,6 +143,18 @@ def _serve(opts: dict, with_engine: bool) -> None:
             except subprocess.TimeoutExpired:
                 engine.kill()
     sys.exit(code)
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """The default registry, where every door (and the in-process engine) counts, on
+    HOST:PORT/metrics; announced as the doors are (``metrics listening on HOST:PORT``)."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        fail(False, f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    print(f"metrics listening on {host}:{server.server_port}", flush=True)
 
 
 def _door_config(opts: dict, names: list[str]):
@@ -192,7 +210,7 @@ def _start_engine(opts: dict, brokers: str, url: str, services: Services
 
 
 async def _run(config, names: list[str], brokers: str | None, kafka_config: dict, url: str,
-               instance: str | None) -> int:
+               instance: str | None, *, engine_metrics: bool = False) -> int:
     from catalog_cache.store import CatalogCache
     from flows.kafka import KafkaSettings
     from flows.services import connect
@@ -204,11 +222,13 @@ async def _run(config, names: list[str], brokers: str | None, kafka_config: dict
     if brokers is None:
         from functools import partial
 
+        from flows.observe import EngineMetrics
         from flows.runtime import EngineConfig, make_engine
         from gateway.local import LocalBridge
 
+        metrics = EngineMetrics() if engine_metrics else None  # on the default registry
         bridge = LocalBridge(partial(make_engine, EngineConfig(redis_url=url,
-                                                               prefix=config.prefix)),
+                                                               prefix=config.prefix), metrics),
                              timeout_s=timeout_s)
     else:
         bridge = KafkaBridge(KafkaSettings(brokers, kafka_config), instance or instance_name(),
