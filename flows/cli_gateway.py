@@ -83,6 +83,13 @@ def gateway(**opts) -> None:
 
 @click.command("serve")
 @door_options
+@click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
+              default=7 * 86400, show_default=True,
+              help="The engine: seconds a request id's decision is kept (replays within it "
+              "are answered with the first decision).")
+@click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
+              default=90 * 86400, show_default=True,
+              help="The engine: seconds ledger entries are kept in Redis (0: forever).")
 def serve(**opts) -> None:
     """The whole OCS on one machine: the engine and its front doors."""
     _serve(opts, with_engine=True)
@@ -133,8 +140,10 @@ def _serve(opts: dict, with_engine: bool) -> None:
         _serve_metrics(*metrics_at)
     engine = _start_engine(opts, brokers, url, services) if with_engine and not local else None
     try:
+        retention = (opts["idem_s"], opts["ledger_s"]) if with_engine else None
         code = asyncio.run(_run(config, names, None if local else brokers, kafka_config, url,
-                                opts["instance"], engine_metrics=metrics_at is not None))
+                                opts["instance"], engine_metrics=metrics_at is not None,
+                                retention=retention))
     finally:
         if engine is not None:
             engine.send_signal(signal.SIGTERM)  # it drains, flushes and commits
@@ -199,7 +208,9 @@ def _load_doors() -> None:
 def _start_engine(opts: dict, brokers: str, url: str, services: Services
                   ) -> subprocess.Popen:
     args = [sys.executable, "-m", "flows.cli", "run", "--kafka", brokers, "--redis", url,
-            "--data-dir", str(services.data_dir), "--log-format", opts["log_format"]]
+            "--data-dir", str(services.data_dir), "--log-format", opts["log_format"],
+            "--idempotency-retention-s", str(opts["idem_s"]),
+            "--ledger-retention-s", str(opts["ledger_s"])]
     if opts["kafka_config"]:
         args += ["--kafka-config", opts["kafka_config"]]
     for item in opts["kafka_set"]:
@@ -210,7 +221,8 @@ def _start_engine(opts: dict, brokers: str, url: str, services: Services
 
 
 async def _run(config, names: list[str], brokers: str | None, kafka_config: dict, url: str,
-               instance: str | None, *, engine_metrics: bool = False) -> int:
+               instance: str | None, *, engine_metrics: bool = False,
+               retention: tuple[int, int] | None = None) -> int:
     from catalog_cache.store import CatalogCache
     from flows.kafka import KafkaSettings
     from flows.services import connect
@@ -220,6 +232,7 @@ async def _run(config, names: list[str], brokers: str | None, kafka_config: dict
 
     timeout_s = config.answer_timeout_ms / 1000
     if brokers is None:
+        from dataclasses import replace
         from functools import partial
 
         from flows.observe import EngineMetrics
@@ -227,9 +240,11 @@ async def _run(config, names: list[str], brokers: str | None, kafka_config: dict
         from gateway.local import LocalBridge
 
         metrics = EngineMetrics() if engine_metrics else None  # on the default registry
-        bridge = LocalBridge(partial(make_engine, EngineConfig(redis_url=url,
-                                                               prefix=config.prefix), metrics),
-                             timeout_s=timeout_s)
+        engine_config = EngineConfig(redis_url=url, prefix=config.prefix, tune_gc=True)
+        if retention is not None:
+            engine_config = replace(engine_config, retention_s=retention[0],
+                                    ledger_retention_s=retention[1])
+        bridge = LocalBridge(partial(make_engine, engine_config, metrics), timeout_s=timeout_s)
     else:
         bridge = KafkaBridge(KafkaSettings(brokers, kafka_config), instance or instance_name(),
                              timeout_s=timeout_s)
