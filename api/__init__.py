@@ -11,11 +11,14 @@ from gateway.server import Context, register
 def door(ctx: Context):
     """The API on ``ctx.config.api`` over the doors' Redis (the catalog cache's client)."""
     from api.app import ApiSettings, create_app
-    from gateway.http import AsgiDoor
+    import os
+
+    from gateway.http import AsgiDoor, GranianDoor
 
     settings = ApiSettings.from_extra(ctx.config.prefix, ctx.config.extra)
     app = create_app(ctx.catalogs.r, ctx.catalogs, settings)
-    return AsgiDoor("api", app, ctx.config.api)
+    kind = GranianDoor if os.environ.get("CF_API_SERVER") == "granian" else AsgiDoor
+    return kind("api", app, ctx.config.api)
 
 
 register("api", door)

@@ -6,8 +6,11 @@ atomic, ledgered with the actor, never taking reserved money nor overdrawing an 
 may not go negative), accounts change only through ``upsert_accounts`` (lua/upsert.lua, with
 every check of an account file), and an account reads as ``chargeflow balance --json``.
 
-The endpoints are plain functions, run by FastAPI on its worker threads with the synchronous
-Redis client the stores use, so none of them holds the event loop.
+Who calls and whether they may go on (the key, its revocation, its rate) is asked in one
+pipelined round trip on an asyncio Redis client (``Gate``), and a balance read rides in the
+same round trip: the read that self-care apps make most costs one. The other endpoints are
+plain functions, run by FastAPI on its worker threads with the synchronous Redis client the
+stores use, so none of them holds the event loop.
 
 Who may do what (a selfcare key asking about another account gets 404, as for an account
 that does not exist, so it learns nothing of others):
@@ -21,21 +24,25 @@ that does not exist, so it learns nothing of others):
 """
 
 
+import asyncio
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import idempotency as idem
-from api.keys import ADMIN, AGENT, SELFCARE, ApiKey, KeyStore
-from api.limits import BodyLimit, RateLimiter, retry_after
+from api.gate import Gate
+from api.keys import ADMIN, AGENT, SELFCARE, ApiKey
+from api.limits import BodyLimit, RateLimiter
 from api.models import (
     ACCOUNT_ID_PATTERN,
     AccountCreate,
@@ -51,6 +58,7 @@ from api.models import (
 )
 from api.problems import ApiProblem, install, too_large
 from balances.accounts import AccountsFileError, parse_accounts
+from balances.codec import decode_account
 from balances.redis_errors import store_errors
 from balances.store import BalanceStore
 from balances.topups import refusal
@@ -103,13 +111,18 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 
 
 def create_app(client: redis.Redis, catalogs: CatalogCache,
-               settings: ApiSettings = ApiSettings()) -> FastAPI:
-    """The API over ``client`` (synchronous Redis) and the active catalog of ``catalogs``."""
+               settings: ApiSettings = ApiSettings(),
+               aclient: aioredis.Redis | None = None) -> FastAPI:
+    """The API over ``client`` (synchronous Redis), ``aclient`` (asyncio Redis on the same
+    server; by default one made from ``client``'s connection settings, used from the loop
+    the app is served on) and the active catalog of ``catalogs``."""
     store = BalanceStore(client, prefix=settings.prefix)
-    keys = KeyStore(client, settings.prefix)
     limiter = RateLimiter(client, settings.prefix, settings.rate_per_s, settings.burst)
+    gate = Gate(aclient if aclient is not None else async_twin(client), settings.prefix,
+                limiter)
     remembered = idem.Idempotency(client, settings.prefix)
     catalog_lock = threading.Lock()
+    shown: list = [float("-inf"), None]  # when the catalog was last asked, and what it was
 
     app = FastAPI(title="chargeflow account API", version="1",
                   description="Prepaid balance checks, top-ups and adjustments (CONTRACT §7).",
@@ -121,19 +134,9 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, too_large=_too_large)
 
-    def caller(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-               ) -> ApiKey:
-        found = keys.verify(cred.credentials) if cred is not None else None
-        if found is None:
-            raise ApiProblem(401, "unauthorized", "a valid API key is needed: "
-                             "Authorization: Bearer <key> (chargeflow apikey create)",
-                             headers={"WWW-Authenticate": "Bearer"})
-        wait = limiter.take(found.id)
-        if wait:
-            raise ApiProblem(429, "rate-limited", f"key {found.id} is over its rate of "
-                             f"{settings.rate_per_s:g} requests/s; retry after "
-                             f"{retry_after(wait)} s", headers={"Retry-After": retry_after(wait)})
-        return found
+    async def caller(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                     ) -> ApiKey:
+        return (await gate.check(cred.credentials if cred is not None else None))[0]
 
     Caller = Annotated[ApiKey, Depends(caller)]
 
@@ -147,6 +150,14 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
                 if catalogs.refresh() is None:
                     return None
                 raise
+
+    async def catalog_now() -> Catalog | None:
+        """``catalog()`` from the event loop: asked at most every second, in a thread (a
+        check of the active version is a synchronous Redis call)."""
+        if time.monotonic() - shown[0] >= 1.0:
+            shown[1] = await asyncio.to_thread(catalog)
+            shown[0] = time.monotonic()
+        return shown[1]
 
     def allowed(key: ApiKey, account: str | None, *roles: str) -> None:
         """404 for a selfcare key and another account, 403 for a role not in ``roles``."""
@@ -168,9 +179,19 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
     @app.get("/v1/accounts/{account_id}", response_model=AccountView,
              responses=_responses(401, 403, 404, 422, 429, 503), summary="Read an account",
              operation_id="getAccount")
-    def get_account(account_id: AccountId, key: Caller) -> dict:
+    async def get_account(account_id: AccountId, cred: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Response:
+        key, raw = await gate.check(cred.credentials if cred is not None else None,
+                                    store.keys.account(account_id))
         allowed(key, account_id, ADMIN, AGENT, SELFCARE)
-        return account_json(view(account_id), catalog())
+        try:
+            acct = decode_account(account_id, raw or {})
+        except CorruptAccountError as exc:
+            raise ApiProblem(500, "corrupt-account", f"{exc}; its hash needs repair") from exc
+        if acct is None:
+            raise _no_account(account_id)
+        return Response(orjson.dumps(account_json(acct, await catalog_now())),
+                        media_type="application/json")
 
     def change(key: ApiKey, account: str, request: Request, body: TopupBody | AdjustmentBody,
                idempotency_key: str, kind: str) -> JSONResponse:
@@ -372,3 +393,21 @@ def _finish_document(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi
+
+
+def async_twin(client: redis.Redis) -> aioredis.Redis:
+    """An asyncio client on ``client``'s server with its connection settings (a pool that
+    waits for a free connection rather than fail, as the doors' own)."""
+    sync_pool = client.connection_pool
+    kwargs = dict(sync_pool.connection_kwargs)
+    if issubclass(sync_pool.connection_class, redis.UnixDomainSocketConnection):
+        kind = aioredis.UnixDomainSocketConnection
+    elif issubclass(sync_pool.connection_class, redis.SSLConnection):
+        kind = aioredis.SSLConnection
+    else:
+        kind = aioredis.Connection
+    for name in ("retry", "redis_connect_func", "credential_provider"):
+        kwargs.pop(name, None)
+    pool = aioredis.BlockingConnectionPool(connection_class=kind, max_connections=256,
+                                           timeout=5.0, **kwargs)
+    return aioredis.Redis.from_pool(pool)

@@ -104,7 +104,7 @@ async def _locust(port: int, keys: Path, read_rate: float, topup_rate: float,
 
 def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
         warm: float, n_accounts: int, readers: int, payers: int,
-        out_dir: Path | None) -> dict:
+        out_dir: Path | None, only: frozenset[str] = frozenset({"api", "both"})) -> dict:
     if readers > n_accounts:
         raise SystemExit(f"--readers {readers} needs as many accounts (--accounts "
                          f"{n_accounts})")
@@ -135,15 +135,21 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
             await _offer(gy, "diameter", 200, 2, 0)  # warm-up
             users = readers + payers
 
+            if "api" in only:
+                api["api"] = await _locust(ports["api"], keys_file, read_rate, topup_rate,
+                                           seconds + warm, users, data / "api",
+                                           data / "locust.log")
+                _print_api("api", api["api"])
+            if only != {"api"}:
+                await both_phases(gy, users)
+            answers.update({str(k): v for k, v in gy.results.items()})
+            await gy.close()
+
+        async def both_phases(gy: GyLoad, users: int) -> None:
             alone = await _offer(gy, "engine", engine_rate, seconds, 0)
             alone.label = f"engine {engine_rate:g}/s"
             phases.append(alone)
             print(_line(alone), flush=True)
-
-            api["api"] = await _locust(ports["api"], keys_file, read_rate, topup_rate,
-                                       seconds + warm, users, data / "api",
-                                       data / "locust.log")
-            _print_api("api", api["api"])
 
             load = asyncio.create_task(_locust(
                 ports["api"], keys_file, read_rate, topup_rate, seconds + warm + 1, users,
@@ -155,8 +161,6 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
             print(_line(both), flush=True)
             api["engine+api"] = await load
             _print_api("engine+api", api["engine+api"])
-            answers.update({str(k): v for k, v in gy.results.items()})
-            await gy.close()
 
         asyncio.run(phases_run())
     finally:
@@ -168,7 +172,7 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
                 serve.kill()
         services.embedded.stop()
         tmp.cleanup()
-    alone, both = phases
+    alone, both = phases if len(phases) == 2 else (Phase("engine", 0, 0),) * 2
     result = {**run_facts(), "accounts": n_accounts, "seconds": seconds,
               "engine_rate": engine_rate, "read_rate": read_rate, "topup_rate": topup_rate,
               "readers": readers, "payers": payers, "gy_answers": answers,
@@ -201,11 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--readers", type=int, default=100,
                     help="read users (one selfcare key each; each offers read-rate/readers)")
     ap.add_argument("--payers", type=int, default=10, help="top-up users (one agent key each)")
+    ap.add_argument("--phases", default="api,both",
+                    help="api: the API alone; both: the engine alone, then beside the API")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = ap.parse_args(argv)
     result = run(args.engine_rate, args.read_rate, args.topup_rate, args.seconds, args.warm,
-                 args.accounts, args.readers, args.payers, args.out)
+                 args.accounts, args.readers, args.payers, args.out,
+                 frozenset(p.strip() for p in args.phases.split(",") if p.strip()))
     if args.json:
         print(orjson.dumps(result).decode())
 
