@@ -48,10 +48,12 @@ from flows.services import Services
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _start_serve(data: Path, log: Path) -> tuple[subprocess.Popen, dict[str, int]]:
+def _start_serve(data: Path, log: Path, api_server: str
+                 ) -> tuple[subprocess.Popen, dict[str, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "serve", "--data-dir", str(data),
-         "--diameter", "127.0.0.1:0", "--no-nchf", "--api", "127.0.0.1:0"],
+         "--diameter", "127.0.0.1:0", "--no-nchf", "--api", "127.0.0.1:0",
+         "--api-server", api_server],
         stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True)
     ports: dict[str, int] = {}
     deadline = time.monotonic() + 60
@@ -104,7 +106,8 @@ async def _locust(port: int, keys: Path, read_rate: float, topup_rate: float,
 
 def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
         warm: float, n_accounts: int, readers: int, payers: int,
-        out_dir: Path | None, only: frozenset[str] = frozenset({"api", "both"})) -> dict:
+        out_dir: Path | None, only: frozenset[str] = frozenset({"api", "both"}),
+        api_server: str = "hypercorn") -> dict:
     if readers > n_accounts:
         raise SystemExit(f"--readers {readers} needs as many accounts (--accounts "
                          f"{n_accounts})")
@@ -127,7 +130,7 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
                 "agent": [store.create("agent", None, "bench")[1] for _ in range(payers)]}
         keys_file = data / "keys.json"
         keys_file.write_bytes(orjson.dumps(keys))
-        serve, ports = _start_serve(data, data / "serve.log")
+        serve, ports = _start_serve(data, data / "serve.log", api_server)
 
         async def phases_run() -> None:
             gy = GyLoad(ports["diameter"], n_accounts)
@@ -173,7 +176,7 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
         services.embedded.stop()
         tmp.cleanup()
     alone, both = phases if len(phases) == 2 else (Phase("engine", 0, 0),) * 2
-    result = {**run_facts(), "accounts": n_accounts, "seconds": seconds,
+    result = {**run_facts(), "api_server": api_server, "accounts": n_accounts, "seconds": seconds,
               "engine_rate": engine_rate, "read_rate": read_rate, "topup_rate": topup_rate,
               "readers": readers, "payers": payers, "gy_answers": answers,
               "phases": [p.summary() for p in phases], "api": api,
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--readers", type=int, default=100,
                     help="read users (one selfcare key each; each offers read-rate/readers)")
     ap.add_argument("--payers", type=int, default=10, help="top-up users (one agent key each)")
+    ap.add_argument("--api-server", choices=("hypercorn", "granian"), default="hypercorn",
+                    help="chargeflow serve --api-server")
     ap.add_argument("--phases", default="api,both",
                     help="api: the API alone; both: the engine alone, then beside the API")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
@@ -212,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     result = run(args.engine_rate, args.read_rate, args.topup_rate, args.seconds, args.warm,
                  args.accounts, args.readers, args.payers, args.out,
-                 frozenset(p.strip() for p in args.phases.split(",") if p.strip()))
+                 frozenset(p.strip() for p in args.phases.split(",") if p.strip()),
+                 args.api_server)
     if args.json:
         print(orjson.dumps(result).decode())
 
