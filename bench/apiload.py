@@ -40,31 +40,38 @@ import orjson
 
 from api.keys import KeyStore
 from balances.accounts import AccountSpec
-from bench.doors import GyLoad, _line, _offer, catalog_text, imsi, msisdn
-from bench.harness import Phase, run_facts, save_result
+from bench.doors import DRAIN_S, GyLoad, _line, _offer, _sms_requests, catalog_text, imsi, msisdn
+from bench.harness import Phase, drive, run_facts, save_result, wait_ready
 from flows import provision as provisioning
+from flows.broker import EmbeddedBroker, ensure_topics
+from flows.dataflow import Topics
 from flows.services import Services
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _start_serve(data: Path, log: Path, api_server: str
+def _start_serve(data: Path, log: Path, api_server: str, brokers: str | None
                  ) -> tuple[subprocess.Popen, dict[str, int]]:
+    """``chargeflow serve`` with the API on a free port, and either its engine over
+    ``brokers`` (the Diameter and Nchf doors closed) or, without, its engine in process
+    behind the Diameter door (on a free port)."""
+    doors = ["--no-diameter", "--kafka", brokers] if brokers else \
+        ["--diameter", "127.0.0.1:0"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--data-dir", str(data),
-         "--diameter", "127.0.0.1:0", "--no-nchf", "--api", "127.0.0.1:0",
-         "--api-server", api_server],
+        [sys.executable, "-m", "flows.cli", "serve", "--data-dir", str(data), *doors,
+         "--no-nchf", "--api", "127.0.0.1:0", "--api-server", api_server],
         stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True)
+    want = 1 if brokers else 2
     ports: dict[str, int] = {}
     deadline = time.monotonic() + 60
-    while len(ports) < 2 and time.monotonic() < deadline:
+    while len(ports) < want and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         m = re.match(r"(\w+) listening on [^:]+:(\d+)", line)
         if m:
             ports[m.group(1)] = int(m.group(2))
-    if len(ports) < 2:
+    if len(ports) < want:
         proc.kill()
         raise SystemExit(f"chargeflow serve did not open its doors; see {log}:\n"
                          + log.read_text()[-2000:])
@@ -107,7 +114,7 @@ async def _locust(port: int, keys: Path, read_rate: float, topup_rate: float,
 def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
         warm: float, n_accounts: int, readers: int, payers: int,
         out_dir: Path | None, only: frozenset[str] = frozenset({"api", "both"}),
-        api_server: str = "hypercorn") -> dict:
+        api_server: str = "hypercorn", engine_via: str = "kafka") -> dict:
     if readers > n_accounts:
         raise SystemExit(f"--readers {readers} needs as many accounts (--accounts "
                          f"{n_accounts})")
@@ -118,6 +125,7 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
     api: dict[str, dict] = {}
     answers: dict[str, int] = {}
     serve = None
+    brokers = None
     try:
         client = services.redis()
         specs = [AccountSpec(f"g{i:05d}", "PREPAID_S", 10**13, msisdn=msisdn(i),
@@ -130,13 +138,33 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
                 "agent": [store.create("agent", None, "bench")[1] for _ in range(payers)]}
         keys_file = data / "keys.json"
         keys_file.write_bytes(orjson.dumps(keys))
-        serve, ports = _start_serve(data, data / "serve.log", api_server)
+        t = Topics()
+        if engine_via == "kafka":
+            brokers = EmbeddedBroker(data).start()
+            ensure_topics(brokers, {t.requests: 1, t.decisions: 1, t.charges: 1,
+                                    t.rejects: 1})
+        serve, ports = _start_serve(data, data / "serve.log", api_server, brokers)
+        if brokers:
+            wait_ready(brokers, t.requests, t.decisions, _sms_requests(n_accounts), 1)
+        users = readers + payers
 
         async def phases_run() -> None:
-            gy = GyLoad(ports["diameter"], n_accounts)
-            await gy.open()
-            await _offer(gy, "diameter", 200, 2, 0)  # warm-up
-            users = readers + payers
+            gy = None
+            if brokers is None:
+                gy = GyLoad(ports["diameter"], n_accounts)
+                await gy.open()
+                await _offer(gy, "diameter", 200, 2, 0)  # warm-up
+
+            async def engine(label: str) -> None:
+                if gy is not None:
+                    phase = await _offer(gy, "engine", engine_rate, seconds, 0)
+                else:
+                    phase = await asyncio.to_thread(
+                        drive, brokers, t.requests, t.decisions, _sms_requests(n_accounts),
+                        "engine", engine_rate, seconds, drain_s=DRAIN_S)
+                phase.label = label
+                phases.append(phase)
+                print(_line(phase), flush=True)
 
             if "api" in only:
                 api["api"] = await _locust(ports["api"], keys_file, read_rate, topup_rate,
@@ -144,39 +172,33 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
                                            data / "locust.log")
                 _print_api("api", api["api"])
             if only != {"api"}:
-                await both_phases(gy, users)
-            answers.update({str(k): v for k, v in gy.results.items()})
-            await gy.close()
-
-        async def both_phases(gy: GyLoad, users: int) -> None:
-            alone = await _offer(gy, "engine", engine_rate, seconds, 0)
-            alone.label = f"engine {engine_rate:g}/s"
-            phases.append(alone)
-            print(_line(alone), flush=True)
-
-            load = asyncio.create_task(_locust(
-                ports["api"], keys_file, read_rate, topup_rate, seconds + warm + 1, users,
-                data / "both", data / "locust.log"))
-            await asyncio.sleep(warm)
-            both = await _offer(gy, "engine", engine_rate, seconds, 0)
-            both.label = f"engine {engine_rate:g}/s + api"
-            phases.append(both)
-            print(_line(both), flush=True)
-            api["engine+api"] = await load
-            _print_api("engine+api", api["engine+api"])
+                await engine(f"engine {engine_rate:g}/s")
+                load = asyncio.create_task(_locust(
+                    ports["api"], keys_file, read_rate, topup_rate, seconds + warm + 1, users,
+                    data / "both", data / "locust.log"))
+                await asyncio.sleep(warm)
+                await engine(f"engine {engine_rate:g}/s + api")
+                api["engine+api"] = await load
+                _print_api("engine+api", api["engine+api"])
+            if gy is not None:
+                answers.update({str(k): v for k, v in gy.results.items()})
+                await gy.close()
 
         asyncio.run(phases_run())
     finally:
         if serve is not None:
             serve.terminate()
             try:
-                serve.wait(30)
+                serve.wait(60)
             except subprocess.TimeoutExpired:
                 serve.kill()
+        if brokers:
+            EmbeddedBroker(data).stop()
         services.embedded.stop()
         tmp.cleanup()
     alone, both = phases if len(phases) == 2 else (Phase("engine", 0, 0),) * 2
-    result = {**run_facts(), "api_server": api_server, "accounts": n_accounts, "seconds": seconds,
+    result = {**run_facts(), "api_server": api_server, "engine_via": engine_via,
+              "accounts": n_accounts, "seconds": seconds,
               "engine_rate": engine_rate, "read_rate": read_rate, "topup_rate": topup_rate,
               "readers": readers, "payers": payers, "gy_answers": answers,
               "phases": [p.summary() for p in phases], "api": api,
@@ -210,6 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--payers", type=int, default=10, help="top-up users (one agent key each)")
     ap.add_argument("--api-server", choices=("hypercorn", "granian"), default="hypercorn",
                     help="chargeflow serve --api-server")
+    ap.add_argument("--engine-via", choices=("kafka", "gy"), default="kafka",
+                    help="kafka: serve --kafka, engine requests produced to chargeflow.requests "
+                         "and their decisions read back; gy: CCR-EVENTs through serve's "
+                         "Diameter door to its engine in process")
     ap.add_argument("--phases", default="api,both",
                     help="api: the API alone; both: the engine alone, then beside the API")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
@@ -218,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.engine_rate, args.read_rate, args.topup_rate, args.seconds, args.warm,
                  args.accounts, args.readers, args.payers, args.out,
                  frozenset(p.strip() for p in args.phases.split(",") if p.strip()),
-                 args.api_server)
+                 args.api_server, args.engine_via)
     if args.json:
         print(orjson.dumps(result).decode())
 
