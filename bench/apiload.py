@@ -40,7 +40,7 @@ import orjson
 
 from api.keys import KeyStore
 from balances.accounts import AccountSpec
-from bench.doors import DRAIN_S, GyLoad, _line, _offer, _sms_requests, catalog_text, imsi, msisdn
+from bench.doors import DRAIN_S, GyLoad, _line, _sms_requests, catalog_text, imsi, msisdn, offer
 from bench.harness import Phase, drive, run_facts, save_result, wait_ready
 from flows import provision as provisioning
 from flows.broker import EmbeddedBroker, ensure_topics
@@ -153,11 +153,11 @@ def run(engine_rate: float, read_rate: float, topup_rate: float, seconds: float,
             if brokers is None:
                 gy = GyLoad(ports["diameter"], n_accounts)
                 await gy.open()
-                await _offer(gy, "diameter", 200, 2, 0)  # warm-up
+                await offer(gy, "diameter", 200, 2, 0)  # warm-up
 
             async def engine(label: str) -> None:
                 if gy is not None:
-                    phase = await _offer(gy, "engine", engine_rate, seconds, 0)
+                    phase = await offer(gy, "engine", engine_rate, seconds, 0)
                 else:
                     phase = await asyncio.to_thread(
                         drive, brokers, t.requests, t.decisions, _sms_requests(n_accounts),
