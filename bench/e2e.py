@@ -45,9 +45,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.embedded import PIDFILE as REDIS_PIDFILE
 from balances.embedded import running_pid
-from bench.baseline import provision
+from bench.baseline.store import provision
 from bench.echo import charges_topic
 from bench.harness import (
     UNTHROTTLED,

@@ -59,6 +59,7 @@ from locust import User, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
 from flows import provision as provisioning
 from flows.broker import EmbeddedBroker, ensure_topics
