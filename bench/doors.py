@@ -38,6 +38,7 @@ from pathlib import Path
 
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
 from bench.h2client import H2Client
 from bench.harness import Phase, Proc, drive, measure, run_facts, save_result, wait_ready

@@ -45,9 +45,9 @@ import atheris  # noqa: E402 - a dev extra; see pyproject.toml
 import msgpack  # noqa: E402
 import orjson  # noqa: E402
 
-# charging first: under CHARGEFLOW_PURE it adds a finder of sources, which atheris's import
-# hook, added next and so ahead of it, then instruments
-import charging  # noqa: E402,F401
+# the machinery first: under CHARGEFLOW_PURE it adds a finder of sources, which atheris's
+# import hook, added next and so ahead of it, then instruments
+import chargeflow_native  # noqa: E402,F401
 
 with atheris.instrument_imports(include=["charging.requests", "charging.untrusted",
                                           "gateway.diameter", "gateway.nchf", "diameter"]):

@@ -35,6 +35,7 @@ from statistics import median
 import orjson
 import psutil
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
 from balances.codec import Keys
 from bench.harness import (
