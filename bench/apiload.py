@@ -38,6 +38,7 @@ from pathlib import Path
 
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from api.keys import KeyStore
 from balances.accounts import AccountSpec
 from bench.doors import DRAIN_S, GyLoad, _line, _sms_requests, catalog_text, imsi, msisdn, offer
