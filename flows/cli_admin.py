@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from itertools import islice
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
 import click
 import orjson
@@ -14,7 +12,6 @@ import orjson
 from balances.topups import MAX_ID_RETENTION_S
 from charging.errors import CatalogError, CorruptAccountError, RequestError, StoreError
 from flows.cli_common import (
-    BATCH,
     connect_services,
     emit,
     fail,
@@ -23,6 +20,9 @@ from flows.cli_common import (
     service_options,
 )
 from flows.services import Services
+
+RATE_BLOCK = 8192  # lines rated as one block by `chargeflow rate`
+RATE_READ = 1 << 22  # bytes read at a time
 
 
 @click.group()
@@ -254,6 +254,7 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
     or {"id", "error", "detail"}.
     """
     from charging.compiler import compile_catalog
+    from charging.offline import OfflineRater
 
     cat = load_catalog_or_exit(catalog_file, False)
     if plan is not None and plan not in cat.plans:
@@ -261,31 +262,25 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
                    err=True)
         sys.exit(1)
     compiled = compile_catalog(cat)
+    rater = OfflineRater(compiled, plan)
     out = sys.stdout
-    for chunk in _chunks(infile, BATCH):
-        _rate_chunk(compiled, chunk, plan, out)
+    for first, lines in _blocks(infile, RATE_BLOCK):
+        out.write(rater.rate_block(lines, first))
     out.flush()
 
 
-def _chunks(stream: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
-    numbered = ((n, line) for n, line in enumerate(stream, 1) if line.strip())
-    while chunk := list(islice(numbered, size)):
-        yield chunk
-
-
-def _rate_chunk(compiled, chunk: list[tuple[int, bytes]], plan: str | None, out: TextIO) -> None:
-    from charging.rating import rate_requests
-    from charging.requests import decode, parse
-
-    rows: list[dict | None] = []
-    valid = []
-    for lineno, line in chunk:
-        try:
-            valid.append(parse(decode(line.rstrip(b"\r\n")), rating_only=True))
-            rows.append(None)
-        except RequestError as exc:
-            rows.append({"id": exc.request_id, "error": exc.code,
-                         "detail": f"line {lineno}: {exc.detail}"})
-    rated = iter(rate_requests(compiled, valid, plan))
-    lines = [orjson.dumps(row if row is not None else next(rated).as_json()) for row in rows]
-    out.write(b"\n".join(lines).decode() + "\n")
+def _blocks(stream, size: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, up to ``size`` lines without their b"\\n") of a binary
+    stream read in large pieces; a piece's last line waits for the next piece."""
+    first, rest = 1, b""
+    while True:
+        piece = stream.read(RATE_READ)
+        if not piece:
+            break
+        lines = (rest + piece).split(b"\n")
+        rest = lines.pop()
+        for at in range(0, len(lines), size):
+            yield first + at, lines[at:at + size]
+        first += len(lines)
+    if rest:
+        yield first, [rest]
