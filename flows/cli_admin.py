@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import click
 import orjson
 
 from balances.topups import MAX_ID_RETENTION_S
-from charging.errors import CatalogError, CorruptAccountError, RequestError, StoreError
+from charging.errors import CatalogError, CorruptAccountError, StoreError
 from flows.cli_common import (
     connect_services,
     emit,
@@ -264,9 +265,17 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
     compiled = compile_catalog(cat)
     rater = OfflineRater(compiled, plan)
     out = sys.stdout
+    utf8 = codecs.lookup(getattr(out, "encoding", None) or "ascii").name == "utf-8"
+    raw = getattr(out, "buffer", None) if utf8 else None
+    if raw is not None:  # the same bytes as writing the text, without encoding it again
+        out.flush()
     for first, lines in _blocks(infile, RATE_BLOCK):
-        out.write(rater.rate_block(lines, first))
-    out.flush()
+        rated = rater.rate_block(lines, first)
+        if raw is not None:
+            raw.write(rated)
+        else:
+            out.write(rated.decode())
+    (raw or out).flush()
 
 
 def _blocks(stream, size: int) -> Iterator[tuple[int, list[bytes]]]:
