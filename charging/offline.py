@@ -133,10 +133,19 @@ class OfflineRater:
                               "rate": self.compiled.rate_ids[r]})
         return whole[len(b'{"rated_units":0'):] + b"\n"
 
-    def rate_block(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
-        """The output for ``lines`` (without their newlines, numbered from
-        ``first_lineno``, blank ones included and skipped as ``rate_lines`` skips them),
-        each output line ending in a newline: what ``rate_lines`` gives, UTF-8 encoded."""
+    def rate_block(self, block: bytes, first_lineno: int) -> bytes:
+        """The output for the lines of ``block`` (split at b"\\n", numbered from
+        ``first_lineno``; blank ones skipped as ``rate_lines`` skips them), each output line
+        ending in a newline: what ``rate_lines`` gives, UTF-8 encoded."""
+        try:
+            rows = len(_DECODER.decode_lines(block))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self.rate_split(block.split(b"\n"), first_lineno)
+        return self._columns(block, first_lineno, rows, None)
+
+    def rate_split(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
+        """``rate_block`` for lines msgspec refused together: the line a decode error
+        names goes line by line, the lines around it are tried again."""
         out: list[bytes] = []
         failures = 0
         pending = [(0, len(lines), False)]  # a stack: (start, end, line by line)
@@ -145,7 +154,7 @@ class OfflineRater:
             if start >= end:
                 continue
             if slow or failures >= _MAX_FAILURES or end - start <= 2:
-                out.append(self._slow(lines, first_lineno, start, end))
+                out.append(self._slow(lines[start:end], first_lineno + start))
                 continue
             part = lines[start:end]
             text = b"\n".join(part)
@@ -161,29 +170,27 @@ class OfflineRater:
                     at = start + bad
                     pending += [(at + 1, end, False), (at, at + 1, True), (start, at, False)]
                 continue
-            out.append(self._columns(lines, first_lineno, start, end, text, rows))
+            out.append(self._columns(text, first_lineno + start, rows, part))
         return b"".join(out)
 
-    def _slow(self, lines: Sequence[bytes], first_lineno: int, start: int, end: int) -> bytes:
-        rated = rate_lines(self.compiled, [(first_lineno + i, lines[i])
-                                           for i in range(start, end)], self.plan)
+    def _slow(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
+        rated = rate_lines(self.compiled, list(enumerate(lines, first_lineno)), self.plan)
         self.slow_lines += len(rated)
         return "".join(line + "\n" for line in rated).encode()
 
-    def _columns(self, lines: Sequence[bytes], first_lineno: int, start: int, end: int,
-                 text: bytes, rows: int) -> bytes:
-        """Rate ``lines[start:end]``, which msgspec decoded into ``rows`` requests: the
-        lines the scanner clears are rated in one kernel call and written by another, the
-        others go through ``rate_lines`` one by one, in their places."""
+    def _columns(self, text: bytes, first_lineno: int, rows: int,
+                 lines: Sequence[bytes] | None) -> bytes:
+        """Rate the lines of ``text`` (``lines``, when already split), which msgspec
+        decoded into ``rows`` requests: the lines the scanner clears are rated in one
+        kernel call and written by another, the others go through ``rate_lines`` one by
+        one, in their places."""
         raw = np.frombuffer(text, dtype=np.uint8)
         blank, ok, id_a, id_b, service, plan, ts, used, digits, ndigits = \
             offline_kernels.scan_lines(raw, *self.keys, *self.services, *self.plans,
-                                       self.default_plan, MAX_DIGITS, MIN_TS_MS, MAX_TS_MS)
+                                       self.default_plan, MAX_DIGITS, MIN_TS_MS, MAX_TS_MS,
+                                       MAX_PAYLOAD)
         if rows != len(blank) - int(blank.sum()):  # a line held two values
-            return self._slow(lines, first_lineno, start, end)
-        lengths = np.fromiter(map(len, part := lines[start:end]), dtype=np.int64,
-                              count=len(part))
-        ok &= lengths <= MAX_PAYLOAD
+            return self._slow(text.split(b"\n") if lines is None else lines, first_lineno)
         status, rate, cost, rated = kernels.rate_batch(
             self.compiled.tables, plan, np.where(ok, service, -1), ts, digits, ndigits, used)
         ok &= status == kernels.OK
@@ -191,14 +198,16 @@ class OfflineRater:
         ok &= (cost >= 0) & (cost % (10 ** (6 - decimals)) == 0)
         buf, ends = offline_kernels.format_lines(
             raw, id_a, id_b, ok, rate, cost, rated, self.decimals, self.tails,
-            self.tail_start, len(text) + len(part) * (offline_kernels.OUT_SLACK + self.tail_max))
+            self.tail_start, len(text) + len(ok) * (offline_kernels.OUT_SLACK + self.tail_max))
         slow = np.flatnonzero(~ok & ~blank).tolist()
         self.fast_lines += int(ok.sum())
         self.slow_lines += len(slow)
         if not slow:
             return buf.tobytes()
-        rated_slow = rate_lines(self.compiled, [(first_lineno + start + i, part[i])
-                                                for i in slow], self.plan)
+        if lines is None:
+            lines = text.split(b"\n")
+        rated_slow = rate_lines(self.compiled, [(first_lineno + i, lines[i]) for i in slow],
+                                self.plan)
         pieces, prev = [], 0
         for i, line in zip(slow, rated_slow, strict=True):
             pieces += [buf[prev:ends[i]].tobytes(), line.encode(), b"\n"]

@@ -210,12 +210,12 @@ def rfc3339_ms(text, a, b, min_ms, max_ms):
 
 @_jit
 def scan_lines(text, keys, key_start, services, service_start, service_ids, plans,
-               plan_start, plan_ids, default_plan, max_digits, min_ms, max_ms):
+               plan_start, plan_ids, default_plan, max_digits, min_ms, max_ms, max_payload):
     """Read the requests of a block of JSONL lines (``text``, lines split at b"\\n") that
     msgspec decoded, each a flat object of known keys with string, integer or null values.
 
     Per line: ``blank`` (what ``bytes.strip`` empties), ``ok`` (the fast path can rate and
-    write it: no backslash, every field as ``requests.parse`` accepts it, no key twice,
+    write it: at most ``max_payload`` bytes, no backslash, every field as ``requests.parse`` accepts it, no key twice,
     none of the fields it does not read), the id's byte span, and the kernel's inputs."""
     n = 1
     for k in range(text.shape[0]):
@@ -243,7 +243,7 @@ def scan_lines(text, keys, key_start, services, service_start, service_ids, plan
                 blank[i] = False
             if text[k] == 92:  # a backslash: strings are not as they stand
                 escaped = True
-        if not blank[i] and not escaped:
+        if not blank[i] and not escaped and b - a <= max_payload:
             ok[i] = _scan(text, a, b, i, keys, key_start, services, service_start,
                           service_ids, plans, plan_start, plan_ids, max_digits, min_ms, max_ms,
                           id_a, id_b, service, plan, ts, used, digits, ndigits)

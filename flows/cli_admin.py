@@ -269,8 +269,8 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
     raw = getattr(out, "buffer", None) if utf8 else None
     if raw is not None:  # the same bytes as writing the text, without encoding it again
         out.flush()
-    for first, lines in _blocks(infile, RATE_BLOCK):
-        rated = rater.rate_block(lines, first)
+    for first, block in _blocks(infile, RATE_BLOCK):
+        rated = rater.rate_block(block, first)
         if raw is not None:
             raw.write(rated)
         else:
@@ -278,18 +278,21 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
     (raw or out).flush()
 
 
-def _blocks(stream, size: int) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the first line, up to ``size`` lines without their b"\\n") of a binary
-    stream read in large pieces; a piece's last line waits for the next piece."""
+def _blocks(stream, size: int) -> Iterator[tuple[int, bytes]]:
+    """(number of the first line, the text of up to ``size`` whole lines) of a binary
+    stream read in large pieces; a piece's unfinished last line waits for the next."""
+    import numpy as np
+
     first, rest = 1, b""
-    while True:
-        piece = stream.read(RATE_READ)
-        if not piece:
-            break
-        lines = (rest + piece).split(b"\n")
-        rest = lines.pop()
-        for at in range(0, len(lines), size):
-            yield first + at, lines[at:at + size]
-        first += len(lines)
+    while piece := stream.read(RATE_READ):
+        data = rest + piece
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+        cut = 0
+        for k in range(0, len(ends), size):
+            end = int(ends[min(k + size, len(ends)) - 1])
+            yield first, data[cut:end]
+            first += min(size, len(ends) - k)
+            cut = end
+        rest = data[cut:]
     if rest:
-        yield first, [rest]
+        yield first, rest
