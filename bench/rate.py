@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,15 +65,19 @@ def write_workload(path: Path, n: int, bad: float, seed: int = 7) -> None:
             f.write(orjson.dumps(req) + b"\n")
 
 
-def run_once(checkout: Path, infile: Path, outfile: Path) -> float:
-    """Seconds for one ``chargeflow rate`` process over ``infile``."""
+def run_once(checkout: Path, infile: Path, outfile: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one ``chargeflow rate`` process over
+    ``infile``; CPU time says less about the machine's other load than wall time."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     cmd = [sys.executable, "-m", "flows.cli", "rate", "--catalog",
            str(checkout / "charging/samples/catalog.yaml"), str(infile)]
     with outfile.open("wb") as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=checkout, env=env, stdout=out, check=True)
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def digest(path: Path) -> str:
@@ -105,6 +110,7 @@ def main() -> None:
             c: worktree(c, base / "wt") for c in args.commits}
         try:
             runs: dict[str, list[float]] = {c: [] for c in checkouts}
+            cpus: dict[str, list[float]] = {c: [] for c in checkouts}
             starts: dict[str, list[float]] = {c: [] for c in checkouts}
             digests: dict[str, str] = {}
             for path in checkouts.values():  # fill each checkout's numba cache
@@ -112,8 +118,10 @@ def main() -> None:
             for _ in range(args.repeats):  # alternating: commit A, B, A, B ...
                 for name, path in checkouts.items():
                     out = base / f"out-{len(digests)}"
-                    runs[name].append(run_once(path, infile, out))
-                    starts[name].append(run_once(path, few, base / "out"))
+                    wall, cpu = run_once(path, infile, out)
+                    runs[name].append(wall)
+                    cpus[name].append(cpu)
+                    starts[name].append(run_once(path, few, base / "out")[0])
                     digests[name] = digest(out)
                     out.unlink()
         finally:
@@ -128,6 +136,8 @@ def main() -> None:
                                    "median_s": round(statistics.median(runs[name]), 3),
                                    "lines_per_s": round(args.lines /
                                                         statistics.median(runs[name])),
+                                   "cpu_s": [round(s, 3) for s in cpus[name]],
+                                   "cpu_median_s": round(statistics.median(cpus[name]), 3),
                                    "startup_median_s": round(statistics.median(starts[name]), 3),
                                    "output_sha256": digests[name]}
                             for name in checkouts}}
@@ -137,7 +147,8 @@ def main() -> None:
     print(f"{args.lines:,} lines ({args.bad:.1%} bad), {result['machine']}")
     for name, r in result["checkouts"].items():
         print(f"{name:>12}: {r['median_s']:.2f} s median of {args.repeats} {r['seconds']} = "
-              f"{r['lines_per_s']:,} lines/s; start-up (10 lines) {r['startup_median_s']:.2f} s; "
+              f"{r['lines_per_s']:,} lines/s; CPU {r['cpu_median_s']:.2f} s; "
+              f"start-up (10 lines) {r['startup_median_s']:.2f} s; "
               f"output {r['output_sha256']}")
 
 

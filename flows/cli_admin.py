@@ -267,15 +267,16 @@ def rate(catalog_file: str, plan: str | None, as_json: bool, infile) -> None:
     out = sys.stdout
     utf8 = codecs.lookup(getattr(out, "encoding", None) or "ascii").name == "utf-8"
     raw = getattr(out, "buffer", None) if utf8 else None
-    if raw is not None:  # the same bytes as writing the text, without encoding it again
-        out.flush()
+    out.flush()
     for first, block in _blocks(infile, RATE_BLOCK):
-        rated = rater.rate_block(block, first)
-        if raw is not None:
+        rated = rater.rate_block(block, first)  # UTF-8
+        if raw is not None:  # the bytes the text would be written as, without a re-encode
             raw.write(rated)
         else:
             out.write(rated.decode())
-    (raw or out).flush()
+    if raw is not None:
+        raw.flush()
+    out.flush()
 
 
 def _blocks(stream, size: int) -> Iterator[tuple[int, bytes]]:
