@@ -186,9 +186,9 @@ class OfflineRater:
         one, in their places."""
         raw = np.frombuffer(text, dtype=np.uint8)
         blank, ok, id_a, id_b, service, plan, ts, used, digits, ndigits = \
-            offline_kernels.scan_lines(raw, *self.keys, *self.services, *self.plans,
-                                       self.default_plan, MAX_DIGITS, MIN_TS_MS, MAX_TS_MS,
-                                       MAX_PAYLOAD)
+            offline_kernels.scan_lines(raw, text.count(b"\n") + 1, *self.keys, *self.services,
+                                       *self.plans, self.default_plan, MAX_DIGITS, MIN_TS_MS,
+                                       MAX_TS_MS, MAX_PAYLOAD)
         if rows != len(blank) - int(blank.sum()):  # a line held two values
             return self._slow(text.split(b"\n") if lines is None else lines, first_lineno)
         status, rate, cost, rated = kernels.rate_batch(

@@ -83,18 +83,13 @@ def format_lines(text, id_a, id_b, fast, rate, cost, rated, decimals, tails, tai
 # What a key is to the scanner (``KEYS`` in charging.offline gives the names in this order).
 K_ID, K_SERVICE, K_TS, K_USED, K_DESTINATION, K_PLAN = 0, 1, 2, 3, 4, 5  # 6.. : line by line
 _STR, _INT, _NULL = 1, 2, 3
+_NO, _OK, _BLANK = 0, 1, 2  # what _scan makes of a line
 _MAX_UNITS = 2**40
 
 
 @_inline
 def _ws(c):
     return c == 32 or c == 9 or c == 13 or c == 10
-
-
-@_inline
-def _strip_ws(c):
-    """What ``bytes.strip`` strips."""
-    return c == 32 or c == 9 or c == 13 or c == 10 or c == 11 or c == 12
 
 
 @_inline
@@ -209,19 +204,16 @@ def rfc3339_ms(text, a, b, min_ms, max_ms):
 
 
 @_jit
-def scan_lines(text, keys, key_start, services, service_start, service_ids, plans,
+def scan_lines(text, n, keys, key_start, services, service_start, service_ids, plans,
                plan_start, plan_ids, default_plan, max_digits, min_ms, max_ms, max_payload):
-    """Read the requests of a block of JSONL lines (``text``, lines split at b"\\n") that
-    msgspec decoded, each a flat object of known keys with string, integer or null values.
+    """Read the requests of a block of ``n`` JSONL lines (``text``, split at b"\\n") that
+    msgspec decoded: each line is blank or one JSON value.
 
-    Per line: ``blank`` (what ``bytes.strip`` empties), ``ok`` (the fast path can rate and
-    write it: at most ``max_payload`` bytes, no backslash, every field as ``requests.parse`` accepts it, no key twice,
-    none of the fields it does not read), the id's byte span, and the kernel's inputs."""
-    n = 1
-    for k in range(text.shape[0]):
-        if text[k] == 10:
-            n += 1
-    blank = np.ones(n, dtype=np.bool_)
+    Per line: ``blank`` (JSON whitespace only), ``ok`` (the fast path can rate and write
+    it: at most ``max_payload`` bytes, a flat object, no backslash, every field as
+    ``requests.parse`` accepts it, no key given twice, none of the fields it does not
+    read), the id's byte span, and the kernel's inputs."""
+    blank = np.zeros(n, dtype=np.bool_)
     ok = np.zeros(n, dtype=np.bool_)
     id_a = np.zeros(n, dtype=np.int64)
     id_b = np.zeros(n, dtype=np.int64)
@@ -237,65 +229,67 @@ def scan_lines(text, keys, key_start, services, service_start, service_ids, plan
         b = a
         while b < end and text[b] != 10:
             b += 1
-        escaped = False
-        for k in range(a, b):
-            if not _strip_ws(text[k]):
-                blank[i] = False
-            if text[k] == 92:  # a backslash: strings are not as they stand
-                escaped = True
-        if not blank[i] and not escaped and b - a <= max_payload:
-            ok[i] = _scan(text, a, b, i, keys, key_start, services, service_start,
-                          service_ids, plans, plan_start, plan_ids, max_digits, min_ms, max_ms,
-                          id_a, id_b, service, plan, ts, used, digits, ndigits)
+        got = _scan(text, a, b, i, keys, key_start, services, service_start, service_ids,
+                    plans, plan_start, plan_ids, max_digits, min_ms, max_ms, id_a, id_b,
+                    service, plan, ts, used, digits, ndigits)
+        blank[i] = got == _BLANK
+        ok[i] = got == _OK and b - a <= max_payload
         a = b + 1
     return blank, ok, id_a, id_b, service, plan, ts, used, digits, ndigits
 
 
-@_inline
+@_jit
 def _scan(text, a, b, i, keys, key_start, services, service_start, service_ids, plans,
           plan_start, plan_ids, max_digits, min_ms, max_ms, id_a, id_b, service, plan, ts,
           used, digits, ndigits):
-    """One line's fields into row i of the arrays; False where it goes line by line."""
+    """One line's fields into row i of the arrays: _OK, _BLANK, or _NO where the line goes
+    line by line."""
     p = a
     while p < b and _ws(text[p]):
         p += 1
-    if p >= b or text[p] != 123:  # '{'
-        return False
+    if p >= b:
+        return _BLANK
+    if text[p] != 123:  # '{'
+        return _NO
     p += 1
     seen = 0
     while True:
         while p < b and _ws(text[p]):
             p += 1
         if p >= b:
-            return False
+            return _NO
         if text[p] == 125:  # '}'
             break
         if text[p] == 44:  # ','
             p += 1
             continue
         if text[p] != 34:
-            return False
+            return _NO
         ka = p + 1
         p = ka
         while p < b and text[p] != 34:
+            if text[p] == 92:  # an escape: the string is not as it stands
+                return _NO
             p += 1
         kb = p
         p += 1
         while p < b and _ws(text[p]):
             p += 1
         if p >= b or text[p] != 58:  # ':'
-            return False
+            return _NO
         p += 1
         while p < b and _ws(text[p]):
             p += 1
         if p >= b:
-            return False
+            return _NO
         c = text[p]
         if c == 34:
             kind = _STR
             va = p + 1
             p = va
             while p < b and text[p] != 34:
+                if text[p] == 92:
+                    return _NO
                 p += 1
             vb = p
             p += 1
@@ -311,24 +305,24 @@ def _scan(text, a, b, i, keys, key_start, services, service_start, service_ids, 
             vb = p
         key = _lookup(text, ka, kb, keys, key_start)
         if key < 0 or key > K_PLAN or (seen >> key) & 1:  # not read here, or given twice
-            return False
+            return _NO
         seen |= 1 << key
         if key == K_ID:
             if kind != _STR:
-                return False
+                return _NO
             chars = 0
             for k in range(va, vb):
                 if text[k] & 0xC0 != 0x80:
                     chars += 1
             if chars < 1 or chars > 128:
-                return False
+                return _NO
             id_a[i], id_b[i] = va, vb
         elif key == K_SERVICE:
             if kind != _STR:
-                return False
+                return _NO
             k = _lookup(text, va, vb, services, service_start)
             if k < 0:
-                return False
+                return _NO
             service[i] = service_ids[k]
         elif key == K_TS:
             if kind == _STR:
@@ -336,39 +330,39 @@ def _scan(text, a, b, i, keys, key_start, services, service_start, service_ids, 
             elif kind == _INT:
                 ts[i] = _digits(text, va, vb)
                 if ts[i] < min_ms or ts[i] >= max_ms:
-                    return False
+                    return _NO
             else:
-                return False
+                return _NO
             if ts[i] < 0:
-                return False
+                return _NO
         elif key == K_USED:
             if kind == _INT:
                 used[i] = _digits(text, va, vb)
                 if used[i] < 0 or used[i] > _MAX_UNITS:
-                    return False
+                    return _NO
             elif kind != _NULL:
-                return False
+                return _NO
         elif key == K_DESTINATION:
             if kind == _STR:
                 s = va + 1 if vb > va and text[va] == 43 else va  # one leading '+'
                 if vb - s < 1 or vb - s > 32:
-                    return False
+                    return _NO
                 for k in range(s, vb):
                     if text[k] < 48 or text[k] > 57:
-                        return False
+                        return _NO
                 m = min(vb - s, max_digits)
                 for k in range(m):
                     digits[i, k] = text[s + k] - 48
                 ndigits[i] = m
             elif kind != _NULL:
-                return False
+                return _NO
         elif key == K_PLAN:
             if kind == _STR:
                 k = _lookup(text, va, vb, plans, plan_start)
                 if k < 0:
-                    return False
+                    return _NO
                 plan[i] = plan_ids[k]
             elif kind != _NULL:
-                return False
+                return _NO
     need = (1 << K_ID) | (1 << K_SERVICE) | (1 << K_TS)
-    return seen & need == need
+    return _OK if seen & need == need else _NO
