@@ -33,7 +33,11 @@ from charging.requests import MAX_PAYLOAD, decode, parse
 from charging.timezones import MAX_TS_MS, MIN_TS_MS
 
 UNSET = msgspec.UNSET
-_MAX_FAILURES = 16  # decode failures in one block before its remaining lines go line by line
+# A block msgspec refuses is tried again in pieces of _PIECE lines, each allowed
+# _MAX_FAILURES failed decodes (a failure costs a decode of the lines before the culprit)
+# before the rest of the piece goes line by line.
+_PIECE = 512
+_MAX_FAILURES = 8
 
 
 class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -144,11 +148,19 @@ class OfflineRater:
         return self._columns(block, first_lineno, rows, None)
 
     def rate_split(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
-        """``rate_block`` for lines msgspec refused together: the line a decode error
-        names goes line by line, the lines around it are tried again."""
+        """``rate_block`` for lines msgspec refused together: in pieces, the line a decode
+        error names goes line by line, the lines around it are tried again."""
+        out: list[bytes] = []
+        for piece in range(0, len(lines), _PIECE):
+            out.append(self._rate_piece(lines, first_lineno, piece,
+                                        min(piece + _PIECE, len(lines))))
+        return b"".join(out)
+
+    def _rate_piece(self, lines: Sequence[bytes], first_lineno: int, begin: int,
+                    stop: int) -> bytes:
         out: list[bytes] = []
         failures = 0
-        pending = [(0, len(lines), False)]  # a stack: (start, end, line by line)
+        pending = [(begin, stop, False)]  # a stack: (start, end, line by line)
         while pending:
             start, end, slow = pending.pop()
             if start >= end:

@@ -1,9 +1,11 @@
-"""The numba kernel that writes ``chargeflow rate``'s output lines for a block of requests.
+"""The numba kernels of ``chargeflow rate``'s columnar path (its Python side is
+``charging.offline``): ``scan_lines`` reads a block's requests from the bytes into the
+rating kernel's arrays, ``format_lines`` writes the output lines.
 
-Its Python side is ``charging.offline``. It copies each request's id from its input line as
-it stands: the lines it is given hold no backslash, so every JSON string in them is its
-UTF-8 text between two quotes, which is also how ``orjson`` writes it (orjson escapes only
-'"', '\\' and control characters, none of which such a string holds).
+Both take strings as they stand in the input: a line the fast path takes holds no
+backslash, so each JSON string in it is its UTF-8 text between two quotes (msgspec has
+checked the text is valid JSON and UTF-8), which is also how ``orjson`` writes that string
+(it escapes only '"', '\\' and control characters, none of which such a string holds).
 """
 
 from __future__ import annotations
