@@ -34,8 +34,8 @@ from charging.timezones import MAX_TS_MS, MIN_TS_MS
 
 UNSET = msgspec.UNSET
 # A block msgspec refuses is tried again in pieces of _PIECE lines, each allowed
-# _MAX_FAILURES failed decodes (a failure costs a decode of the lines before the culprit)
-# before the rest of the piece goes line by line.
+# _MAX_FAILURES lines that fail the decode (each costs a decode of the rest of the piece)
+# before the whole piece goes line by line.
 _PIECE = 512
 _MAX_FAILURES = 8
 
@@ -148,42 +148,35 @@ class OfflineRater:
         return self._columns(block, first_lineno, rows, None)
 
     def rate_split(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
-        """``rate_block`` for lines msgspec refused together: in pieces, the line a decode
-        error names goes line by line, the lines around it are tried again."""
-        out: list[bytes] = []
-        for piece in range(0, len(lines), _PIECE):
-            out.append(self._rate_piece(lines, first_lineno, piece,
-                                        min(piece + _PIECE, len(lines))))
-        return b"".join(out)
+        """``rate_block`` for lines msgspec refused together, in pieces of _PIECE lines."""
+        return b"".join(self._rate_piece(lines[at:at + _PIECE], first_lineno + at)
+                        for at in range(0, len(lines), _PIECE))
 
-    def _rate_piece(self, lines: Sequence[bytes], first_lineno: int, begin: int,
-                    stop: int) -> bytes:
-        out: list[bytes] = []
-        failures = 0
-        pending = [(begin, stop, False)]  # a stack: (start, end, line by line)
-        while pending:
-            start, end, slow = pending.pop()
-            if start >= end:
-                continue
-            if slow or failures >= _MAX_FAILURES or end - start <= 2:
-                out.append(self._slow(lines[start:end], first_lineno + start))
-                continue
-            part = lines[start:end]
-            text = b"\n".join(part)
+    def _rate_piece(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
+        """Each line a decode error names is set aside for ``rate_lines`` (replaced by
+        ``{}``, which decodes and which the scanner does not clear) and the decode goes on
+        after it; once the piece decodes whole, it is rated as a block. A piece with more
+        than _MAX_FAILURES such lines, or an error that names no line, goes line by line."""
+        work = list(lines)
+        at = 0
+        for _ in range(_MAX_FAILURES + 1):
             try:
-                rows = len(_DECODER.decode_lines(text))
+                _DECODER.decode_lines(b"\n".join(work[at:]))
+                break
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                failures += 1
-                bad = _culprit(str(exc), part)
-                if bad is None:  # no position given: halve
-                    mid = (start + end) // 2
-                    pending += [(mid, end, False), (start, mid, False)]
-                else:  # before the culprit, the culprit line by line, after it
-                    at = start + bad
-                    pending += [(at + 1, end, False), (at, at + 1, True), (start, at, False)]
-                continue
-            out.append(self._columns(text, first_lineno + start, rows, part))
-        return b"".join(out)
+                bad = _culprit(str(exc), work[at:])
+                if bad is None:
+                    return self._slow(lines, first_lineno)
+                work[at + bad] = b"{}"
+                at += bad + 1
+        else:
+            return self._slow(lines, first_lineno)
+        text = b"\n".join(work)
+        try:  # the whole piece once more: a guess by item index may have been wrong
+            rows = len(_DECODER.decode_lines(text))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._slow(lines, first_lineno)
+        return self._columns(text, first_lineno, rows, lines)
 
     def _slow(self, lines: Sequence[bytes], first_lineno: int) -> bytes:
         rated = rate_lines(self.compiled, list(enumerate(lines, first_lineno)), self.plan)
@@ -213,11 +206,12 @@ class OfflineRater:
             self.tail_start, len(text) + len(ok) * (offline_kernels.OUT_SLACK + self.tail_max))
         slow = np.flatnonzero(~ok & ~blank).tolist()
         self.fast_lines += int(ok.sum())
-        self.slow_lines += len(slow)
         if not slow:
             return buf.tobytes()
         if lines is None:
             lines = text.split(b"\n")
+        slow = [i for i in slow if lines[i].strip()]  # a line set aside may be blank
+        self.slow_lines += len(slow)
         rated_slow = rate_lines(self.compiled, [(first_lineno + i, lines[i]) for i in slow],
                                 self.plan)
         pieces, prev = [], 0
@@ -229,9 +223,9 @@ class OfflineRater:
 
 
 def _culprit(message: str, part: Sequence[bytes]) -> int | None:
-    """The index in ``part`` of the line a decode error names, if it names one: by byte
-    offset in the joined lines, or by item (the line of that index, when no line before it
-    was blank; a wrong guess only costs another decode)."""
+    """The index in ``part`` of the line a decode error names: by byte offset in the joined
+    lines; by item (the item-th line holding something); the last such line when the input
+    ended too soon. None when there is no such line. A wrong guess costs a decode."""
     m = _AT_BYTE.search(message)
     if m:
         pos = int(m.group(1))
@@ -239,8 +233,12 @@ def _culprit(message: str, part: Sequence[bytes]) -> int | None:
             pos -= len(line) + 1
             if pos < 0:
                 return i
-        return len(part) - 1
+        return len(part) - 1 if part else None
+    full = [i for i, line in enumerate(part) if line.strip(b" \t\r")]
     m = _AT_ITEM.search(message)
     if m:
-        return min(int(m.group(1)), len(part) - 1)
+        item = int(m.group(1))
+        return full[item] if item < len(full) else (full[-1] if full else None)
+    if "truncated" in message and full and part[full[-1]] != b"{}":
+        return full[-1]
     return None

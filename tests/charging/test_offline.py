@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from charging import offline
 from charging.catalog import parse_catalog
 from charging.compiler import compile_catalog
 from charging.offline import OfflineRater, rate_lines
@@ -43,6 +44,12 @@ def columnar(compiled, lines: list[bytes], plan: str | None, first: int = 1) -> 
     whole = OfflineRater(compiled, plan).rate_block(b"\n".join(lines), first)
     split = OfflineRater(compiled, plan).rate_split(lines, first)
     assert whole == split
+    saved = offline._PIECE
+    offline._PIECE = 3  # pieces end everywhere
+    try:
+        assert OfflineRater(compiled, plan).rate_split(lines, first) == whole
+    finally:
+        offline._PIECE = saved
     return whole
 
 
