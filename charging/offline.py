@@ -167,8 +167,15 @@ class OfflineRater:
                 bad = _culprit(str(exc), work[at:])
                 if bad is None:
                     return self._slow(lines, first_lineno)
-                work[at + bad] = b"{}"
-                at += bad + 1
+                bad += at
+                work[bad] = b"{}"
+                # the decoder reads past a newline: a value left open on the lines before
+                # (which do not end in '}') is what it was still reading
+                first = bad
+                while first > at and not work[first - 1].rstrip(b" \t\r").endswith(b"}"):
+                    first -= 1
+                    work[first] = b"{}"
+                at = bad + 1
         else:
             return self._slow(lines, first_lineno)
         text = b"\n".join(work)
