@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--commits", nargs="*", default=None,
                     help="commits to compare (each in a temporary git worktree)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON to this folder")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -141,6 +142,10 @@ def main() -> None:
                                    "startup_median_s": round(statistics.median(starts[name]), 3),
                                    "output_sha256": digests[name]}
                             for name in checkouts}}
+    result["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.out:
+        name = f"rate-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}.json"
+        (Path(args.out) / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
