@@ -1,6 +1,6 @@
 """Offline rating benchmark: `chargeflow rate` end to end, JSONL in, JSONL out.
 
-    python -m bench.rate [--lines N] [--repeats K] [--bad FRACTION] [--commits A B] [--json]
+    python -m bench.rate [--lines N] [--repeats K] [--bad F] [--commits A B] [--json] [--out DIR]
 
 Writes N request lines (default 500,000) against the sample catalog: voice, data and SMS
 usage from ``flows.workload.generate``, RFC 3339 times with an offset over one week, E.164
