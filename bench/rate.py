@@ -80,6 +80,16 @@ def run_once(checkout: Path, infile: Path, outfile: Path) -> tuple[float, float]
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -130,7 +140,7 @@ def main() -> None:
                 for path in checkouts.values():
                     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                                     str(path)], capture_output=True)
-    result = {"machine": f"{platform.processor() or platform.machine()}, "
+    result = {"machine": f"{cpu_model()}, "
                          f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
               "lines": args.lines, "bad": args.bad, "repeats": args.repeats,
               "checkouts": {name: {"seconds": [round(s, 3) for s in runs[name]],
