@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from charging.catalog import parse_catalog
 from charging.compiler import compile_catalog
 from flows.cli import sample_catalog_path
