@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import UNTHROTTLED, Phase, run_facts, save_result, stamp
+from bench.harness import UNTHROTTLED, Phase, run_facts, save_result, sign, stamp
 
 NAMES = {"floor": "store floor"}  # in the plots
 #: the plots' colours: the systems, then the processes they run on (in the CPU panel's order)
@@ -63,9 +63,11 @@ def report(phases: list[Phase], crash: dict | None, *, seconds: float, accounts:
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         when = stamp()
-        result["plots"] = [str(plot_load(phases, out_dir / f"e2e-{when}-load.png"))]
+        result["plots"] = [str(plot_load(phases, out_dir / f"e2e-{when}-load.png",
+                                         result))]
         if crash:
-            result["plots"].append(str(plot_crash(crash, out_dir / f"e2e-{when}-crash.png")))
+            result["plots"].append(str(plot_crash(crash, out_dir / f"e2e-{when}-crash.png",
+                                                     result)))
         save_result(out_dir, "e2e", result, when)
     return result
 
@@ -79,7 +81,7 @@ def _pyplot():
     return plt
 
 
-def plot_load(phases: list[Phase], path: Path) -> Path:
+def plot_load(phases: list[Phase], path: Path, facts: dict | None = None) -> Path:
     """Throughput and latency percentiles against offered load; latency over time at the
     highest offered rate."""
     plt = _pyplot()
@@ -120,7 +122,8 @@ def plot_load(phases: list[Phase], path: Path) -> Path:
                 title=f"engine latency over time at {last.offered_rps:,.0f}/s offered")
         ax2.grid(alpha=0.3)
     plot_cpu(ax3, phases)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    sign(fig, facts or run_facts())
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -149,7 +152,7 @@ def plot_cpu(ax, phases: list[Phase]) -> None:
     ax.grid(alpha=0.3, axis="x")
 
 
-def plot_crash(crash: dict, path: Path) -> Path:
+def plot_crash(crash: dict, path: Path, facts: dict | None = None) -> Path:
     """Latency of every request over time while the engine is killed and restarted."""
     plt = _pyplot()
     phase: Phase = crash["phase"]
@@ -167,7 +170,8 @@ def plot_crash(crash: dict, path: Path) -> Path:
            f"back {crash.get('recovered_after_s')} s after the kill")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    sign(fig, facts or run_facts())
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

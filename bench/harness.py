@@ -326,6 +326,15 @@ def run_facts() -> dict:
             "native": native.describe() + (f"; STALE: {', '.join(old)}" if old else "")}
 
 
+def sign(fig, facts: dict) -> None:
+    """Put the commit, the machine and the time a figure was measured under a plot, so a
+    picture seen alone still says where it comes from."""
+    m = facts.get("machine") or {}
+    text = (f"commit {facts.get('commit', '?')} · {m.get('cpus', '?')}-CPU "
+            f"{m.get('cpu_model', '?')} · {facts.get('measured_at', '')}")
+    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=7, color="0.4")
+
+
 def stamp() -> str:
     """The time part of result file names (one per run: its JSON and PNGs share it)."""
     return time.strftime("%Y%m%dT%H%M%S")

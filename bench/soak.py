@@ -46,6 +46,7 @@ from bench.harness import (
     measure,
     run_facts,
     save_result,
+    sign,
     stamp,
     wait_ready,
 )
@@ -229,6 +230,7 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         ledger_s: int = 60, burst: int = 30_000, transport: str = "pipe",
         redis_config: dict[str, str] | None = None, out_dir: Path | None = None,
         progress=print) -> dict:
+    facts = run_facts()  # the commit that runs, read before a long run lets anyone move it
     tmp = tempfile.TemporaryDirectory(prefix="cf-soak-")
     data = Path(tmp.name)
     services = Services.from_options(None, str(data))
@@ -306,7 +308,7 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
     result = summarise(windows, rate=rate, capacity=capacity, n_accounts=n_accounts,
                        idem_s=idem_s, ledger_s=ledger_s, memory_before=memory_before)
     result |= {"minutes": minutes, "window_s": window_s, "fraction": fraction,
-               "transport": transport, "redis_config": redis_config or {}, **run_facts()}
+               "transport": transport, "redis_config": redis_config or {}, **facts}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         when = stamp()
@@ -403,7 +405,8 @@ def plot(result: dict, path: Path) -> Path:
         ax.set_xlabel("minutes")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    sign(fig, result)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
