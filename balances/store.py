@@ -40,7 +40,7 @@ from balances.accounts import AccountSpec, account_attributes
 from balances.codec import (
     Keys,
     decode_account,
-    decode_record,
+    read_record,
     session_member,
     split_member,
     write_entry,
@@ -53,6 +53,7 @@ from balances.topups import (
     decode_reply,
 )
 from charging.decide import BALANCE_LIMIT, Change, Outcome
+from charging.records import Stored
 from charging.state import Account
 
 DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
@@ -111,7 +112,7 @@ class Conflict:
     """An account whose write was refused: its current state and already-decided ids."""
 
     account: Account | None
-    decided: dict[tuple[str, str], dict]  # (account, request id) -> record
+    decided: dict[tuple[str, str], Stored]  # (account, request id) -> its first outputs
 
 
 class BalanceStore:
@@ -129,10 +130,10 @@ class BalanceStore:
 
     # -- the hot path ----------------------------------------------------------------------
     def load(self, accounts: Iterable[str], request_ids: dict[str, list[str]] | None = None
-             ) -> tuple[dict[str, Account | None], dict[tuple[str, str], dict]]:
+             ) -> tuple[dict[str, Account | None], dict[tuple[str, str], Stored]]:
         """Current state of ``accounts`` and the stored decisions of ``request_ids``
-        (account -> ids; the decisions keyed by (account, id)), in one pipelined round
-        trip."""
+        (account -> ids; the decisions, and charges, keyed by (account, id)), in one
+        pipelined round trip."""
         names = list(dict.fromkeys(accounts))
         request_ids = request_ids or {}
         pipe = self.r.pipeline(transaction=False)
@@ -146,7 +147,7 @@ class BalanceStore:
         with store_errors("cannot read accounts from Redis"):
             replies = pipe.execute()
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
-        decided = {key: decode_record(blob) for key, blob in zip(asked, replies[len(names):])
+        decided = {key: read_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
         return states, decided
 
@@ -231,7 +232,7 @@ class BalanceStore:
                 continue
             raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
-                       decode_record(blob)
+                       read_record(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts

@@ -7,4 +7,4 @@ reference rater and money helpers. Nothing here talks to Redis, Kafka or Bytewax
 from charging import native  # noqa: E402 - before any module it may compile
 
 native.register("charging/money.py", "charging/state.py", "charging/requests.py",
-                "charging/decide.py")
+                "charging/records.py", "charging/allowances.py", "charging/decide.py")

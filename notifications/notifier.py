@@ -32,9 +32,9 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache
-from charging.decide import format_balance
 from charging.errors import BrokerError, CorruptAccountError
 from charging.money import MICROS, parse_decimal
+from charging.records import format_balance
 from charging.state import Account
 from flows.kafka import KafkaSettings, describe_error
 from notifications.delivery import Failed, WebhookDelivery

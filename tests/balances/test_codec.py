@@ -46,7 +46,7 @@ def test_a_record_leaves_out_the_charge_fields_that_repeat_the_decision():
     values, charge = msgpack.unpackb(encode_record(out.record()))
     assert values == list(out.decision.values())
     assert len(charge) == len(CHARGE_FIELDS) - 7
-    assert charge[0] == out.charge["ts"] and out.charge["ts"] not in values
+    assert charge[0] == out.record()["charge"]["ts"] and out.record()["charge"]["ts"] not in values
 
 
 def test_a_charge_that_differs_from_its_decision_is_kept_whole():

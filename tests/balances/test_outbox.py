@@ -64,7 +64,7 @@ def test_a_charge_is_in_the_outbox_once_with_its_ledger_entry(rig):
     before = len(outbox(r))
     out = r.one(dict(SMS, id="s1", account="bob"))
     unknown = r.one(dict(SMS, id="s2", account="ghost"))  # no account: nothing archived
-    assert unknown.decision["result"] == "USER_UNKNOWN"
+    assert unknown.decision.result == "USER_UNKNOWN"
     r.one(dict(SMS, id="s1", account="bob"))  # a replay writes nothing
     entries = outbox(r)[before:]
     assert len(entries) == 1

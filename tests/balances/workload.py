@@ -128,7 +128,7 @@ def charge_worker(plan: Plan, barrier, queue) -> None:
                 result.decisions[raw["id"]] = out.decision
                 result.requests[raw["id"]] = raw
                 sid = raw.get("session")
-                if raw["kind"] == "initial" and out.decision["result"] == "SUCCESS":
+                if raw["kind"] == "initial" and out.decision.result == "SUCCESS":
                     open_sessions[sid] = (raw["account"], raw["service"], 0)
                 elif raw["kind"] == "initial":
                     open_sessions.pop(sid, None)
