@@ -156,6 +156,9 @@ class Stored:
         self.charge = charge
         self.wire = wire
 
+    def __reduce__(self) -> tuple:
+        return Stored, (self.decision, self.charge, self.wire)
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Stored) and self.decision == other.decision
                 and self.charge == other.charge)
@@ -262,7 +265,7 @@ def decision_from_wire(doc: dict) -> Decision:
         id=_str(doc, "id") or "", kind=_str(doc, "kind") or "",
         account=_str(doc, "account") or "", service=_str(doc, "service") or "",
         session=_str(doc, "session", True), seq=_int(doc, "seq", True),
-        result=Result(_str(doc, "result")), granted=_int(doc, "granted") or 0,
+        result=Result(_str(doc, "result") or ""), granted=_int(doc, "granted") or 0,
         validity_s=_int(doc, "validity_s") or 0, final=final,
         balance=None if balance is None else parse_amount(balance, "balance")[0],
         charged=charged, decimals=decimals, detail=_str(doc, "detail", True))

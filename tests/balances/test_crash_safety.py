@@ -114,7 +114,7 @@ class Workload(threading.Thread):
                 self.in_flight = batch
                 outs = charger.charge([parse(b) for b in batch])
                 for b, out in zip(batch, outs, strict=True):
-                    self.acked[b["id"]] = out.decision
+                    self.acked[b["id"]] = out.record()["decision"]
                     self.acked_requests[b["id"]] = b
                     if b["kind"] == "initial" and out.decision.result != "SUCCESS":
                         sessions.pop(b["session"], None)
@@ -206,7 +206,7 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
         charger.charge([parse(b) for b in work.in_flight])
     ids = list(work.acked_requests)
     outs = charger.charge([parse(work.acked_requests[i]) for i in ids])
-    assert [o.decision for o in outs] == [work.acked[i] for i in ids]
+    assert [o.record()["decision"] for o in outs] == [work.acked[i] for i in ids]
     assert all(o.replay for o in outs)
     for name in ACCOUNTS:
         assert sum(e["delta"] for e in store.ledger(name)) == store.view(name).balance

@@ -11,6 +11,7 @@ import pytest
 
 from balances.charger import Charger
 from balances.topups import Topup
+from charging.records import Decision
 from tests.conftest import Rig, req
 
 ACCOUNTS = ("[{id: a, plan: PREPAID_S, balance: '10.00'}, "
@@ -153,5 +154,5 @@ def test_request_ids_do_not_collide_with_topup_ids(rig):
     r.store.topup("a", 1_000_000, topup_id="pay-9")
     (out,) = r.charge(req(id="topup:pay-9", kind="event", account="a", service="sms",
                           used=1), charger=r.fresh_charger())
-    assert isinstance(out.decision, dict) and out.decision.result == "SUCCESS"
+    assert isinstance(out.decision, Decision) and out.decision.result == "SUCCESS"
     assert r.store.view("a").balance == 10_910_000

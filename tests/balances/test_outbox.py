@@ -70,7 +70,7 @@ def test_a_charge_is_in_the_outbox_once_with_its_ledger_entry(rig):
     assert len(entries) == 1
     (e,) = entries
     assert e["account"] == "bob"
-    assert [decode_record(rec)["charge"] for rec in e["records"]] == [out.charge]
+    assert [decode_record(rec)["charge"] for rec in e["records"]] == [out.record()["charge"]]
     (ledger,) = [fields(x) for x in e["ledger"]]
     assert (ledger["id"], ledger["delta"], ledger["reason"]) == ("s1", "-90000", "event")
 

@@ -251,7 +251,7 @@ def test_topup_beyond_the_exact_range_is_refused_untouched(make):
 def test_initial_reserves_the_grant_and_indexes_the_session(make):
     r = make()
     out = r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1"))
-    assert out.decision == {
+    assert out.record()["decision"] == {
         "id": "s1:0", "kind": "initial", "account": "a", "service": "voice", "session": "s1",
         "seq": 0, "result": "SUCCESS", "granted": 300, "validity_s": 600, "final": False,
         "balance": "10.00", "charged": "0.0000"}
@@ -262,7 +262,7 @@ def test_initial_reserves_the_grant_and_indexes_the_session(make):
         "mobile_peak", r.catalog.version, 300, peak(300), 0)
     assert acct.reserved == peak(300) == 510_000 and acct.balance == 10_000_000
     assert r.expiry_members("a") == {"a\x1fs1": float(T0_MS + 2 * 600 * 1000)}
-    assert stored(r, "a", "s1:0") == out.decision
+    assert stored(r, "a", "s1:0") == out.record()["decision"]
     check_books(r, "a")
 
 
@@ -330,7 +330,7 @@ def test_partial_grant_is_final_and_a_second_session_gets_credit_limit(make):
     # an event must not take the money reserved for s1
     ev = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
     assert ev.decision.result == "CREDIT_LIMIT_REACHED" and ev.charge is None
-    assert stored(r, "a", "s2:0") == refused.decision
+    assert stored(r, "a", "s2:0") == refused.record()["decision"]
     check_books(r, "a")
 
 
@@ -360,7 +360,7 @@ def test_unknown_account_changes_nothing(make):
         assert out.decision.result == "USER_UNKNOWN"
         assert out.decision.granted == 0 and out.record()["decision"]["balance"] is None
         assert out.charge is None and out.ledger == []
-        assert stored(r, "ghost", out.request.id) == out.decision
+        assert stored(r, "ghost", out.request.id) == out.record()["decision"]
     assert not r.client.exists(r.store.keys.account("ghost"))
     assert not r.client.exists(r.store.keys.ledger("ghost"))
     assert r.expiry_members("ghost") == {}
@@ -526,7 +526,7 @@ def test_mixed_batch_books_balance_and_decisions(make):
     assert outs[6].record()["charge"]["uncharged"] == "0" and micros(outs[6].record()["charge"]["cost"]) == peak(500)
     assert r.store.view("c").balance == -peak(500)
     for out in outs:
-        assert stored(r, out.request.account, out.request.id) == out.decision
+        assert stored(r, out.request.account, out.request.id) == out.record()["decision"]
     for acct in ("a", "b", "c"):
         taken = sum(micros(o.record()["decision"]["charged"]) for o in outs if o.request.account == acct)
         assert r.store.view(acct).balance == r.initial[acct] - taken
@@ -540,7 +540,8 @@ def test_load_returns_states_and_stored_decisions(make):
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
     states, decided = r.store.load(["a", "ghost"], {"a": ["e1", "never"]})
     assert states["ghost"] is None and states["a"].balance == 9_910_000
-    assert decided == {("a", "e1"): out.record()}
+    assert decided == {("a", "e1"): out.stored()}
+    assert decided[("a", "e1")].wire == out.record()  # the record as stored, to replay as is
 
 
 
