@@ -67,7 +67,8 @@ def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
         assert view.balance == expected, a
         assert r.store.reconciles(a, view.balance)
         last = [o for o in outs if o.request.account == a][-1]
-        assert last.record()["decision"]["balance"] == format_balance(expected)  # decided on fresh state
+        # decided on fresh state
+        assert last.record()["decision"]["balance"] == format_balance(expected)
     position = {b["id"]: i for i, b in enumerate(batch)}
     assert [sorted(position[rid] for rid in ids) for ids in rounds] == [
         list(range(len(batch))),  # all, then the stale accounts' alone

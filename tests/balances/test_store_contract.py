@@ -16,7 +16,7 @@ from balances.codec import decode_record
 from balances.store import MAX_ID_RETENTION_S
 from balances.sweeper import sweep
 from balances.topups import Topup
-from tests.conftest import T0_MS, Rig, micros, req
+from tests.conftest import T0_MS, Rig, req
 
 BOTH = ["standalone", "cluster"]
 #: tests that persist charges, on both kinds of Redis
@@ -280,8 +280,9 @@ def test_session_interim_charges_sum_to_one_rating(make):
                    used=59, requested=120))
     t = r.one(req(id="s:3", kind="terminate", account="a", service="voice", session="s",
                   seq=3, used=30))
-    assert [o.record()["decision"]["charged"] for o in (u1, u2, t)] == ["0.1515", "0.0885", "0.0450"]
-    assert sum(micros(o.record()["charge"]["cost"]) for o in (u1, u2, t)) == peak(150)
+    assert [o.record()["decision"]["charged"] for o in (u1, u2, t)] == [
+        "0.1515", "0.0885", "0.0450"]
+    assert sum(o.charge.cost for o in (u1, u2, t)) == peak(150)
     assert (u2.decision.granted, u2.decision.final) == (120, False)
     assert (t.decision.result, t.decision.granted, t.decision.validity_s) == (
         "SUCCESS", 0, 0)
@@ -339,13 +340,14 @@ def test_event_beyond_the_balance_takes_nothing(make):
     r = make("[{id: a, plan: PREPAID_S, balance: '0.10'}]")
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=2))
     assert out.decision.result == "CREDIT_LIMIT_REACHED"
-    assert out.decision.granted == 0 and micros(out.record()["decision"]["charged"]) == 0
+    assert out.decision.granted == 0 and out.decision.charged == 0
     assert out.charge is None and r.store.view("a").balance == 100_000
     assert len(r.store.ledger("a")) == 1
     ok = r.one(req(id="e2", kind="event", account="a", service="sms", used=1))
-    assert (ok.decision.result, ok.record()["decision"]["charged"], ok.record()["decision"]["balance"]) == (
+    okd, okc = ok.record()["decision"], ok.record()["charge"]
+    assert (ok.decision.result, okd["charged"], okd["balance"]) == (
         "SUCCESS", "0.0900", "0.01")
-    assert (ok.record()["charge"]["cost"], ok.record()["charge"]["uncharged"], ok.charge.rated_units) == (
+    assert (okc["cost"], okc["uncharged"], ok.charge.rated_units) == (
         "0.0900", "0", 1)
     check_books(r, "a")
 
@@ -448,7 +450,7 @@ def test_overuse_is_charged_as_far_as_possible_and_the_rest_reported_uncharged(m
                   used=1000))
     # rating(1000) = 0.15 + 940 * 0.0015 = 1.56, of which only 1.00 can be taken
     assert t.decision.result == "SUCCESS"
-    assert micros(t.record()["decision"]["charged"]) == 1_000_000 and t.record()["decision"]["balance"] == "0.00"
+    assert t.decision.charged == 1_000_000 and t.record()["decision"]["balance"] == "0.00"
     assert (t.record()["charge"]["cost"], t.record()["charge"]["uncharged"], t.charge.units) == (
         "1.0000", "0.5600", 1000)
     assert r.store.view("a").balance == 0
@@ -468,7 +470,7 @@ def test_update_over_the_grant_commits_then_regrants_what_is_left(make):
     assert r.store.view("a").reserved == 139_500
     u2 = r.one(req(id="s:2", kind="update", account="a", service="voice", session="s",
                    used=93 + 50))
-    assert micros(u2.record()["charge"]["cost"]) == 140_000 and u2.record()["charge"]["uncharged"] == "0.0745"
+    assert u2.charge.cost == 140_000 and u2.record()["charge"]["uncharged"] == "0.0745"
     assert (u2.decision.result, u2.decision.granted) == ("CREDIT_LIMIT_REACHED", 0)
     acct = r.store.view("a")
     assert acct.balance == 0 and acct.reserved == 0 and "s" in acct.sessions
@@ -495,7 +497,8 @@ def test_unknown_session_is_charged_like_an_event_and_answers_session_unknown(ma
                       seq=2, used=1))
     assert (again.decision.result, again.record()["decision"]["charged"]) == ("SESSION_UNKNOWN",
                                                                      "0.0000")
-    assert again.record()["charge"]["cost"] == "0.0000" and again.record()["charge"]["uncharged"] == "0.0900"
+    again_c = again.record()["charge"]
+    assert again_c["cost"] == "0.0000" and again_c["uncharged"] == "0.0900"
     assert again.ledger == []
     assert r.store.view("a").balance == 0
     check_books(r, "a")
@@ -523,12 +526,12 @@ def test_mixed_batch_books_balance_and_decisions(make):
         "SUCCESS", "CREDIT_LIMIT_REACHED", "SUCCESS", "SUCCESS", "SUCCESS", "SUCCESS",
         "SUCCESS", "USER_UNKNOWN", "SUCCESS"]
     # c may go negative: its overuse is charged in full, nothing uncharged
-    assert outs[6].record()["charge"]["uncharged"] == "0" and micros(outs[6].record()["charge"]["cost"]) == peak(500)
+    assert outs[6].record()["charge"]["uncharged"] == "0" and outs[6].charge.cost == peak(500)
     assert r.store.view("c").balance == -peak(500)
     for out in outs:
         assert stored(r, out.request.account, out.request.id) == out.record()["decision"]
     for acct in ("a", "b", "c"):
-        taken = sum(micros(o.record()["decision"]["charged"]) for o in outs if o.request.account == acct)
+        taken = sum(o.decision.charged for o in outs if o.request.account == acct)
         assert r.store.view(acct).balance == r.initial[acct] - taken
         check_books(r, acct)
     assert set(r.expiry_members("a")) == {"a\x1fva", "a\x1fda"}

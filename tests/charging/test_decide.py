@@ -89,7 +89,7 @@ def test_unknown_account_is_user_unknown_and_changes_nothing(kind):
     assert out.decision.result == "USER_UNKNOWN"
     assert out.decision.granted == 0
     assert out.record()["decision"]["balance"] is None
-    assert amount(out.record()["decision"]["charged"]) == 0
+    assert out.decision.charged == 0
     assert out.charge is None and out.ledger == [] and not out.replay
     assert not changes["ghost"].changed
     assert not changes["ghost"].sessions_written and not changes["ghost"].sessions_removed
@@ -119,7 +119,7 @@ def test_blocked_account_is_denied_before_anything_else(kind, service):
               acct)
     assert out.decision.result == "END_USER_SERVICE_DENIED"
     assert out.decision.granted == 0 and out.decision.validity_s == 0
-    assert out.record()["decision"]["balance"] == "10.00" and amount(out.record()["decision"]["charged"]) == 0
+    assert out.record()["decision"]["balance"] == "10.00" and out.decision.charged == 0
     assert out.charge is None and out.ledger == []
     # nothing changes: the open session is neither charged, released nor restarted, no
     # allowance bucket is created for data
@@ -285,7 +285,8 @@ def test_initial_rating_failed_when_no_rate_matches():
         f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
         f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
         f"no rate of tariff 'VOICE_STD' matches destination None at ts {ms(TUE_10)}", None]
-    assert [o.record()["decision"]["charged"] for o in outcomes[:3]] == ["0.0000"] * 3  # VOICE_STD: 4
+    # VOICE_STD: 4 decimals
+    assert [o.record()["decision"]["charged"] for o in outcomes[:3]] == ["0.0000"] * 3
 
 
 # a price so high that 10,000 SMS cost 10**13 > 9·10**12, the largest cost the engine holds
@@ -319,7 +320,8 @@ def test_rating_beyond_the_engine_range_fails_with_a_detail_and_replays_alike():
     assert opened.decision.result == "SUCCESS", opened.decision
     step = one(req("s:1", "update", service="data", destination=None, used=2**40), rich,
                catalogs=catalogs)
-    assert (step.decision.result, step.record()["decision"]["charged"]) == ("RATING_FAILED", "0.0000")
+    assert (step.decision.result, step.record()["decision"]["charged"]) == (
+        "RATING_FAILED", "0.0000")
     assert step.decision.detail == (
         "the session's cost for its 0 units so far and 1099511627776 more exceeds "
         "9,000,000,000,000, the largest the engine represents; the session is ended")
@@ -358,7 +360,7 @@ def test_update_keeps_the_rate_selected_at_initial():
     _open_session(acct)  # Tuesday peak: mobile_peak
     out = one(req("s:1", "update", ts=SAT_10, used=61), acct)  # Saturday would be `mobile`
     assert out.charge.rate == "mobile_peak"
-    assert amount(out.record()["charge"]["cost"]) == eur("0.1515")  # not 0.122
+    assert out.charge.cost == eur("0.1515")  # not 0.122
 
 
 def test_update_requested_and_rated_units_across_the_first_minute():
@@ -367,9 +369,9 @@ def test_update_requested_and_rated_units_across_the_first_minute():
     o1 = one(req("s:1", "update", used=10, requested=10), acct)
     o2 = one(req("s:2", "update", seq=2, used=55, requested=7), acct)
     # 10 s: the whole first minute (60 rated units) and the connect fee: 0.15
-    assert (amount(o1.record()["charge"]["cost"]), o1.charge.rated_units) == (eur("0.15"), 60)
+    assert (o1.charge.cost, o1.charge.rated_units) == (eur("0.15"), 60)
     # 10 → 65 s: the first minute is paid; 5 more seconds at 0.0015 = 0.0075, 5 rated units
-    assert (amount(o2.record()["charge"]["cost"]), o2.charge.rated_units) == (eur("0.0075"), 5)
+    assert (o2.charge.cost, o2.charge.rated_units) == (eur("0.0075"), 5)
     assert o2.decision.granted == 7
     assert acct.sessions["s"].money_reserved == eur("0.0105")  # 7 · 0.0015
 
@@ -402,10 +404,10 @@ def test_session_charges_sum_to_the_one_shot_rating(chunks, batched):
     assert all(o.decision.result == "SUCCESS" for o in outcomes), outcomes
     total = sum(chunks)
     expected = ref_cost("voice", total)
-    costs = [amount(o.record()["charge"]["cost"]) if o.charge else 0 for o in outcomes]
+    costs = [o.charge.cost if o.charge else 0 for o in outcomes]
     assert sum(costs) == expected
-    assert all(amount(o.record()["charge"]["uncharged"]) == 0 for o in outcomes if o.charge)
-    assert sum(amount(o.record()["decision"]["charged"]) for o in outcomes) == expected
+    assert all(o.charge.uncharged == 0 for o in outcomes if o.charge)
+    assert sum(o.decision.charged for o in outcomes) == expected
     # the first step that uses anything pays the connect fee and the whole first minute
     # (0.15) on its own, later steps never pay them again (checked step by step below)
     first = next(i for i, c in enumerate(costs) if c)
@@ -456,10 +458,10 @@ def test_session_keeps_the_catalog_version_of_its_initial():
     _open_session(acct)  # under 2026-11-a
     out = one(req("s:1", "update", used=30), acct, catalogs=both)
     assert out.charge.catalog_version == VERSION
-    assert amount(out.record()["charge"]["cost"]) == eur("0.15")  # not 0.50 + 0.10
+    assert out.charge.cost == eur("0.15")  # not 0.50 + 0.10
     ev = one(req("e", "event", used=30), acct, catalogs=both)  # new usage: the new version
     assert ev.charge.catalog_version == "2026-12-a"
-    assert amount(ev.record()["charge"]["cost"]) == eur("0.60")
+    assert ev.charge.cost == eur("0.60")
 
 
 def test_step_with_another_service_does_not_touch_that_services_allowance():
@@ -530,9 +532,9 @@ def test_overuse_is_charged_as_far_as_the_balance_allows_rest_uncharged():
     # rating(1000) = 0.15 + 940 · 0.0015 = 1.56; 1.00 can be taken, 0.56 cannot
     assert ref_cost("voice", 1000) == eur("1.56")
     assert out.decision.result == "SUCCESS"
-    assert amount(out.record()["decision"]["charged"]) == eur("1.00") and out.record()["decision"]["balance"] == "0.00"
-    assert amount(out.record()["charge"]["cost"]) == eur("1.00")
-    assert amount(out.record()["charge"]["uncharged"]) == eur("0.56")
+    assert out.decision.charged == eur("1.00") and out.record()["decision"]["balance"] == "0.00"
+    assert out.charge.cost == eur("1.00")
+    assert out.charge.uncharged == eur("0.56")
     assert out.charge.units == 1000 and out.charge.rated_units == 1000
     assert out.ledger[0]["delta"] == -eur("1.00") and out.ledger[0]["balance"] == 0
     assert acct.balance == 0 and acct.reserved == 0 and acct.sessions == {}
@@ -542,8 +544,8 @@ def test_overuse_on_allow_negative_goes_negative():
     acct = account("1.00", allow_negative=True)
     _open_session(acct, requested=60)
     out = one(req("s:1", "terminate", used=1000), acct)
-    assert amount(out.record()["charge"]["cost"]) == eur("1.56")
-    assert amount(out.record()["charge"]["uncharged"]) == 0
+    assert out.charge.cost == eur("1.56")
+    assert out.charge.uncharged == 0
     assert out.record()["decision"]["balance"] == "-0.56" and acct.balance == -eur("0.56")
     assert out.ledger[0]["delta"] == -eur("1.56")
 
@@ -580,8 +582,8 @@ def test_overuse_never_takes_money_another_session_holds():
     one(req("s2:0", "initial", session="s2", requested=60), acct)  # holds 0.15
     out = one(req("s2:1", "terminate", session="s2", used=1000), acct)
     # 1.56 owed, 1.00 − 0.51 = 0.49 may be taken
-    assert amount(out.record()["charge"]["cost"]) == eur("0.49")
-    assert amount(out.record()["charge"]["uncharged"]) == eur("1.07")
+    assert out.charge.cost == eur("0.49")
+    assert out.charge.uncharged == eur("1.07")
     assert acct.balance == eur("0.51") == acct.reserved
     check_held(acct)
 
@@ -591,8 +593,8 @@ def test_update_overuse_then_no_regrant():
     _open_session(acct, requested=60)  # 0.15 held
     out = one(req("s:1", "update", used=100), acct)
     # rating(100) = 0.15 + 40 · 0.0015 = 0.21: 0.20 taken, 0.01 uncharged; nothing left
-    assert amount(out.record()["charge"]["cost"]) == eur("0.20")
-    assert amount(out.record()["charge"]["uncharged"]) == eur("0.01")
+    assert out.charge.cost == eur("0.20")
+    assert out.charge.uncharged == eur("0.01")
     d = out.record()["decision"]
     assert (d["result"], d["granted"], d["final"]) == ("CREDIT_LIMIT_REACHED", 0, True)
     assert acct.balance == 0 and acct.reserved == 0
@@ -600,7 +602,7 @@ def test_update_overuse_then_no_regrant():
     # the session's chargeable units moved on: a later report is rated from C = 100
     acct.balance = eur("1.00")
     out2 = one(req("s:2", "terminate", seq=2, used=10), acct)
-    assert amount(out2.record()["charge"]["cost"]) == eur("0.015")  # 10 · 0.0015, no second connect fee
+    assert out2.charge.cost == eur("0.015")  # 10 · 0.0015, no second connect fee
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -640,9 +642,10 @@ def test_event_all_or_nothing(balance, result, after):
     acct = account(balance)
     out = one(req("e1", "event", used=30), acct)
     assert out.decision.result == result
-    assert acct.balance == eur(after) and out.record()["decision"]["balance"] == format_balance(eur(after))
+    assert acct.balance == eur(after)
+    assert out.record()["decision"]["balance"] == format_balance(eur(after))
     if result != "SUCCESS":
-        assert out.charge is None and out.ledger == [] and amount(out.record()["decision"]["charged"]) == 0
+        assert out.charge is None and out.ledger == [] and out.decision.charged == 0
 
 
 def test_event_cannot_use_money_held_for_a_session():
@@ -658,7 +661,7 @@ def test_event_with_zero_units_charges_nothing():
     acct = account("1.00")
     out = one(req("e1", "event", used=0), acct)
     assert out.decision.result == "SUCCESS"
-    assert amount(out.record()["decision"]["charged"]) == 0 and out.record()["decision"]["balance"] == "1.00"
+    assert out.decision.charged == 0 and out.record()["decision"]["balance"] == "1.00"
     assert out.charge is None and out.ledger == [] and acct.balance == eur("1.00")
 
 
@@ -671,7 +674,7 @@ def test_event_on_allow_negative_is_never_refused():
     acct = account("0.00", allow_negative=True)
     out = one(req("e1", "event", used=30), acct)
     assert out.decision.result == "SUCCESS" and out.record()["decision"]["balance"] == "-0.15"
-    assert amount(out.record()["charge"]["uncharged"]) == 0
+    assert out.charge.uncharged == 0
 
 
 # -- unknown sessions -------------------------------------------------------------------------
@@ -683,9 +686,9 @@ def test_unknown_session_is_charged_like_an_event(kind):
     d = out.record()["decision"]
     assert (d["result"], d["granted"], d["validity_s"]) == ("SESSION_UNKNOWN", 0, 0)
     assert amount(d["charged"]) == eur("0.15") and d["balance"] == "9.85"
-    assert amount(out.record()["charge"]["cost"]) == eur("0.15") == ref_cost("voice", 30)
+    assert out.charge.cost == eur("0.15") == ref_cost("voice", 30)
     assert out.charge.rate == "mobile_peak" and out.charge.rated_units == 60
-    assert amount(out.record()["charge"]["uncharged"]) == 0
+    assert out.charge.uncharged == 0
     assert out.ledger[0]["delta"] == -eur("0.15")
     assert acct.sessions == {} and acct.reserved == 0  # no session appears
 
@@ -694,15 +697,16 @@ def test_unknown_session_cannot_be_refused_rest_uncharged():
     acct = account("0.10")
     out = one(req("x:1", "terminate", session="x", used=30), acct)
     assert out.decision.result == "SESSION_UNKNOWN"
-    assert amount(out.record()["charge"]["cost"]) == eur("0.10")
-    assert amount(out.record()["charge"]["uncharged"]) == eur("0.05")
+    assert out.charge.cost == eur("0.10")
+    assert out.charge.uncharged == eur("0.05")
     assert acct.balance == 0
 
 
 def test_partial_take_of_an_unrounded_balance_is_exact():
     acct = account("0.123456")
     out = one(req("x:1", "terminate", session="x", used=30), acct)
-    assert out.record()["decision"]["charged"] == "0.123456" and out.record()["charge"]["cost"] == "0.123456"
+    assert out.record()["decision"]["charged"] == "0.123456"
+    assert out.record()["charge"]["cost"] == "0.123456"
     assert out.record()["charge"]["uncharged"] == "0.026544"  # 0.15 − 0.123456
     assert out.record()["decision"]["balance"] == "0.00" and acct.balance == 0
 
@@ -711,8 +715,8 @@ def test_unknown_session_does_not_take_held_money():
     acct = account("0.60")
     _open_session(acct)  # 0.51 held
     out = one(req("x:1", "update", session="x", used=30), acct)
-    assert amount(out.record()["charge"]["cost"]) == eur("0.09")
-    assert amount(out.record()["charge"]["uncharged"]) == eur("0.06")
+    assert out.charge.cost == eur("0.09")
+    assert out.charge.uncharged == eur("0.06")
     assert acct.balance == eur("0.51")
     check_held(acct)
 
@@ -723,7 +727,7 @@ def test_terminate_after_terminate_is_session_unknown():
                           req("s:2", "terminate", seq=2, used=30)], {"a": acct})
     assert [o.decision.result for o in outcomes] == ["SUCCESS", "SUCCESS", "SESSION_UNKNOWN"]
     # the late report is rated on its own, like an event: connect fee and first minute again
-    assert amount(outcomes[2].record()["charge"]["cost"]) == eur("0.15")
+    assert outcomes[2].charge.cost == eur("0.15")
     assert acct.balance == eur("9.70")
 
 
@@ -740,7 +744,7 @@ def test_event_within_the_allowance_costs_nothing():
     acct = account("1.00")
     out = one(req("d1", "event", service="data", destination=None, used=MiB), acct)
     assert out.decision.result == "SUCCESS"
-    assert amount(out.record()["decision"]["charged"]) == 0 and out.record()["decision"]["balance"] == "1.00"
+    assert out.decision.charged == 0 and out.record()["decision"]["balance"] == "1.00"
     c = out.record()["charge"]
     assert c is not None  # allowance was taken: a charge record
     assert (c["units"], c["allowance_units"], c["rated_units"]) == (MiB, MiB, 0)
@@ -801,12 +805,12 @@ def test_allowance_held_by_a_session_is_not_available_to_others():
     assert acct.sessions["d2"].money_reserved == eur("0.10")
     # an event: pays for every byte (1 MiB = 0.01)
     ev = one(req("e1", "event", service="data", destination=None, used=MiB), acct)
-    assert ev.charge.allowance_units == 0 and amount(ev.record()["charge"]["cost"]) == eur("0.01")
+    assert ev.charge.allowance_units == 0 and ev.charge.cost == eur("0.01")
     check_held(acct)
     # the holder consumes its allowance at no cost
     up = one(req("d1:1", "update", service="data", destination=None, session="d1",
                  used=5 * MiB, requested=MiB), acct)
-    assert up.charge.allowance_units == 5 * MiB and amount(up.record()["charge"]["cost"]) == 0
+    assert up.charge.allowance_units == 5 * MiB and up.charge.cost == 0
     bucket = acct.allowances["data"][0]
     assert bucket.units == GiB - 5 * MiB and bucket.reserved == MiB
     assert acct.balance == eur("0.99")
@@ -826,12 +830,12 @@ def test_monthly_allowance_rolls_over_at_local_midnight():
     # 2026-11-30 23:59:59 Berlin = 22:59:59 UTC: still November, so paid (1 MiB = 0.01)
     late = one(req("n2", "event", service="data", destination=None,
                    ts="2026-11-30T22:59:59Z", used=MiB), acct)
-    assert late.charge.allowance_units == 0 and amount(late.record()["charge"]["cost"]) == eur("0.01")
+    assert late.charge.allowance_units == 0 and late.charge.cost == eur("0.01")
     assert acct.allowances["data"][0].period == "2026-11"
     # 2026-12-01 00:00:00 Berlin = 2026-11-30 23:00:00 UTC: December, a fresh allowance
     dec = one(req("d1", "event", service="data", destination=None,
                   ts="2026-11-30T23:00:00Z", used=MiB), acct)
-    assert dec.charge.allowance_units == MiB and amount(dec.record()["charge"]["cost"]) == 0
+    assert dec.charge.allowance_units == MiB and dec.charge.cost == 0
     bucket = acct.allowances["data"][0]
     assert (bucket.units, bucket.period) == (GiB - MiB, "2026-12")
     assert acct.balance == eur("0.99")
@@ -981,7 +985,7 @@ def test_release_silent_releases_only_stale_sessions():
     # a late report on a released session is SESSION_UNKNOWN, charged like an event
     late = one(req("old:1", "update", session="old", used=30), acct, now=NOW + 1_300_000)
     assert late.decision.result == "SESSION_UNKNOWN"
-    assert amount(late.record()["charge"]["cost"]) == eur("0.15")
+    assert late.charge.cost == eur("0.15")
 
 
 def test_release_silent_uses_the_last_step_time():
@@ -1231,7 +1235,7 @@ def test_allowance_period_changed_within_the_same_period_keeps_what_is_left():
            catalogs=_WEEKLY)
     # still November, the month the used-up week began in: nothing new to give yet
     out = one(_data_event("e2", "2026-11-27T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
-    assert out.charge.allowance_units == 0 and amount(out.record()["decision"]["charged"]) > 0
+    assert out.charge.allowance_units == 0 and out.decision.charged > 0
     assert acct.allowances["data"][0].period == "2026-11"  # relabelled: refills in December
     out = one(_data_event("e3", "2026-12-01T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
     assert out.charge.allowance_units == MiB
@@ -1287,7 +1291,8 @@ def test_a_late_request_after_a_period_change_does_not_move_the_bucket_back():
     assert acct.allowances["data"][0].period == "2026-12"  # not November's label
     out = one(_data_event("e", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=cats)
     assert out.charge.allowance_units == 0  # was refilled: a second allowance in December
-    assert (out.record()["decision"]["charged"], out.record()["decision"]["balance"]) == ("0.0100", "9.99")
+    d = out.record()["decision"]
+    assert (d["charged"], d["balance"]) == ("0.0100", "9.99")
 
 
 def test_refusals_show_charged_in_the_tariffs_decimals_where_a_tariff_applies():
