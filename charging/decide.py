@@ -113,8 +113,9 @@ class Outcome:
         wire = self.wire
         if wire is None:
             charge = self.charge
-            wire = self.wire = {"decision": decision_wire(self.decision),
-                                "charge": None if charge is None else charge_wire(charge)}
+            decision = decision_wire(self.decision)
+            wire = self.wire = {"decision": decision, "charge": None if charge is None
+                                else charge_wire(charge, self.decision, decision)}
         return wire
 
     def stored(self) -> Stored:

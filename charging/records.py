@@ -196,7 +196,8 @@ def decision_wire(d: Decision) -> dict:
     order, ``detail`` last when there is one."""
     doc = {
         "id": d.id, "kind": d.kind, "account": d.account, "service": d.service,
-        "session": d.session, "seq": d.seq, "result": d.result.value, "granted": d.granted,
+        # str(), not .value: the same string (a StrEnum), and no property call per request
+        "session": d.session, "seq": d.seq, "result": str(d.result), "granted": d.granted,
         "validity_s": d.validity_s, "final": d.final,
         "balance": format_balance(d.balance) if d.balance is not None else None,
         "charged": format_amount(d.charged, d.decimals),
@@ -206,15 +207,27 @@ def decision_wire(d: Decision) -> dict:
     return doc
 
 
-def charge_wire(c: Charge) -> dict:
-    """The charge as CONTRACT §3.2 has it, in ``CHARGE_FIELDS`` order."""
+def charge_wire(c: Charge, decision: Decision | None = None,
+                decision_doc: dict | None = None) -> dict:
+    """The charge as CONTRACT §3.2 has it, in ``CHARGE_FIELDS`` order. Given its decision
+    and that decision's wire form, the strings they share (a charge's cost is its
+    decision's ``charged``, its balance the decision's) are taken from there rather than
+    formatted again: the same strings, made once per request."""
+    if decision is not None and decision_doc is not None and c.cost == decision.charged \
+            and c.decimals == decision.decimals:
+        cost = decision_doc["charged"]
+    else:
+        cost = format_amount(c.cost, c.decimals)
+    if decision is not None and decision_doc is not None and c.balance == decision.balance:
+        balance = decision_doc["balance"]
+    else:
+        balance = format_balance(c.balance)
     return {
         "id": c.id, "account": c.account, "service": c.service, "session": c.session,
         "seq": c.seq, "ts": format_ts(c.ts_ms), "units": c.units,
         "rated_units": c.rated_units, "allowance_units": c.allowance_units,
-        "cost": format_amount(c.cost, c.decimals), "currency": c.currency,
-        "tariff": c.tariff, "rate": c.rate, "catalog_version": c.catalog_version,
-        "balance": format_balance(c.balance),
+        "cost": cost, "currency": c.currency, "tariff": c.tariff, "rate": c.rate,
+        "catalog_version": c.catalog_version, "balance": balance,
         "uncharged": format_amount(c.uncharged, c.decimals) if c.uncharged else "0",
     }
 

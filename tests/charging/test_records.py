@@ -55,7 +55,7 @@ def test_a_balance_reads_back_as_written(micros):
 def test_a_decision_reads_back_from_its_wire_form(d):
     wire = decision_wire(d)
     assert tuple(wire)[:len(DECISION_FIELDS)] == DECISION_FIELDS
-    assert ("detail" in wire) == (d.detail is not None)
+    assert ("detail" in wire) == (d.detail is not None) and type(wire["result"]) is str
     back = decision_from_wire(wire)
     assert decision_wire(back) == wire
     assert (back.result, back.balance, back.charged) == (d.result, d.balance, d.charged)
