@@ -5,7 +5,7 @@ WORKDIR /app
 # WeasyPrint (invoice PDFs) draws text with Pango
 RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 \
         libpangoft2-1.0-0 && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md chargeflow_native.py ./
 COPY charging ./charging
 COPY balances ./balances
 COPY catalog_cache ./catalog_cache

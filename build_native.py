@@ -4,8 +4,9 @@
     python build_native.py --if-stale  # only if one is missing or older than its source
     python build_native.py --clean     # remove them: the engine runs as plain Python again
 
-The modules (``charging.native.MODULES``) are what the engine runs for every request:
-validation, the charging rules, the account state, the store's records and the batch step.
+The modules (``chargeflow_native.MODULES``, the one list of them) are what the engine runs
+for every request: validation, the charging rules, the account state, the store's records and
+the batch step.
 They are ordinary typed Python; mypyc turns each into an extension module
 (``charging/decide.cpython-311-...so``) that Python imports instead of the ``.py`` beside
 it, with the same behaviour and about a third less CPU (bench/README.md, "Where the time
@@ -15,7 +16,7 @@ whole engine runs as Python, unchanged.
 An extension is built from its source at one moment: after a module is edited its old
 extension would still be imported. ``make`` rebuilds them when a source is newer
 (``--if-stale``), the test suite refuses to run on stale ones, and the engine logs a
-warning (``charging.native``). ``CHARGEFLOW_PURE=1`` runs the sources instead, without
+warning (``chargeflow_native``). ``CHARGEFLOW_PURE=1`` runs the sources instead, without
 removing anything. When the build fails (no C compiler, say), ``--if-stale`` removes the
 old extensions, says so and exits 0: the engine then runs as Python.
 """
@@ -28,9 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-import balances  # noqa: F401 - each package registers its per-request modules
-import flows  # noqa: F401
-from charging.native import GROUP, MODULES, ROOT, extensions, library, stale
+from chargeflow_native import GROUP, MODULES, ROOT, extensions, library, stale
 
 
 def build() -> None:

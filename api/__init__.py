@@ -9,13 +9,17 @@ from gateway.server import Context, register
 
 
 def door(ctx: Context):
-    """The API on ``ctx.config.api`` over the doors' Redis (the catalog cache's client)."""
+    """The API on ``ctx.config.api`` over the doors' Redis (the catalog cache's client, and
+    the doors' asyncio client where there is one), served by hypercorn, or by granian with
+    ``extra["api_server"] == "granian"`` (``--api-server``)."""
     from api.app import ApiSettings, create_app
-    from gateway.http import AsgiDoor
+    from gateway.http import AsgiDoor, GranianDoor
 
     settings = ApiSettings.from_extra(ctx.config.prefix, ctx.config.extra)
-    app = create_app(ctx.catalogs.r, ctx.catalogs, settings)
-    return AsgiDoor("api", app, ctx.config.api)
+    app = create_app(ctx.catalogs.r, ctx.catalogs, settings, aclient=ctx.redis)
+    server = ctx.config.extra.get("api_server", "hypercorn")
+    kind = GranianDoor if server == "granian" else AsgiDoor
+    return kind("api", app, ctx.config.api)
 
 
 register("api", door)

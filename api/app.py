@@ -6,8 +6,11 @@ atomic, ledgered with the actor, never taking reserved money nor overdrawing an 
 may not go negative), accounts change only through ``upsert_accounts`` (lua/upsert.lua, with
 every check of an account file), and an account reads as ``chargeflow balance --json``.
 
-The endpoints are plain functions, run by FastAPI on its worker threads with the synchronous
-Redis client the stores use, so none of them holds the event loop.
+Who calls and whether they may go on (the key, its revocation, its rate) is asked in one
+pipelined round trip on an asyncio Redis client (``Gate``), and a balance read rides in the
+same round trip: the read that self-care apps make most costs one. The other endpoints are
+plain functions, run by FastAPI on its worker threads with the synchronous Redis client the
+stores use, so none of them holds the event loop.
 
 Who may do what (a selfcare key asking about another account gets 404, as for an account
 that does not exist, so it learns nothing of others):
@@ -21,21 +24,25 @@ that does not exist, so it learns nothing of others):
 """
 
 
+import asyncio
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api import idempotency as idem
-from api.keys import ADMIN, AGENT, SELFCARE, ApiKey, KeyStore
-from api.limits import BodyLimit, RateLimiter, retry_after
+from api.gate import Gate
+from api.keys import ADMIN, AGENT, SELFCARE, ApiKey
+from api.limits import BodyLimit, RateLimiter
 from api.models import (
     ACCOUNT_ID_PATTERN,
     AccountCreate,
@@ -49,8 +56,9 @@ from api.models import (
     TopupBody,
     micros_of,
 )
-from api.problems import ApiProblem, install, too_large
+from api.problems import ApiProblem, install, problem_for, too_large
 from balances.accounts import AccountsFileError, parse_accounts
+from balances.codec import decode_account
 from balances.redis_errors import store_errors
 from balances.store import BalanceStore
 from balances.topups import refusal
@@ -103,37 +111,27 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 
 
 def create_app(client: redis.Redis, catalogs: CatalogCache,
-               settings: ApiSettings = ApiSettings()) -> FastAPI:
-    """The API over ``client`` (synchronous Redis) and the active catalog of ``catalogs``."""
+               settings: ApiSettings = ApiSettings(),
+               aclient: aioredis.Redis | None = None) -> FastAPI:
+    """The API over ``client`` (synchronous Redis), ``aclient`` (asyncio Redis on the same
+    server; by default one made from ``client``'s connection settings, used from the loop
+    the app is served on) and the active catalog of ``catalogs``."""
     store = BalanceStore(client, prefix=settings.prefix)
-    keys = KeyStore(client, settings.prefix)
     limiter = RateLimiter(client, settings.prefix, settings.rate_per_s, settings.burst)
+    gate = Gate(aclient if aclient is not None else async_twin(client), settings.prefix,
+                limiter)
     remembered = idem.Idempotency(client, settings.prefix)
     catalog_lock = threading.Lock()
+    shown: list = [float("-inf"), None]  # when the catalog was last asked, and what it was
 
     app = FastAPI(title="chargeflow account API", version="1",
                   description="Prepaid balance checks, top-ups and adjustments (CONTRACT §7).",
                   docs_url=None, redoc_url=None)
     install(app)
 
-    async def _too_large(scope, receive, send):
-        await too_large(scope, receive, send, settings.max_body_bytes)
-
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, too_large=_too_large)
-
-    def caller(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-               ) -> ApiKey:
-        found = keys.verify(cred.credentials) if cred is not None else None
-        if found is None:
-            raise ApiProblem(401, "unauthorized", "a valid API key is needed: "
-                             "Authorization: Bearer <key> (chargeflow apikey create)",
-                             headers={"WWW-Authenticate": "Bearer"})
-        wait = limiter.take(found.id)
-        if wait:
-            raise ApiProblem(429, "rate-limited", f"key {found.id} is over its rate of "
-                             f"{settings.rate_per_s:g} requests/s; retry after "
-                             f"{retry_after(wait)} s", headers={"Retry-After": retry_after(wait)})
-        return found
+    async def caller(cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                     ) -> ApiKey:
+        return (await gate.check(cred.credentials if cred is not None else None))[0]
 
     Caller = Annotated[ApiKey, Depends(caller)]
 
@@ -147,6 +145,14 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
                 if catalogs.refresh() is None:
                     return None
                 raise
+
+    async def catalog_now() -> Catalog | None:
+        """``catalog()`` from the event loop: asked at most every second, in a thread (a
+        check of the active version is a synchronous Redis call)."""
+        if time.monotonic() - shown[0] >= 1.0:
+            shown[1] = await asyncio.to_thread(catalog)
+            shown[0] = time.monotonic()
+        return shown[1]
 
     def allowed(key: ApiKey, account: str | None, *roles: str) -> None:
         """404 for a selfcare key and another account, 403 for a role not in ``roles``."""
@@ -165,12 +171,26 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
             raise _no_account(account)
         return acct
 
+    async def read_account(account_id: str, credentials: str | None) -> Response:
+        key, raw = await gate.check(credentials, store.keys.account(account_id))
+        allowed(key, account_id, ADMIN, AGENT, SELFCARE)
+        try:
+            acct = decode_account(account_id, raw or {})
+        except CorruptAccountError as exc:
+            raise ApiProblem(500, "corrupt-account", f"{exc}; its hash needs repair") from exc
+        if acct is None:
+            raise _no_account(account_id)
+        return Response(orjson.dumps(account_json(acct, await catalog_now())),
+                        media_type="application/json")
+
     @app.get("/v1/accounts/{account_id}", response_model=AccountView,
              responses=_responses(401, 403, 404, 422, 429, 503), summary="Read an account",
              operation_id="getAccount")
-    def get_account(account_id: AccountId, key: Caller) -> dict:
-        allowed(key, account_id, ADMIN, AGENT, SELFCARE)
-        return account_json(view(account_id), catalog())
+    async def get_account(account_id: AccountId, cred: Annotated[
+            HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Response:
+        # FastRead answers this route's requests before FastAPI routes them; it is here for
+        # the OpenAPI document and for what FastRead leaves to FastAPI
+        return await read_account(account_id, cred.credentials if cred is not None else None)
 
     def change(key: ApiKey, account: str, request: Request, body: TopupBody | AdjustmentBody,
                idempotency_key: str, kind: str) -> JSONResponse:
@@ -288,8 +308,51 @@ def create_app(client: redis.Redis, catalogs: CatalogCache,
             store.upsert_accounts([_spec(record, catalog())], actor=key.id)
         return account_json(view(account_id), catalog())
 
+    async def _too_large(scope, receive, send):
+        await too_large(scope, receive, send, settings.max_body_bytes)
+
+    app.add_middleware(FastRead, read=read_account)  # added first: inside BodyLimit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, too_large=_too_large)
+
     _finish_document(app)
     return app
+
+
+_READ = re.compile(r"/v1/accounts/([^/]+)")
+_READ_ID = re.compile(ACCOUNT_ID_PATTERN)
+
+
+class FastRead:
+    """ASGI middleware: ``GET /v1/accounts/{id}`` with a well-formed id answered by ``read``
+    (``read_account``: the endpoint's own code, its errors the same problem details) without
+    FastAPI's routing, dependency solving and request objects, which cost a balance read
+    about as much as everything else it does. Anything else goes on to FastAPI."""
+
+    def __init__(self, app, read):
+        self.app = app
+        self.read = read
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            m = _READ.fullmatch(scope["path"])
+            if m is not None and _READ_ID.match(m.group(1)):
+                try:
+                    response = await self.read(m.group(1), _bearer_of(scope["headers"]))
+                except Exception as exc:  # noqa: BLE001 - answered as FastAPI's handlers do
+                    response = problem_for(exc, "GET", scope["path"])
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _bearer_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The credentials of the first Authorization header when its scheme is Bearer, as
+    FastAPI's ``HTTPBearer(auto_error=False)`` reads them."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, param = value.decode("latin-1").partition(" ")
+            param = param.strip()
+            return param if scheme and param and scheme.lower() == "bearer" else None
+    return None
 
 
 def _is_cursor(text: str) -> bool:
@@ -372,3 +435,21 @@ def _finish_document(app: FastAPI) -> None:
         return doc
 
     app.openapi = openapi
+
+
+def async_twin(client: redis.Redis) -> aioredis.Redis:
+    """An asyncio client on ``client``'s server with its connection settings (a pool that
+    waits for a free connection rather than fail, as the doors' own)."""
+    sync_pool = client.connection_pool
+    kwargs = dict(sync_pool.connection_kwargs)
+    if issubclass(sync_pool.connection_class, redis.UnixDomainSocketConnection):
+        kind = aioredis.UnixDomainSocketConnection
+    elif issubclass(sync_pool.connection_class, redis.SSLConnection):
+        kind = aioredis.SSLConnection
+    else:
+        kind = aioredis.Connection
+    for name in ("retry", "redis_connect_func", "credential_provider"):
+        kwargs.pop(name, None)
+    pool = aioredis.BlockingConnectionPool(connection_class=kind, max_connections=256,
+                                           timeout=5.0, **kwargs)
+    return aioredis.Redis.from_pool(pool)

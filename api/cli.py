@@ -12,6 +12,17 @@ import click
 from charging.errors import StoreError
 from flows.cli_common import connect_services, emit, fail, service_options
 
+API_SERVERS = ("hypercorn", "granian")
+API_SERVER_HELP = ("The account API's HTTP server: hypercorn, or granian (about twice the "
+                   "requests/s; HTTP/2 requests in flight when it stops are cut, HTTP/1.1 "
+                   "ones finish; docs/api.md).")
+
+
+def api_server_option(fn):
+    """--api-server, as ``api``, ``serve`` and ``gateway`` take it."""
+    return click.option("--api-server", type=click.Choice(API_SERVERS), default="hypercorn",
+                        show_default=True, help=API_SERVER_HELP)(fn)
+
 
 def adjust_limit_option(fn):
     """--agent-adjust-limit, as ``api``, ``serve`` and ``gateway`` take it."""
@@ -106,6 +117,7 @@ def apikey_revoke(key_id: str, redis_url: str | None, redis_password_file: str |
 @click.option("--api", "address", default="127.0.0.1:8080", show_default=True,
               metavar="HOST:PORT", help="Where the API listens (HTTP/1.1 and h2c).")
 @adjust_limit_option
+@api_server_option
 @click.option("--rate-limit", type=click.FloatRange(min=0.01), default=50.0,
               show_default=True, help="Requests per second per key, on average.")
 @click.option("--burst", type=click.IntRange(min=1), default=100, show_default=True,
@@ -118,9 +130,9 @@ def apikey_revoke(key_id: str, redis_url: str | None, redis_password_file: str |
               help="Read the password of --redis from FILE's first line.")
 @click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
               help="Directory of the embedded Redis (default .chargeflow/).")
-def api_cmd(address: str, agent_adjust_limit: str, rate_limit: float, burst: int,
-            log_format: str, redis_url: str | None, redis_password_file: str | None,
-            data_dir: str | None) -> None:
+def api_cmd(address: str, agent_adjust_limit: str, api_server: str, rate_limit: float,
+            burst: int, log_format: str, redis_url: str | None,
+            redis_password_file: str | None, data_dir: str | None) -> None:
     """The account API alone (no engine, no other door): prints 'api listening on HOST:PORT',
     drains and exits 0 on SIGTERM."""
     import api  # noqa: F401 - registers the door
@@ -138,9 +150,9 @@ def api_cmd(address: str, agent_adjust_limit: str, rate_limit: float, burst: int
     services, client = connect_services(redis_url, data_dir, redis_password_file)
     config = DoorConfig(diameter=None, nchf=None, api=host_port, prefix=services.prefix,
                         extra={"agent_adjust_limit": limit, "rate_per_s": rate_limit,
-                               "burst": burst})
-    # the API door needs only its settings and the catalog cache (its Redis client); no
-    # engine round trip and no asyncio Redis
+                               "burst": burst, "api_server": api_server})
+    # the API door needs only its settings and the catalog cache (its Redis client, of
+    # which the API makes its asyncio twin); no engine round trip
     ctx = Context(config, None, None, None,  # type: ignore[arg-type]
                   CatalogCache(client, prefix=services.prefix, check_interval_s=2.0))
     try:

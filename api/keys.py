@@ -62,7 +62,7 @@ class KeyStore:
         self.prefix = prefix
 
     def _hash(self, key_id: str) -> str:
-        return f"{self.prefix}:apikey:{key_id}"
+        return key_hash(self.prefix, key_id)
 
     def create(self, role: str, account: str | None = None, name: str = "",
                now_ms: int | None = None) -> tuple[ApiKey, str]:
@@ -109,17 +109,34 @@ class KeyStore:
 
     def verify(self, key: str) -> ApiKey | None:
         """The record of a valid, unrevoked ``key``; None for anything else."""
-        m = _KEY.fullmatch(key)
-        if m is None:
+        key_id = parse_key(key)
+        if key_id is None:
             return None
         with store_errors("cannot read an API key from Redis"):
-            raw = self.r.hgetall(self._hash(m.group(1)))
-        if not raw:
-            return None
-        record, stored = _record(m.group(1), raw)
-        if not hmac.compare_digest(stored.encode(), digest(key).encode()):
-            return None
-        return record if record.revoked_ms is None else None
+            raw = self.r.hgetall(self._hash(key_id))
+        return verified(key_id, raw, key)
+
+
+def parse_key(key: str) -> str | None:
+    """The id a key names, None when ``key`` is not shaped as a key."""
+    m = _KEY.fullmatch(key)
+    return m.group(1) if m is not None else None
+
+
+def key_hash(prefix: str, key_id: str) -> str:
+    """The Redis hash of key ``key_id``."""
+    return f"{prefix}:apikey:{key_id}"
+
+
+def verified(key_id: str, raw: dict, key: str) -> ApiKey | None:
+    """The record of ``key`` from its hash's HGETALL ``raw`` when the key is valid and not
+    revoked; None otherwise."""
+    if not raw:
+        return None
+    record, stored = _record(key_id, raw)
+    if not hmac.compare_digest(stored.encode(), digest(key).encode()):
+        return None
+    return record if record.revoked_ms is None else None
 
 
 def _record(key_id: str, raw: dict) -> tuple[ApiKey, str]:

@@ -20,13 +20,17 @@ class RateLimiter:
         self.prefix = prefix
         self.rate = rate
         self.burst = burst
-        self._take = client.register_script(
-            (resources.files("api") / "lua" / "bucket.lua").read_text())
+        #: the script's text (``api.app`` sends it by its SHA1 in its own pipeline)
+        self.lua = (resources.files("api") / "lua" / "bucket.lua").read_text()
+        self._take = client.register_script(self.lua)
+
+    def key(self, key_id: str) -> str:
+        return f"{self.prefix}:api:bucket:{key_id}"
 
     def take(self, key_id: str) -> float:
         """0 when the request may go on, else the seconds until it may be tried again."""
         with store_errors("cannot check the rate limit in Redis"):
-            taken, wait_ms = self._take(keys=[f"{self.prefix}:api:bucket:{key_id}"],
+            taken, wait_ms = self._take(keys=[self.key(key_id)],
                                         args=[self.rate, self.burst])
         return 0.0 if int(taken) else int(wait_ms) / 1000
 

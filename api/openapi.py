@@ -8,6 +8,7 @@ import sys
 import orjson
 import redis
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from api.app import create_app
 from catalog_cache.store import CatalogCache
 

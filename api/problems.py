@@ -53,10 +53,23 @@ def _field_errors(exc: RequestValidationError) -> list[dict]:
     return out
 
 
+def problem_for(exc: Exception, method: str, path: str) -> JSONResponse:
+    """The answer to what an endpoint raised: its own problem, 503 when the store cannot be
+    reached, 500 (logged) for anything else."""
+    if isinstance(exc, ApiProblem):
+        return problem(exc.status, exc.slug, exc.detail, exc.headers, **exc.extra)
+    if isinstance(exc, StoreError):
+        log.warning("the account API cannot reach Redis: %s", exc)
+        return problem(503, "store-unavailable", "the account store cannot be reached; "
+                       "nothing was changed, try again", {"Retry-After": "1"})
+    log.error("the account API failed on %s %s", method, path, exc_info=exc)
+    return problem(500, "internal", "the request failed on the server; see its log")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _own(request: Request, exc: ApiProblem):
-        return problem(exc.status, exc.slug, exc.detail, exc.headers, **exc.extra)
+        return problem_for(exc, request.method, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -78,14 +91,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError):
-        log.warning("the account API cannot reach Redis: %s", exc)
-        return problem(503, "store-unavailable", "the account store cannot be reached; "
-                       "nothing was changed, try again", {"Retry-After": "1"})
+        return problem_for(exc, request.method, request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("the account API failed on %s %s", request.method, request.url.path)
-        return problem(500, "internal", "the request failed on the server; see its log")
+        return problem_for(exc, request.method, request.url.path)
 
 
 async def too_large(scope, receive, send, max_bytes: int) -> None:

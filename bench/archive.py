@@ -27,6 +27,7 @@ import orjson
 import psycopg
 import redis
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
 from balances.charger import Charger
 from balances.embedded import EmbeddedRedis

@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from billing.billrun import RunOptions, bill_run, drafts_of, finalize, finalize_period
 from billing.db import Database, EmbeddedPostgres
 from billing.proration import Period

@@ -45,3 +45,14 @@ def bench_doors(ctx: click.Context) -> None:
     from bench.doors import main as doors_main
 
     doors_main(ctx.args)
+
+
+@bench.command("api", context_settings={"ignore_unknown_options": True,
+                                        "allow_extra_args": True,
+                                        "help_option_names": []})
+@click.pass_context
+def bench_api(ctx: click.Context) -> None:
+    """Account API reads and top-ups (locust) beside the engine under chargeflow serve."""
+    from bench.apiload import main as api_main
+
+    api_main(ctx.args)

@@ -19,7 +19,7 @@ import timeit
 import msgpack
 import orjson
 
-from charging import native
+import chargeflow_native as native
 from charging.requests import decode, parse
 
 UPDATE = {"id": "g7-1234", "kind": "update", "account": "acct00042", "service": "voice",

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
 from bench.h2client import H2Client
 from bench.harness import Phase, Proc, drive, measure, run_facts, save_result, wait_ready
@@ -251,7 +252,7 @@ class NchfLoad:
             await self.client.close()
 
 
-async def _offer(load, system: str, rate: float, seconds: float, count: int) -> Phase:
+async def offer(load, system: str, rate: float, seconds: float, count: int) -> Phase:
     """Open loop: request i is due at i / rate (all at once when rate is 0)."""
     phase = Phase(system, rate, seconds)  # received: requests answered as charges
     latencies: list[tuple[float, float]] = []
@@ -358,10 +359,10 @@ def run(rates: list[float], seconds: float, burst: int, n_accounts: int,
                 loads["nchf"] = NchfLoad(ports["nchf"], min(n_accounts, 2000))
             for name, load in loads.items():
                 await load.open()
-                await _offer(load, name, 200, 2, 0)  # warm-up
+                await offer(load, name, 200, 2, 0)  # warm-up
             for rate in [*rates, 0]:
                 for name, load in loads.items():
-                    phase = await _offer(load, name, rate, seconds, burst)
+                    phase = await offer(load, name, rate, seconds, burst)
                     phase.label = f"{name} {'burst' if not rate else f'{rate:g}/s'}"
                     phases.append(phase)
                     print(_line(phase), flush=True)

@@ -36,6 +36,7 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.run import cli_main
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.store import DEFAULT_RETENTION_S
 from bench.store import FLOOR_LUA
 from flows.engine import Output

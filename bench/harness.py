@@ -317,8 +317,8 @@ def commit() -> str | None:
 
 def run_facts() -> dict:
     """What every result file carries: the commit, the machine, the time of measurement,
-    and whether the per-request modules ran compiled (``charging.native``)."""
-    from charging import native
+    and whether the per-request modules ran compiled (``chargeflow_native``)."""
+    import chargeflow_native as native
 
     old = native.stale()
     return {"commit": commit(), "machine": machine(),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from bench.catalogs import realistic_catalog
 from charging import kernels, reference
 from charging.catalog import parse_catalog

@@ -6,7 +6,9 @@ On a private embedded Redis (sample catalog, ``--accounts`` accounts), the engin
 (``chargeflow run``) is fed through a pipe by default (``--transport pipe``: its JSONL mode,
 which reads requests as they arrive and writes each batch's decisions at once), because the
 embedded broker slows down as record batches accumulate and a soak through it measures the
-broker (``--transport kafka`` does that). The engine runs with
+broker (``--transport kafka`` does that); ``--transport serve`` soaks the one-box OCS,
+``chargeflow serve`` with its engine in the doors' process, through its Diameter door. The
+engine runs with
 short retentions (idempotency records ``--idempotency-retention-s``, ledger entries
 ``--ledger-retention-s``) so that within the run both reach their steady state. Capacity is
 first measured with a burst (or given by ``--rate``); then gateway traffic is offered at
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +35,8 @@ from statistics import median
 import orjson
 import psutil
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
+from balances.accounts import AccountSpec
 from balances.codec import Keys
 from bench.harness import (
     Phase,
@@ -166,6 +171,59 @@ class KafkaEngine:
         EmbeddedBroker(self.data).stop()
 
 
+class ServeEngine:
+    """``chargeflow serve`` (its engine in the doors' process, no broker: the one-box OCS)
+    with only its Diameter door open, loaded with CCR-EVENTs (one SMS by direct debit, to
+    accounts by MSISDN) over 4 TCP connections (``bench.doors.GyLoad``), open loop on an
+    event loop of a thread of this process. RSS is the serve process's: doors and engine."""
+
+    def __init__(self, data: Path, extra: list[str], n_accounts: int):
+        import asyncio
+
+        from bench.doors import GyLoad
+
+        self.log = data / "serve.log"
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "serve", "--data-dir", str(data),
+             "--diameter", "127.0.0.1:0", "--no-nchf", "--no-api", *extra],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=open(self.log, "ab"), text=True)  # noqa: SIM115
+        self.pid = self.p.pid
+        line = self.p.stdout.readline()
+        m = re.fullmatch(r"diameter listening on [^:]+:(\d+)\n", line)
+        if not m:
+            self.p.kill()
+            raise SystemExit(f"chargeflow serve did not open its Diameter door ({line!r}); "
+                             f"see {self.log}:\n{self.log.read_text()[-2000:]}")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.load = GyLoad(int(m.group(1)), n_accounts)
+        self._call(self.load.open())
+
+    def _call(self, coro, timeout: float | None = None):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def window(self, traffic, rate: float, seconds: float, count: int = 0) -> Phase:
+        from bench.doors import offer
+
+        return self._call(offer(self.load, "serve", rate, seconds, count))
+
+    def stop(self) -> None:
+        try:
+            self._call(self.load.close(), 30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+            self.p.terminate()  # SIGTERM: the doors drain, the engine stops
+            try:
+                self.p.wait(60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
 def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         window_s: float = 30.0, n_accounts: int = 1000, idem_s: int = 60,
         ledger_s: int = 60, burst: int = 30_000, transport: str = "pipe",
@@ -174,15 +232,23 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
     tmp = tempfile.TemporaryDirectory(prefix="cf-soak-")
     data = Path(tmp.name)
     services = Services.from_options(None, str(data))
-    engine: PipeEngine | KafkaEngine | None = None
+    engine: PipeEngine | KafkaEngine | ServeEngine | None = None
     windows: list[dict] = []
     try:
         client = services.redis()
         for key, value in (redis_config or {}).items():  # e.g. AOF rewrite thresholds
             client.config_set(key, value)
-        specs = synthetic_accounts(n_accounts, "s%05d", 10**14)
+        if transport == "serve":  # reached by MSISDN; rating groups for the Gy door
+            from bench.doors import catalog_text, imsi, msisdn
+
+            specs = [AccountSpec(f"s{i:05d}", "PREPAID_S", 10**14, msisdn=msisdn(i),
+                                 imsi=imsi(i)) for i in range(n_accounts)]
+            provision(client, services.prefix, specs, catalog_text=catalog_text(),
+                      source="sample catalog with rating groups")
+        else:
+            specs = synthetic_accounts(n_accounts, "s%05d", 10**14)
+            provision(client, services.prefix, specs)
         accounts = [a.id for a in specs]
-        provision(client, services.prefix, specs)
         memory_before = int(client.info("memory")["used_memory"])
         extra = ["--idempotency-retention-s", str(idem_s), "--ledger-retention-s",
                  str(ledger_s)]
@@ -190,6 +256,9 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         if transport == "kafka":
             engine = KafkaEngine(data, extra)
             engine.ready(traffic)
+        elif transport == "serve":
+            engine = ServeEngine(data, extra, n_accounts)
+            engine.window(traffic, 0, 0, count=100)  # started and deciding
         else:
             engine = PipeEngine(data, extra)
             engine.window(traffic, 0, 0, count=1)  # started and deciding
@@ -352,9 +421,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--idempotency-retention-s", type=int, default=60)
     ap.add_argument("--ledger-retention-s", type=int, default=60)
     ap.add_argument("--burst", type=int, default=30_000)
-    ap.add_argument("--transport", choices=("pipe", "kafka"), default="pipe",
+    ap.add_argument("--transport", choices=("pipe", "kafka", "serve"), default="pipe",
                     help="pipe: requests through the engine's stdin (JSONL mode), no broker; "
-                    "kafka: through the embedded broker")
+                    "kafka: through the embedded broker; serve: Diameter CCR-EVENTs through "
+                    "chargeflow serve's Gy door, its engine in the same process")
     ap.add_argument("--redis-config", action="append", default=[], metavar="KEY=VALUE",
                     help="CONFIG SET on the embedded Redis before the run (repeatable), e.g. "
                     "auto-aof-rewrite-percentage=1000")

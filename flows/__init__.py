@@ -1,6 +1,2 @@
 """Bytewax wiring and the ``chargeflow`` command line. Bytewax is imported only inside the
 flow-building modules, so the CLI's offline commands start without it."""
-
-import charging.native  # before any module it may compile
-
-charging.native.register("flows/engine.py")

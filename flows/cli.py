@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 
 import click
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from api.cli import api_cmd, apikey
 from billing.cli import archive, audit
 from billing.cli_invoices import COMMANDS as BILLING_COMMANDS

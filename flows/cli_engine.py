@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from charging import native
+import chargeflow_native as native
 from charging.errors import BrokerError, DataDirError, StoreError
 from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
 from flows.services import Services, shown_url

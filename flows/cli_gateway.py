@@ -44,6 +44,11 @@ def door_options(fn):
         click.option("--agent-adjust-limit", default="50.00", show_default=True,
                      metavar="AMOUNT", help="The account API: the largest adjustment an "
                      "agent key may make at once."),
+        click.option("--api-server", type=click.Choice(("hypercorn", "granian")),
+                     default="hypercorn", show_default=True,
+                     help="The account API's HTTP server: hypercorn, or granian (about twice "
+                     "the requests/s; HTTP/2 requests in flight when it stops are cut, "
+                     "HTTP/1.1 ones finish; docs/api.md)."),
         click.option("--origin-host", default="chargeflow.localdomain", show_default=True),
         click.option("--origin-realm", default="localdomain", show_default=True),
         click.option("--peers", "peers_file", default=None, type=click.Path(dir_okay=False),
@@ -61,6 +66,9 @@ def door_options(fn):
         click.option("-X", "kafka_set", multiple=True, metavar="KEY=VALUE"),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                      show_default=True),
+        click.option("--metrics", default=None, metavar="HOST:PORT",
+                     help="Serve Prometheus metrics of every door (and of the engine under "
+                     "serve) on HOST:PORT/metrics; port 0 takes a free one."),
         click.option("--redis", "redis_url", default=None,
                      help="Redis URL (default: $CHARGEFLOW_REDIS_URL, else embedded)."),
         click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
@@ -80,6 +88,13 @@ def gateway(**opts) -> None:
 
 @click.command("serve")
 @door_options
+@click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
+              default=7 * 86400, show_default=True,
+              help="The engine: seconds a request id's decision is kept (replays within it "
+              "are answered with the first decision).")
+@click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
+              default=90 * 86400, show_default=True,
+              help="The engine: seconds ledger entries are kept in Redis (0: forever).")
 def serve(**opts) -> None:
     """The whole OCS on one machine: the engine and its front doors."""
     _serve(opts, with_engine=True)
@@ -106,6 +121,7 @@ def _serve(opts: dict, with_engine: bool) -> None:
         fail(False, str(exc))
     try:
         config = _door_config(opts, names)
+        metrics_at = _address(opts["metrics"], "--metrics") if opts["metrics"] else None
     except (OSError, click.BadParameter) as exc:
         fail(False, str(exc))
     services = Services.from_options(opts["redis_url"], opts["data_dir"])
@@ -125,10 +141,14 @@ def _serve(opts: dict, with_engine: bool) -> None:
     # serve without --kafka: the doors hand requests to an engine in this process (the
     # embedded broker slows down over hours of traffic); otherwise engines over Kafka
     local = with_engine and not opts["kafka"]
+    if metrics_at is not None:
+        _serve_metrics(*metrics_at)
     engine = _start_engine(opts, brokers, url, services) if with_engine and not local else None
     try:
+        retention = (opts["idem_s"], opts["ledger_s"]) if with_engine else None
         code = asyncio.run(_run(config, names, None if local else brokers, kafka_config, url,
-                                opts["instance"]))
+                                opts["instance"], engine_metrics=metrics_at is not None,
+                                retention=retention))
     finally:
         if engine is not None:
             engine.send_signal(signal.SIGTERM)  # it drains, flushes and commits
@@ -137,6 +157,18 @@ def _serve(opts: dict, with_engine: bool) -> None:
             except subprocess.TimeoutExpired:
                 engine.kill()
     sys.exit(code)
+
+
+def _serve_metrics(host: str, port: int) -> None:
+    """The default registry, where every door (and the in-process engine) counts, on
+    HOST:PORT/metrics; announced as the doors are (``metrics listening on HOST:PORT``)."""
+    from prometheus_client import start_http_server
+
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        fail(False, f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+    print(f"metrics listening on {host}:{server.server_port}", flush=True)
 
 
 def _door_config(opts: dict, names: list[str]):
@@ -163,7 +195,7 @@ def _api_extra(opts: dict) -> dict:
         limit = adjust_limit_micros(opts["agent_adjust_limit"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--agent-adjust-limit") from exc
-    return {"agent_adjust_limit": limit}
+    return {"agent_adjust_limit": limit, "api_server": opts["api_server"]}
 
 
 def _load_doors() -> None:
@@ -181,7 +213,9 @@ def _load_doors() -> None:
 def _start_engine(opts: dict, brokers: str, url: str, services: Services
                   ) -> subprocess.Popen:
     args = [sys.executable, "-m", "flows.cli", "run", "--kafka", brokers, "--redis", url,
-            "--data-dir", str(services.data_dir), "--log-format", opts["log_format"]]
+            "--data-dir", str(services.data_dir), "--log-format", opts["log_format"],
+            "--idempotency-retention-s", str(opts["idem_s"]),
+            "--ledger-retention-s", str(opts["ledger_s"])]
     if opts["kafka_config"]:
         args += ["--kafka-config", opts["kafka_config"]]
     for item in opts["kafka_set"]:
@@ -192,7 +226,8 @@ def _start_engine(opts: dict, brokers: str, url: str, services: Services
 
 
 async def _run(config, names: list[str], brokers: str | None, kafka_config: dict, url: str,
-               instance: str | None) -> int:
+               instance: str | None, *, engine_metrics: bool = False,
+               retention: tuple[int, int] | None = None) -> int:
     from catalog_cache.store import CatalogCache
     from flows.kafka import KafkaSettings
     from flows.services import connect
@@ -202,14 +237,19 @@ async def _run(config, names: list[str], brokers: str | None, kafka_config: dict
 
     timeout_s = config.answer_timeout_ms / 1000
     if brokers is None:
+        from dataclasses import replace
         from functools import partial
 
+        from flows.observe import EngineMetrics
         from flows.runtime import EngineConfig, make_engine
         from gateway.local import LocalBridge
 
-        bridge = LocalBridge(partial(make_engine, EngineConfig(redis_url=url,
-                                                               prefix=config.prefix)),
-                             timeout_s=timeout_s)
+        metrics = EngineMetrics() if engine_metrics else None  # on the default registry
+        engine_config = EngineConfig(redis_url=url, prefix=config.prefix, tune_gc=True)
+        if retention is not None:
+            engine_config = replace(engine_config, retention_s=retention[0],
+                                    ledger_retention_s=retention[1])
+        bridge = LocalBridge(partial(make_engine, engine_config, metrics), timeout_s=timeout_s)
     else:
         bridge = KafkaBridge(KafkaSettings(brokers, kafka_config), instance or instance_name(),
                              timeout_s=timeout_s)

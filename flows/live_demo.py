@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from balances.store import BalanceStore, ledger_reconciles
+from balances.admin import ledger_reconciles
+from balances.store import BalanceStore
 from charging.money import MICROS, format_micros, parse_decimal
 from flows.broker import EmbeddedBroker, ensure_topics
 from flows.dataflow import Topics

@@ -20,11 +20,11 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
+import chargeflow_native as native
 from balances.charger import Charger
 from balances.store import DEFAULT_LEDGER_RETENTION_S, DEFAULT_RETENTION_S, BalanceStore
 from balances.sweeper import sweep
 from catalog_cache.store import CatalogCache
-from charging import native
 from charging.rating import warm_up
 from flows.engine import IDLE_TICK_S, Engine
 from flows.observe import EngineMetrics

@@ -12,6 +12,11 @@ One batch at a time (``step``):
 6. slot states and offsets are written to Redis in one transaction;
 7. the consumer group's offsets are committed.
 
+Balance changes made outside the engine — top-ups and adjustments through the account API or
+``chargeflow topup`` — produce no decision: each batch also reads them from the outbox stream
+their script appends to atomically (docs/billing.md), after the position recorded in Redis
+with the offsets, and evaluates each as a decision with the balance it left.
+
 A crash anywhere re-reads the batch: before 6 it emits the same events again (the same ids),
 after it nothing. Allowance thresholds are judged on the bucket as it is in Redis when the
 batch is handled (a charge's ``allowance_units`` says only that the bucket moved).
@@ -30,7 +35,9 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from balances.redis_errors import store_errors
 from balances.store import BalanceStore
+from billing.outbox import OutboxError, decode_entry
 from catalog_cache.store import CatalogCache
 from charging.errors import BrokerError, CorruptAccountError
 from charging.money import MICROS, parse_decimal
@@ -45,6 +52,8 @@ from notifications.state import NotifyState
 log = logging.getLogger("chargeflow.notify")
 
 DEFAULT_GROUP = "chargeflow-notify"
+#: the ledger reasons of balance changes made outside the engine (balances/lua/topup.lua)
+OUTSIDE_REASONS = ("topup", "adjustment")
 CONSUMER_DEFAULTS = {"fetch.wait.max.ms": "50", "session.timeout.ms": "6000",
                      "heartbeat.interval.ms": "1000",
                      "topic.metadata.refresh.interval.ms": "10000"}
@@ -100,6 +109,11 @@ class Notifier:
         self.store = BalanceStore(client, prefix=config.prefix)
         self.catalogs = CatalogCache(client, prefix=config.prefix, check_interval_s=1.0)
         self.state = NotifyState(client, config.prefix, config.kafka.group)
+        self.r = client
+        # a standalone Redis has one outbox stream; on a cluster (which the notifier's
+        # transaction does not support either) the outbox is not read
+        self.outbox = None if self.store.keys.cluster else self.store.keys.outbox("")
+        self._outbox_at: str | None = None  # the position handled, once known
         self.events = 0
         self._errors: list[str] = []
         self.producer = Producer(config.kafka.client(**{"linger.ms": "5"}))
@@ -126,11 +140,13 @@ class Notifier:
         """Handle one batch; how many events it emitted."""
         msgs = [m for m in self.consumer.consume(self.config.batch, self.config.poll_s)
                 if m.error() is None]
-        if not msgs:
+        changes, outbox_end = self._outside_changes()
+        if not msgs and outbox_end is None:
             return 0
-        done = self.state.offsets()
+        done = self.state.offsets() if msgs else {}
         fresh = [m for m in msgs if m.offset() >= done.get((m.topic(), m.partition()), 0)]
         docs = [(m.topic(), doc) for m in fresh if (doc := self._parse(m)) is not None]
+        docs += [(self.config.topics.decisions, doc) for doc in changes]
         ends: dict[tuple[str, int], int] = {}
         for m in msgs:
             key = (m.topic(), m.partition())
@@ -143,14 +159,52 @@ class Notifier:
         self._flush()
         for c, body in bodies:
             self.delivery.submit(c.type, body)
-        self.state.save(updates, ends)
-        try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
-                                 asynchronous=False)
-        except KafkaException as exc:  # Redis holds the offsets: a re-read skips them
-            log.warning("committing the notifier's offsets failed: %s", describe_error(exc))
+        self.state.save(updates, ends, outbox_end)
+        if outbox_end is not None:
+            self._outbox_at = outbox_end
+        if ends:
+            try:
+                self.consumer.commit(offsets=[TopicPartition(t, p, o)
+                                              for (t, p), o in ends.items()],
+                                     asynchronous=False)
+            except KafkaException as exc:  # Redis holds the offsets: a re-read skips them
+                log.warning("committing the notifier's offsets failed: %s",
+                            describe_error(exc))
         self.events += len(bodies)
         return len(bodies)
+
+    def _outside_changes(self) -> tuple[list[dict], str | None]:
+        """The top-ups and adjustments appended to the outbox after the position handled,
+        as decisions (``id``: the ledger entry's, ``balance``: the one it left), and the
+        position after them (None when there was nothing new). A notifier's first start
+        begins at the outbox's end: changes made before it are not notified."""
+        if self.outbox is None:
+            return [], None
+        if self._outbox_at is None:
+            at = self.state.outbox_position()
+            if at is None:
+                with store_errors("cannot read the outbox from Redis"):
+                    last = self.r.xrevrange(self.outbox, count=1)
+                at = last[0][0].decode() if last else "0-0"
+                self.state.save({}, {}, at)
+            self._outbox_at = at
+        with store_errors("cannot read the outbox from Redis"):
+            got = self.r.xread({self.outbox: self._outbox_at}, count=self.config.batch)
+        docs: list[dict] = []
+        end = None
+        for _, entries in got:
+            for stream_id, fields in entries:
+                end = stream_id.decode()
+                try:
+                    entry = decode_entry(stream_id, fields)
+                except OutboxError as exc:
+                    log.warning("outbox entry %s is unreadable; skipped: %s", end, exc)
+                    continue
+                docs += [{"id": row["entry_id"], "account": row["account"],
+                          "balance": format_balance(row["balance"]), "result": "SUCCESS"}
+                         for kind, row in entry.records
+                         if kind == "ledger" and row["reason"] in OUTSIDE_REASONS]
+        return docs, end
 
     def _parse(self, msg) -> dict | None:
         try:

@@ -4,7 +4,9 @@
   ``notifications.evaluate``) -> its state as JSON (armed/fired, crossings so far, ...).
 * ``{prefix}:notify:offsets:{group}`` — a hash: ``topic|partition`` -> the next offset whose
   events are not yet produced. A message below it was handled already and is skipped, also
-  when the consumer group's own commit was lost (a crash between the two).
+  when the consumer group's own commit was lost (a crash between the two). Its field
+  ``outbox`` is the id of the last outbox entry handled (the balance changes made outside
+  the engine: top-ups and adjustments).
 
 Both are written in one MULTI/EXEC transaction after the batch's events are on the broker,
 so the states never run ahead of the events (a crash before the write re-reads the batch
@@ -20,6 +22,8 @@ import redis
 
 from balances.redis_errors import store_errors
 from notifications.evaluate import Slot
+
+OUTBOX = "outbox"  # the offsets' field of the outbox position (no "|": not a partition)
 
 
 class NotifyState:
@@ -54,12 +58,19 @@ class NotifyState:
             raw = self.r.hgetall(self.offsets_key)
         out = {}
         for k, v in raw.items():
-            topic, _, part = k.decode().rpartition("|")
-            out[(topic, int(part))] = int(v)
+            topic, sep, part = k.decode().rpartition("|")
+            if sep:
+                out[(topic, int(part))] = int(v)
         return out
 
+    def outbox_position(self) -> str | None:
+        """The id of the last outbox entry handled; None before the first."""
+        with store_errors("cannot read the notifier's offsets from Redis"):
+            raw = self.r.hget(self.offsets_key, OUTBOX)
+        return raw.decode() if raw is not None else None
+
     def save(self, updates: Mapping[str, Mapping[str, Slot]],
-             offsets: Mapping[tuple[str, int], int]) -> None:
+             offsets: Mapping[tuple[str, int], int], outbox: str | None = None) -> None:
         pipe = self.r.pipeline(transaction=True)
         for account, slots in updates.items():
             if slots:
@@ -67,5 +78,7 @@ class NotifyState:
                     k: orjson.dumps(s.encode()) for k, s in slots.items()})
         if offsets:
             pipe.hset(self.offsets_key, mapping={f"{t}|{p}": o for (t, p), o in offsets.items()})
+        if outbox is not None:
+            pipe.hset(self.offsets_key, OUTBOX, outbox)
         with store_errors("cannot write the notifier's state to Redis"):
             pipe.execute()

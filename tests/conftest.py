@@ -29,13 +29,12 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+import chargeflow_native as native  # first of ours: CHARGEFLOW_PURE=1 imports the sources
 import charging
-import flows  # noqa: F401 - registers its per-request modules (charging.native)
 from balances.accounts import AccountSpec, parse_accounts
 from balances.charger import Charger
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
-from charging import native
 from charging.catalog import Catalog, parse_catalog
 from charging.compiler import CompiledCatalog, compile_catalog
 from charging.decide import FixedCatalogs, Outcome

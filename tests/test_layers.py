@@ -7,6 +7,10 @@
 * the flows, the CLI, the front doors, the API and billing anything below them;
 * nothing of the product imports ``bench``, whose CLI is a plugin (entry point
   ``chargeflow.commands``);
+* the compiled-module machinery (the top-level ``chargeflow_native``) belongs to no layer:
+  the four lower layers never import it, no package's ``__init__`` does, and every program
+  that reaches a compiled module imports it before anything else of ours (so that
+  ``CHARGEFLOW_PURE=1`` takes effect);
 * no two modules import each other, directly or round a cycle, counting imports inside
   functions too.
 """
@@ -23,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("charging", "balances", "catalog_cache", "service", "flows", "gateway", "api",
            "billing", "notifications")
 OURS = (*PRODUCT, "bench")
+MACHINERY = "chargeflow_native"
 
 #: package -> what of ours it may import (package names, or exact modules)
 ALLOWED = {
@@ -41,16 +46,22 @@ def modules(packages=OURS) -> dict[str, Path]:
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             out[name] = path
+    if packages == OURS:
+        out[MACHINERY] = ROOT / f"{MACHINERY}.py"
     return out
 
 
 def imports(path: Path, name: str) -> set[str]:
     """Our modules ``path`` imports, anywhere in it (``from x import y`` counts x.y when that
     is a module of ours, else x)."""
+    return _imports_of(ast.parse(path.read_text(), str(path)), path, name)
+
+
+def _imports_of(tree: ast.AST, path: Path, name: str) -> set[str]:
     known = modules()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -62,7 +73,7 @@ def imports(path: Path, name: str) -> set[str]:
             for alias in node.names:
                 full = f"{base}.{alias.name}"
                 found.add(full if full in known else base)
-    return {m for m in found if m.split(".")[0] in OURS and m != name}
+    return {m for m in found if m.split(".")[0] in (*OURS, MACHINERY) and m != name}
 
 
 def _allowed(package: str, target: str) -> bool:
@@ -140,3 +151,91 @@ def test_no_import_cycles():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_package_init_imports_the_compiled_module_machinery():
+    wrong = [name for name, path in modules().items()
+             if path.name == "__init__.py" and MACHINERY in imports(path, name)]
+    assert wrong == []
+
+
+def _first_of_ours(path: Path, name: str) -> str | None:
+    """The first module of ours ``path`` imports at its top level."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found = _imports_of(node, path, name)
+            if found:
+                return sorted(found)[0]
+    return None
+
+
+def _programs() -> dict[str, Path]:
+    """Modules run as programs: ``python -m`` targets, the locust file, and the test suite's
+    first conftest and its spawned workers."""
+    out = {name: path for name, path in modules().items()
+           if path.name == "__main__.py" or 'if __name__ == "__main__"' in path.read_text()}
+    out["bench.locustfile"] = ROOT / "bench" / "locustfile.py"
+    out["tests.conftest"] = ROOT / "tests" / "conftest.py"
+    out["tests.balances.workload"] = ROOT / "tests" / "balances" / "workload.py"
+    return out
+
+
+def _at_import(path: Path, name: str) -> set[str]:
+    """Our modules importing ``path`` runs: its top-level imports, outside functions and
+    ``if TYPE_CHECKING:`` blocks."""
+    def statements(body):
+        for node in body:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                yield node
+            elif isinstance(node, ast.If):
+                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                    yield from statements(node.body)
+                yield from statements(node.orelse)
+            elif isinstance(node, ast.Try | ast.With):
+                for part in ("body", "orelse", "finalbody"):
+                    yield from statements(getattr(node, part, []))
+                for handler in getattr(node, "handlers", []):
+                    yield from statements(handler.body)
+
+    tree = ast.parse(path.read_text(), str(path))
+    return set().union(*(_imports_of(node, path, name) for node in statements(tree.body)))
+
+
+def _reaches(name: str, targets: set[str]) -> bool:
+    """Whether importing ``name`` imports one of ``targets``."""
+    graph, seen, todo = _import_graph(), set(), [name]
+    while todo:
+        v = todo.pop()
+        if v in targets:
+            return True
+        if v not in seen:
+            seen.add(v)
+            todo.extend(graph.get(v, ()))
+            parts = v.split(".")  # importing a.b.c runs a and a.b first
+            todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+    return False
+
+
+@functools.cache
+def _import_graph() -> dict[str, set[str]]:
+    return {name: _at_import(path, name) for name, path in (modules() | _programs()).items()}
+
+
+def test_every_program_reaching_a_compiled_module_imports_the_machinery_first():
+    import chargeflow_native
+
+    compiled = {chargeflow_native.module_name(m) for m in chargeflow_native.MODULES}
+    checked, wrong = [], []
+    for name, path in sorted(_programs().items()):
+        package = name.rpartition(".")[0]
+        # ``python -m a.b`` runs the package ``a`` first: it must not reach one already
+        if package and _reaches(package, compiled):
+            wrong.append(f"{package}, which python -m {name} imports first, reaches a "
+                         "compiled module")
+        if _reaches(name, compiled):
+            checked.append(name)
+            first = _first_of_ours(path, name)
+            if first != MACHINERY:
+                wrong.append(f"{name} imports {first} first")
+    assert wrong == []
+    assert {"flows.cli", "bench.e2e", "bench.locustfile", "tests.conftest"} <= set(checked)

@@ -1,11 +1,17 @@
-"""charging.native: when compiled extensions would run other code than their sources."""
+"""chargeflow_native: when compiled extensions would run other code than their sources, and
+how ``CHARGEFLOW_PURE=1`` imports the sources where extensions exist."""
 
 from __future__ import annotations
 
+import _bisect
 import importlib.machinery
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from charging import native
+import chargeflow_native as native
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -52,6 +58,69 @@ def test_a_missing_shim_is_stale_while_the_library_runs_its_module(tmp_path):
 def test_shims_without_their_library_are_stale(tmp_path):
     root = tree(tmp_path, shims=["flows/engine.py"], library=False)
     assert native.stale(root) == ["flows/engine.py"]
+
+
+def _package_with_an_extension(tmp_path, name: str) -> list[str]:
+    """A package ``name`` holding ``_bisect`` twice: as a real extension module (a copy of
+    the interpreter's own, which any package may hold: its init function is named by the
+    last part of the module's name) and as a ``.py`` source beside it."""
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_bisect.py").write_text("FROM_SOURCE = True\n")
+    shutil.copy(_bisect.__file__, (package / "_bisect").with_suffix(SUFFIX))
+    return [f"{name}/_bisect.py"]
+
+
+def test_sources_are_imported_ahead_of_the_extension_beside_them(tmp_path):
+    modules = _package_with_an_extension(tmp_path, "purepkg")
+    sys.path.insert(0, str(tmp_path))
+    finder = native.Sources(tmp_path, modules)
+    try:
+        import purepkg._bisect as compiled  # no finder yet: Python prefers the extension
+
+        assert not hasattr(compiled, "FROM_SOURCE") and native.compiled(modules) == modules
+        del sys.modules["purepkg._bisect"]
+        sys.meta_path.insert(0, finder)
+        import purepkg._bisect as source
+
+        assert source.FROM_SOURCE and native.compiled(modules) == []
+    finally:
+        sys.path.remove(str(tmp_path))
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+        for name in ("purepkg", "purepkg._bisect"):
+            sys.modules.pop(name, None)
+
+
+def test_pure_mode_is_set_by_importing_the_machinery_first():
+    """``CHARGEFLOW_PURE=1`` and ``import chargeflow_native`` put the finder of sources
+    first; without the variable there is none."""
+    probe = ("import sys, chargeflow_native as n; "
+             "print(any(isinstance(f, n.Sources) for f in sys.meta_path[:1]))")
+    root = str(Path(native.__file__).parent)
+    seen = {}
+    for pure in ("1", ""):
+        env = dict(os.environ, CHARGEFLOW_PURE=pure, PYTHONPATH=root)
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root,
+                             capture_output=True, text=True, check=True)
+        seen[pure] = out.stdout.strip()
+    assert seen == {"1": "True", "": "False"}
+
+
+def test_pure_mode_coming_too_late_says_so(tmp_path):
+    """A module imported compiled before the machinery stays compiled: that is logged."""
+    modules = _package_with_an_extension(tmp_path, "latepkg")
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import latepkg._bisect; "
+             "import chargeflow_native as n; n.MODULES[:] = sys.argv[2:]; n.use_sources(); "
+             "import latepkg._bisect as m; print(hasattr(m, 'FROM_SOURCE'))")
+    root = str(Path(native.__file__).parent)
+    env = dict(os.environ, CHARGEFLOW_PURE="", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path), *modules], env=env,
+                         cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert "CHARGEFLOW_PURE=1 came after these modules were imported compiled: " \
+           "latepkg/_bisect.py" in out.stderr
 
 
 def test_state_and_outcomes_copy_and_pickle_compiled_or_not():

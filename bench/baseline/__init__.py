@@ -11,11 +11,8 @@ pipelined into one round trip each, the catalog is parsed once, nothing sleeps.
         [--source TOPIC] [--decisions TOPIC] [--charges TOPIC] [--rejects TOPIC]
 
 ``store.provision(client, prefix, catalog_text, accounts)`` sets up a prefix first.
+Nothing is imported here, so that ``python -m bench.baseline`` runs ``__main__`` (which
+imports ``chargeflow_native`` first, for ``CHARGEFLOW_PURE=1``) before any module of ours:
+import from ``bench.baseline.store`` (``Baseline``, ``provision``, ``drop``), ``.rules`` and
+``.state``.
 """
-
-from bench.baseline.rules import Outcome, Rules
-from bench.baseline.state import AccountState
-from bench.baseline.store import Baseline, BaselineError, drop, provision
-
-__all__ = ["AccountState", "Baseline", "BaselineError", "Outcome", "Rules", "drop",
-           "provision"]

@@ -28,6 +28,7 @@ import time
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from bench.baseline.store import Baseline, BaselineError
 from charging.errors import BrokerError
 from flows.broker import ensure_topics

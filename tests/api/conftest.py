@@ -23,7 +23,7 @@ from api.keys import KeyStore
 from balances.accounts import parse_accounts
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache, load_catalog_text
-from gateway.http import AsgiDoor
+from gateway.http import AsgiDoor, GranianDoor
 from tests.conftest import SAMPLE_TEXT, delete_prefix
 
 ACCOUNTS = [
@@ -35,8 +35,9 @@ ACCOUNTS = [
 class Server:
     """An ASGI app served by AsgiDoor on 127.0.0.1 (a free port) from a thread's own loop."""
 
-    def __init__(self, app):
+    def __init__(self, app, door=AsgiDoor):
         self.app = app
+        self.door = door
         self.address: tuple[str, int] | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -47,7 +48,7 @@ class Server:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        door = AsgiDoor("api", self.app, ("127.0.0.1", 0), graceful_s=1.0)
+        door = self.door("api", self.app, ("127.0.0.1", 0), graceful_s=1.0)
         try:
             self.address = await door.start()
         except BaseException as exc:  # noqa: BLE001 - reported to the test
@@ -98,7 +99,8 @@ class ApiEnv:
         return self.store.view(account).balance
 
 
-def build(client, prefix: str, accounts: list[dict], **settings) -> tuple[ApiEnv, Server]:
+def build(client, prefix: str, accounts: list[dict], door=AsgiDoor, **settings
+          ) -> tuple[ApiEnv, Server]:
     catalog = load_catalog_text(client, SAMPLE_TEXT, prefix=prefix)
     store = BalanceStore(client, prefix=prefix)
     if accounts:
@@ -108,7 +110,7 @@ def build(client, prefix: str, accounts: list[dict], **settings) -> tuple[ApiEnv
     settings.setdefault("burst", 1000)
     app = create_app(client, CatalogCache(client, prefix=prefix, check_interval_s=0.5),
                      ApiSettings(prefix=prefix, **settings))
-    server = Server(app)
+    server = Server(app, door)
     env = ApiEnv(client, prefix, server.start(), store)
     ks = KeyStore(client, prefix)
     for role, account in (("admin", None), ("agent", None), ("selfcare", "alice")):
@@ -124,8 +126,9 @@ def build(client, prefix: str, accounts: list[dict], **settings) -> tuple[ApiEnv
 def make_api(redis_client, prefix) -> Iterator[Callable[..., ApiEnv]]:
     servers: list[Server] = []
 
-    def make(accounts: list[dict] = ACCOUNTS, **settings) -> ApiEnv:
-        env, server = build(redis_client, f"{prefix}:{len(servers)}", accounts, **settings)
+    def make(accounts: list[dict] = ACCOUNTS, door=AsgiDoor, **settings) -> ApiEnv:
+        env, server = build(redis_client, f"{prefix}:{len(servers)}", accounts, door,
+                            **settings)
         servers.append(server)
         return env
 
@@ -134,10 +137,11 @@ def make_api(redis_client, prefix) -> Iterator[Callable[..., ApiEnv]]:
         s.stop()
 
 
-@pytest.fixture(scope="module")
-def module_api(redis_client) -> Iterator[ApiEnv]:
+@pytest.fixture(scope="module", params=[AsgiDoor, GranianDoor], ids=["hypercorn", "granian"])
+def module_api(redis_client, request) -> Iterator[ApiEnv]:
+    """The API on each of its servers (``--api-server``), for the whole module."""
     p = f"t{uuid.uuid4().hex[:12]}"
-    env, server = build(redis_client, p, ACCOUNTS)
+    env, server = build(redis_client, p, ACCOUNTS, request.param)
     yield env
     server.stop()
     delete_prefix(redis_client, p)

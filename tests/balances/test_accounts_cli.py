@@ -206,7 +206,7 @@ def test_topup_with_and_without_id(server, tmp_path):
     assert as_json(cli("balance", "alice", "--redis", url, "--json"))["balance"] == "20.00"
     # a payment id is remembered 90 days by default (request ids: 7), or for ever, or up to
     # the store's limit
-    from balances.store import MAX_ID_RETENTION_S
+    from balances.topups import MAX_ID_RETENTION_S
 
     too_long = cli("topup", "alice", "1", "--id", "x", "--id-retention-s",
                    str(MAX_ID_RETENTION_S + 1), "--redis", url, "--json")

@@ -14,8 +14,9 @@ import orjson
 import redis
 from click.testing import CliRunner
 
+from balances.admin import ledger_reconciles
 from balances.charger import Charger
-from balances.store import BalanceStore, ledger_reconciles
+from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache
 from charging.errors import StoreError
 from charging.requests import parse

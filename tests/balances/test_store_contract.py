@@ -13,9 +13,8 @@ from redis.cluster import RedisCluster
 
 from balances.accounts import parse_accounts
 from balances.codec import decode_record
-from balances.store import MAX_ID_RETENTION_S
 from balances.sweeper import sweep
-from balances.topups import Topup
+from balances.topups import MAX_ID_RETENTION_S, Topup
 from tests.conftest import T0_MS, Rig, req
 
 BOTH = ["standalone", "cluster"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.charger import Charger
 from balances.store import BalanceStore
 from catalog_cache.store import CatalogCache

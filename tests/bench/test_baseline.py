@@ -27,7 +27,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from balances.accounts import AccountSpec
-from bench.baseline import Baseline, provision
+from bench.baseline.store import Baseline, provision
 from charging.errors import RequestError
 from charging.money import MICROS, parse_decimal
 from charging.requests import parse

@@ -80,7 +80,7 @@ def test_e2e_reports_engine_baseline_echo_and_crash(tmp_path):
     _no_leftovers("cf-bench-")
 
 
-@pytest.mark.parametrize("transport", ["pipe", "kafka"])
+@pytest.mark.parametrize("transport", ["pipe", "kafka", "serve"])
 def test_soak_reports_growth_drift_and_retention(tmp_path, transport):
     r = _run(["soak", "--transport", transport, "--minutes", "0.25", "--window", "4",
               "--rate", "200",

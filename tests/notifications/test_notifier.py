@@ -173,6 +173,42 @@ def test_a_top_up_re_arms_the_low_balance_rule(run, engine, produce, receiver, b
     assert lows[0]["id"] != lows[1]["id"]
 
 
+def test_balance_changes_outside_the_engine_notify_once_per_crossing(
+        run, engine, receiver, broker, topics, redis_client, prefix):
+    """Adjustments and top-ups (the account API's, ``chargeflow topup``'s script) reach the
+    notifier through the outbox, with no engine decision at all: a debit below 5.00 fires,
+    a top-up re-arms, the next debit fires again; a restart emits nothing again."""
+    store = BalanceStore(redis_client, prefix=prefix)
+    store.topup("a1", -10_000, topup_id="before", reason="adjustment", actor="k0")  # 5.04
+    n = run.start(rules_text(receiver.url), group="outside")
+    wait_for(lambda: n.state.outbox_position() is not None, "the notifier's first batch")
+
+    def lows() -> list[dict]:
+        return [e for e in read_topic(broker, topics.notifications)
+                if e["type"] == "low_balance"]
+
+    store.topup("a1", -100_000, topup_id="adj-1", reason="adjustment", actor="k1")  # 4.94
+    store.topup("a1", -10_000, topup_id="adj-2", reason="adjustment", actor="k1")  # 4.93
+    wait_for(lambda: len(lows()) == 1, "the first crossing")
+    store.topup("a1", 1_000_000, topup_id="top-1", reason="topup", actor="k1")  # 5.93
+    store.topup("a1", -1_000_000, topup_id="adj-3", reason="adjustment", actor="k1")  # 4.93
+    wait_for(lambda: len(lows()) == 2, "the second crossing")
+    first, second = lows()
+    assert (first["account"], first["threshold"], first["value"], first["request"]) == (
+        "a1", "5.00", "4.94", "adj-1")
+    assert (second["value"], second["request"]) == ("4.93", "adj-3")
+    assert first["id"] != second["id"]
+    wait_for(lambda: len(receiver.delivered("/ok")) == 2, "the webhook deliveries")
+    assert [e["request"] for e in receiver.delivered("/ok")] == ["adj-1", "adj-3"]
+    run.stop(n)
+    # restarted (same group): it resumes after the position it recorded, nothing again
+    again = run.start(rules_text(receiver.url), group="outside")
+    store.topup("a1", -10_000, topup_id="adj-4", reason="adjustment", actor="k1")  # 4.92
+    wait_for(lambda: again.state.outbox_position() == redis_client.xrevrange(
+        f"{prefix}:outbox:{{all}}", count=1)[0][0].decode(), "the restarted notifier")
+    assert len(lows()) == 2
+
+
 def test_the_last_failed_try_goes_to_the_dead_letter_topic(run, engine, produce, receiver,
                                                            broker, topics):
     receiver.fail("/down", *[503] * 10)
