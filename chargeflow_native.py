@@ -35,6 +35,8 @@ MODULES: list[str] = [
     "charging/money.py",
     "charging/state.py",
     "charging/requests.py",
+    "charging/records.py",
+    "charging/allowances.py",
     "charging/decide.py",
     "balances/codec.py",
     "balances/charger.py",

@@ -65,8 +65,8 @@ from balances.topups import refusal
 from balances.views import account_json
 from catalog_cache.store import CatalogCache
 from charging.catalog import Catalog
-from charging.decide import format_balance
 from charging.errors import CorruptAccountError, StoreError
+from charging.records import format_balance
 from charging.state import Account
 
 DEFAULT_AGENT_ADJUST_LIMIT = 50_000_000  # micros: "50.00"

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from charging.decide import BALANCE_LIMIT, format_balance
+from charging.decide import BALANCE_LIMIT
 from charging.money import MICROS, parse_decimal
+from charging.records import format_balance
 
 AMOUNT_PATTERN = r"^[+-]?[0-9]{1,16}(\.[0-9]{1,6})?$"
 _AMOUNT = re.compile(AMOUNT_PATTERN)

@@ -18,6 +18,7 @@ from balances.store import BalanceStore, Conflict, PendingSave
 from charging.compiler import CompiledCatalog
 from charging.decide import Catalogs, Outcome, decide_batch
 from charging.errors import StoreError
+from charging.records import Stored
 from charging.requests import Request
 from charging.state import Account
 
@@ -118,7 +119,7 @@ class Charger:
         self._cache.pop(account, None)
 
     def _accounts(self, batch: Sequence[Request]) -> tuple[dict[str, Account | None],
-                                                          dict[tuple[str, str], dict]]:
+                                                          dict[tuple[str, str], Stored]]:
         """Cached accounts, plus one load for the rest (with their stored decisions)."""
         accounts: dict[str, Account | None] = {}
         missing: dict[str, list[str]] = {}
@@ -132,7 +133,7 @@ class Charger:
                 accounts[req.account] = self._cache[req.account]
             else:
                 missing[req.account] = [req.id]
-        previous: dict[tuple[str, str], dict] = {}
+        previous: dict[tuple[str, str], Stored] = {}
         if missing:
             loaded, previous = self.store.load(missing, missing)
             for name, acct in loaded.items():

@@ -34,8 +34,9 @@ import msgpack
 import orjson
 from redis.crc import key_slot
 
-from charging.decide import CHARGE_FIELDS, DECISION_FIELDS, Change, Outcome
+from charging.decide import Change, Outcome
 from charging.errors import CorruptAccountError
+from charging.records import CHARGE_FIELDS, DECISION_FIELDS, Stored, stored_from_wire
 from charging.state import Account, Bucket, Session
 
 SEP = "\x1f"
@@ -201,7 +202,7 @@ def encode_record(record: dict) -> bytes:
     if decision.keys() != _DECISION_KEYS or (charge is not None
                                              and charge.keys() != _CHARGE_KEYS):
         return _pack(record)  # not the usual shape: keep the names
-    # the fields are in order (``decided`` and ``charged`` build them so; checked here as a
+    # the fields are in order (``charging.records`` formats them so; checked here as a
     # set, and in tests/balances/test_codec.py as a sequence)
     values = list(decision.values())
     if charge is None:
@@ -245,6 +246,12 @@ def decode_record(blob: bytes) -> dict:
             or not isinstance(record.get("charge"), (dict, type(None))):
         raise ValueError(f"unreadable idempotency record: {blob[:80]!r}")
     return record
+
+
+def read_record(blob: bytes) -> Stored:
+    """A stored record as the typed outputs a replay returns, with the record itself to
+    emit as it was stored (``decode_record``; ``ValueError`` as there)."""
+    return stored_from_wire(decode_record(blob))
 
 
 def _decode_record(blob: bytes) -> dict:

@@ -41,10 +41,11 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from balances.admin import Administration
-from balances.codec import Keys, decode_account, decode_record, write_entry
+from balances.codec import Keys, decode_account, read_record, write_entry
 from balances.expiry import ExpiryIndex
 from balances.redis_errors import store_errors
 from charging.decide import Change, Outcome
+from charging.records import Stored
 from charging.state import Account
 
 DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
@@ -93,7 +94,7 @@ class Conflict:
     """An account whose write was refused: its current state and already-decided ids."""
 
     account: Account | None
-    decided: dict[tuple[str, str], dict]  # (account, request id) -> record
+    decided: dict[tuple[str, str], Stored]  # (account, request id) -> its first outputs
 
 
 class BalanceStore(Administration, ExpiryIndex):
@@ -115,10 +116,10 @@ class BalanceStore(Administration, ExpiryIndex):
 
     # -- the hot path ----------------------------------------------------------------------
     def load(self, accounts: Iterable[str], request_ids: dict[str, list[str]] | None = None
-             ) -> tuple[dict[str, Account | None], dict[tuple[str, str], dict]]:
+             ) -> tuple[dict[str, Account | None], dict[tuple[str, str], Stored]]:
         """Current state of ``accounts`` and the stored decisions of ``request_ids``
-        (account -> ids; the decisions keyed by (account, id)), in one pipelined round
-        trip."""
+        (account -> ids; the decisions, and charges, keyed by (account, id)), in one
+        pipelined round trip."""
         names = list(dict.fromkeys(accounts))
         request_ids = request_ids or {}
         pipe = self.r.pipeline(transaction=False)
@@ -132,7 +133,7 @@ class BalanceStore(Administration, ExpiryIndex):
         with store_errors("cannot read accounts from Redis"):
             replies = pipe.execute()
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
-        decided = {key: decode_record(blob) for key, blob in zip(asked, replies[len(names):])
+        decided = {key: read_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
         return states, decided
 
@@ -217,7 +218,7 @@ class BalanceStore(Administration, ExpiryIndex):
                 continue
             raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
-                       decode_record(blob)
+                       read_record(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
             conflicts[name] = Conflict(decode_account(name, raw), decided)
         return conflicts

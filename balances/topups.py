@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from charging.decide import BALANCE_LIMIT, format_balance
+from charging.decide import BALANCE_LIMIT
+from charging.records import format_balance
 
 #: The longest a top-up id can be remembered, short of for ever (0): ~31.7 years.
 MAX_ID_RETENTION_S = 10**9

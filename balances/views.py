@@ -4,7 +4,7 @@ the account API's ``GET /v1/accounts/{id}`` answers too (§7), so both say the s
 from __future__ import annotations
 
 from charging.catalog import Catalog
-from charging.decide import format_balance
+from charging.records import format_balance
 from charging.state import Account
 
 

@@ -1,29 +1,32 @@
 """The charging rules of CONTRACT §4.2 applied to in-memory account state, batch by batch.
 
 ``decide_batch`` takes validated requests, the current state of their accounts and the
-catalogs, and returns one ``Outcome`` per request (the decision, the charge if money or
-allowance was taken, the ledger entries) while changing the accounts in place. It is pure:
+catalogs, and returns one ``Outcome`` per request (the typed decision, the charge if money
+or allowance was taken, the ledger entries) while changing the accounts in place. It is pure:
 the balances layer loads the accounts before and persists them after, atomically and only
 if nobody changed them in between (optimistic concurrency), else it reloads and asks again.
 
 Order of checks, per request: a replayed id returns its first decision; an unknown account
 gets USER_UNKNOWN; a blocked account or a service outside the plan END_USER_SERVICE_DENIED;
 then the rules for the kind. Requests of one account are applied in input order.
+
+This module holds the session and money rules; the allowance buckets are
+``charging.allowances``'s, and the decision and charge records with their wire form
+``charging.records``'s (decimal strings are made there, at the wire, not here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
 
 from charging import kernels
-from charging.catalog import MAX_ALLOWANCE_UNITS, Tariff
+from charging.allowances import Buckets, consume, free_units, hold, unhold
+from charging.catalog import Tariff
 from charging.compiler import CompiledCatalog
-from charging.money import MICROS, format_amount
 from charging.rating import (
     destination_digits,
     no_rate_detail,
@@ -31,23 +34,16 @@ from charging.rating import (
     session_over_limit_detail,
     version_gone_detail,
 )
+from charging.records import Charge, Decision, Result, Stored, charge_wire, decision_wire
 from charging.requests import Request
-from charging.state import (
-    BLOCKED,
-    LABEL_LENGTH,
-    Account,
-    Bucket,
-    Session,
-    label_as,
-    period_label,
-)
+from charging.state import BLOCKED, Account, Session
 
-SUCCESS = "SUCCESS"
-CREDIT_LIMIT_REACHED = "CREDIT_LIMIT_REACHED"
-USER_UNKNOWN = "USER_UNKNOWN"
-SERVICE_DENIED = "END_USER_SERVICE_DENIED"
-RATING_FAILED = "RATING_FAILED"
-SESSION_UNKNOWN = "SESSION_UNKNOWN"
+SUCCESS = Result.SUCCESS
+CREDIT_LIMIT_REACHED = Result.CREDIT_LIMIT_REACHED
+USER_UNKNOWN = Result.USER_UNKNOWN
+SERVICE_DENIED = Result.SERVICE_DENIED
+RATING_FAILED = Result.RATING_FAILED
+SESSION_UNKNOWN = Result.SESSION_UNKNOWN
 
 #: Balances stay within ±(2**53 − 1) micros (about 9 billion currency units), the range in
 #: which the Redis scripts' Lua numbers are exact. A charge that would pass the floor on an
@@ -80,42 +76,51 @@ class FixedCatalogs:
         return next((c for c in self.older if c.version == version), None)
 
 
-#: The fields of a decision (CONTRACT §3.1, without latency_us) and of a charge (§3.2), in the
-#: order ``decided`` and ``charged`` build them; the store keeps records in this order.
-DECISION_FIELDS = ("id", "kind", "account", "service", "session", "seq", "result", "granted",
-                   "validity_s", "final", "balance", "charged")
-CHARGE_FIELDS = ("id", "account", "service", "session", "seq", "ts", "units", "rated_units",
-                 "allowance_units", "cost", "currency", "tariff", "rate", "catalog_version",
-                 "balance", "uncharged")
-
-
 @dataclass
 class Outcome:
     request: Request
-    decision: dict  # CONTRACT §3.1 without latency_us (the engine adds it)
-    charge: dict | None = None  # CONTRACT §3.2, when money or allowance was taken or owed
+    decision: Decision
+    charge: Charge | None = None  # when money or allowance was taken or owed
     ledger: list[dict] = field(default_factory=list)  # balance changes, in order
     replay: bool = False  # the id was decided before: its first outputs again, nothing changed
+    #: the wire form, once made (``record``); a replay of a stored record starts with the
+    #: record as it was stored, so that it is emitted byte for byte as the first time
+    wire: dict | None = field(default=None, compare=False, repr=False)
 
     # Written out, not generated: compiled (mypyc), a dataclass's generated __init__ stays
     # interpreted Python, and an outcome is made per request. __eq__ and __repr__ are the
     # dataclass's.
-    def __init__(self, request: Request, decision: dict, charge: dict | None = None,
-                 ledger: list[dict] | None = None, replay: bool = False) -> None:
+    def __init__(self, request: Request, decision: Decision, charge: Charge | None = None,
+                 ledger: list[dict] | None = None, replay: bool = False,
+                 wire: dict | None = None) -> None:
         self.request = request
         self.decision = decision
         self.charge = charge
         self.ledger = [] if ledger is None else ledger
         self.replay = replay
+        self.wire = wire
 
     def __reduce__(self) -> tuple:
         # copy and pickle rebuild through __init__: compiled, an object cannot be made
         # without its __init__'s arguments
-        return Outcome, (self.request, self.decision, self.charge, self.ledger, self.replay)
+        return Outcome, (self.request, self.decision, self.charge, self.ledger, self.replay,
+                         self.wire)
 
     def record(self) -> dict:
-        """What the store keeps per request id, so a replay returns the same outputs."""
-        return {"decision": self.decision, "charge": self.charge}
+        """The decision and charge in wire form (CONTRACT §3.1 without latency_us, §3.2):
+        what the engine emits and what the store keeps per request id, so that a replay
+        returns the same outputs. Made once, when first asked for, after deciding."""
+        wire = self.wire
+        if wire is None:
+            charge = self.charge
+            decision = decision_wire(self.decision)
+            wire = self.wire = {"decision": decision, "charge": None if charge is None
+                                else charge_wire(charge, self.decision, decision)}
+        return wire
+
+    def stored(self) -> Stored:
+        """The outputs a replay of this request returns."""
+        return Stored(self.decision, self.charge, self.wire)
 
 
 @dataclass
@@ -136,21 +141,12 @@ class Change:
         self.changed = False
 
 
-def format_balance(micros: int) -> str:
-    """A balance as a decimal string with at least two decimals: ``12.3456``, ``10.00``."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), MICROS)
-    if frac % 10_000 == 0:
-        return f"{sign}{whole}.{frac // 10_000:02d}"
-    return f"{sign}{whole}.{frac:06d}".rstrip("0")
-
-
 def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None],
                  catalogs: Catalogs, now_ms: int,
-                 previous: dict[tuple[str, str], dict] | None = None
+                 previous: dict[tuple[str, str], Stored] | None = None
                  ) -> tuple[list[Outcome], dict[str, Change]]:
     """Decide a batch. ``previous`` maps (account, request id) pairs already decided to
-    their record (``Outcome.record``: the decision, and the charge if there was one).
+    their first outputs (``Outcome.stored``, or a record the store read back).
     Request ids are idempotency keys per account: the same id for another account is
     another request."""
     d = _Decider(catalogs, accounts, now_ms, dict(previous or {}))
@@ -161,16 +157,14 @@ def decide_batch(requests: Sequence[Request], accounts: dict[str, Account | None
 
 class _Decider:
     def __init__(self, catalogs: Catalogs, accounts: dict[str, Account | None], now_ms: int,
-                 previous: dict[tuple[str, str], dict]):
+                 previous: dict[tuple[str, str], Stored]):
         self.catalogs = catalogs
         self.cc = catalogs.current
         self.accounts = accounts
         self.now_ms = now_ms
         self.previous = previous
         self.changes: dict[str, Change] = {}
-        self._allowances: dict[tuple[str, str], list] = {}
-        self._labels: dict[tuple[str, int], str] = {}
-        self._seconds: dict[int, str] = {}
+        self.buckets = Buckets(self.cc)
         self._session_rates: dict[tuple[str, str, str], tuple | None] = {}
         self.rate_status = np.zeros(0, dtype=np.int8)
         self.rate_index = np.zeros(0, dtype=np.int64)
@@ -198,9 +192,10 @@ class _Decider:
         key = (req.account, req.id)
         if key in self.previous:
             first = self.previous[key]
-            return Outcome(req, first["decision"], charge=first.get("charge"), replay=True)
+            return Outcome(req, first.decision, charge=first.charge, replay=True,
+                           wire=first.wire)
         out = self._decide(i, req)
-        self.previous[key] = out.record()
+        self.previous[key] = out.stored()
         return out
 
     def _decide(self, i: int, req: Request) -> Outcome:
@@ -223,7 +218,7 @@ class _Decider:
     def event(self, i: int, req: Request, acct: Account, tariff: Tariff) -> Outcome:
         return self.usage(i, req, acct, tariff, SUCCESS, "event")
 
-    def usage(self, i: int, req: Request, acct: Account, tariff: Tariff, result: str,
+    def usage(self, i: int, req: Request, acct: Account, tariff: Tariff, result: Result,
               reason: str) -> Outcome:
         """Usage outside a held session: the service's free allowance first, then money.
         An event (``result`` SUCCESS) is refused when the money is not there; usage of a
@@ -235,7 +230,7 @@ class _Decider:
                                detail=no_rate_detail(tariff.name, req.destination,
                                                      req.ts_ms))
         self.refresh_buckets(acct, req.service, req.ts_ms)
-        allowance = min(req.used, self.free_units(acct, req.service))
+        allowance = min(req.used, free_units(acct, req.service))
         status, cost, rated = kernels.units_at(self.cc.tables.rate, self.cc.tables.step, r,
                                                req.used - allowance)
         if status != kernels.OK:
@@ -354,7 +349,7 @@ class _Decider:
                used: int) -> _Used | None:
         """Charge ``used`` units to a session whose reservation is released: allowance first,
         then rating(C + rest) − rating(C) as far as the balance allows. None if unratable."""
-        allowance = min(used, self.free_units(acct, session.service)) if used else 0
+        allowance = min(used, free_units(acct, session.service)) if used else 0
         extra = used - allowance
         status, cost, rated = kernels.span_at(cc.tables.rate, cc.tables.step, r,
                                               session.chargeable, session.chargeable + extra)
@@ -371,7 +366,7 @@ class _Decider:
         that may not be refused, answer SESSION_UNKNOWN, grant nothing."""
         return self.usage(i, req, acct, tariff, SESSION_UNKNOWN, "unknown_session")
 
-    # -- money and allowances --------------------------------------------------------------
+    # -- money ----------------------------------------------------------------------------
     def grant(self, acct: Account, session: Session, cc: CompiledCatalog, r: int, req: Request,
               tariff: Tariff) -> int:
         """Reserve the largest affordable grant (CONTRACT §4.2) for the session; its units.
@@ -382,7 +377,7 @@ class _Decider:
         micros, beyond what the Redis scripts keep exact); the session gets the largest
         grant that fits, ``final`` when it is smaller than asked."""
         requested = req.requested or tariff.quota
-        free = self.free_units(acct, session.service)
+        free = free_units(acct, session.service)
         available = acct.available()
         if available is None:
             available = min(acct.balance - acct.reserved + BALANCE_LIMIT,
@@ -396,16 +391,8 @@ class _Decider:
             return 0
         session.money_reserved = money
         acct.reserved += money
-        held = min(g, free)
-        buckets = acct.allowances.get(session.service, [])
-        if held:
+        if hold(acct, session, min(g, free)):
             self.change(acct).buckets.add(session.service)
-        session.allowance_reserved = [0] * len(buckets)
-        for k, bucket in enumerate(buckets):
-            part = min(held, bucket.free)
-            bucket.reserved += part
-            session.allowance_reserved[k] = part
-            held -= part
         return g
 
     def release(self, acct: Account, session: Session) -> None:
@@ -413,13 +400,9 @@ class _Decider:
         acct.reserved -= session.money_reserved
         session.money_reserved = 0
         session.granted = 0
-        held = session.allowance_reserved
-        if not any(held):
-            return
-        for bucket, units in zip(acct.allowances.get(session.service, []), held):
-            bucket.reserved -= units
-        self.change(acct).buckets.add(session.service)
-        session.allowance_reserved = [0] * len(held)
+        if unhold(acct, session):
+            self.change(acct).buckets.add(session.service)
+            session.allowance_reserved = [0] * len(session.allowance_reserved)
 
     def take(self, acct: Account, cost: int) -> tuple[int, int]:
         """Take ``cost`` micros as far as the balance allows: (taken, uncharged)."""
@@ -433,83 +416,14 @@ class _Decider:
         acct.balance -= taken
         return taken, cost - taken
 
-    def free_units(self, acct: Account, service: str) -> int:
-        # capped where the kernels' int64 ends: a catalog's allowances of a service add up
-        # to at most 2**62, but buckets kept from an older catalog may add to that
-        buckets = acct.allowances.get(service)
-        return min(sum(b.free for b in buckets), MAX_ALLOWANCE_UNITS) if buckets else 0
-
     def consume(self, acct: Account, service: str, units: int) -> None:
-        if not units:
-            return
-        self.change(acct).buckets.add(service)
-        for bucket in acct.allowances.get(service, []):
-            part = min(units, bucket.free)
-            bucket.units -= part
-            units -= part
-
-    def refresh_buckets(self, acct: Account, service: str, ts_ms: int) -> None:
-        """Create the plan's allowance buckets for the service, refill those whose period
-        rolled over (periods in the catalog time zone, by the request's time).
-
-        Buckets match the plan's allowances of the service by position. When a new catalog
-        adds one, it is appended; when it drops one, the bucket stays (sessions may still hold
-        units of it) with no units left to give.
-        """
-        wanted = self.allowances_of(acct.plan, service)
-        if not wanted and not acct.allowances.get(service):
-            return
-        buckets = acct.allowances.setdefault(service, [])
-        changed = False
-        for k, allowance in enumerate(wanted):
-            label = self.period_label(allowance.period, ts_ms)
-            if k == len(buckets):
-                buckets.append(Bucket(units=allowance.units, period=label))
-                changed = True
-                continue
-            held = buckets[k].period
-            if len(held) != LABEL_LENGTH[allowance.period]:
-                # a new catalog changed the period's kind (week -> month, say): compare in
-                # the new kind from the day the bucket's period began; within that period
-                # the bucket takes its label in the new kind and keeps what is left
-                held = label_as(held, allowance.period)
-                if label <= held:  # (a late request's earlier label must not move it back)
-                    buckets[k].period = held
-                    changed = True
-            if label > held:
-                buckets[k].units = allowance.units
-                buckets[k].period = label
-                changed = True
-        for bucket in buckets[len(wanted):]:
-            changed = changed or bucket.units != 0
-            bucket.units = 0
-        if changed:
+        if consume(acct, service, units):
             self.change(acct).buckets.add(service)
 
-    def allowances_of(self, plan: str, service: str) -> list:
-        key = (plan, service)
-        found = self._allowances.get(key)
-        if found is None:
-            p = self.cc.catalog.plans.get(plan)
-            found = [a for a in p.allowances if a.service == service] if p else []
-            self._allowances[key] = found
-        return found
-
-    def rfc3339(self, ts_ms: int) -> str:
-        second = self._seconds.get(ts_ms // 1000)
-        if second is None:
-            dt = datetime.fromtimestamp(ts_ms // 1000, tz=UTC)
-            second = self._seconds[ts_ms // 1000] = dt.strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{second}.{ts_ms % 1000:03d}Z"
-
-    def period_label(self, period: str, ts_ms: int) -> str:
-        # Every UTC offset is a multiple of 15 minutes, so no local day, week or month
-        # starts inside a 15-minute slot of UTC time: one label per slot.
-        key = (period, ts_ms // 900_000)
-        label = self._labels.get(key)
-        if label is None:
-            label = self._labels[key] = period_label(period, ts_ms, self.cc.catalog.zone)
-        return label
+    def refresh_buckets(self, acct: Account, service: str, ts_ms: int) -> None:
+        """The service's allowance buckets as of the request's time (``Buckets.refresh``)."""
+        if self.buckets.refresh(acct, service, ts_ms):
+            self.change(acct).buckets.add(service)
 
     # -- results ---------------------------------------------------------------------------
     def selected(self, i: int) -> int | None:
@@ -526,28 +440,24 @@ class _Decider:
         change.changed = True
         return change
 
-    def refuse(self, req: Request, result: str, acct: Account | None, *,
+    def refuse(self, req: Request, result: Result, acct: Account | None, *,
                final: bool = False, decimals: int = 2, detail: str | None = None) -> Outcome:
         """A decision that charges nothing; ``decimals`` the tariff's, where one applies
         (``charged`` is "0.00" otherwise)."""
         self._change_of(req.account)  # the decision itself is stored
         out = self.decided(req, result, acct, final=final, decimals=decimals)
-        if detail is not None:  # why, for RATING_FAILED (CONTRACT §4.1); replays keep it
-            out.decision["detail"] = detail
+        # why, for RATING_FAILED (CONTRACT §4.1); replays keep it
+        out.decision.detail = detail
         return out
 
-    def decided(self, req: Request, result: str, acct: Account | None, *, granted: int = 0,
-                validity: int = 0, final: bool = False, charged: int = 0,
+    def decided(self, req: Request, result: Result, acct: Account | None, *,
+                granted: int = 0, validity: int = 0, final: bool = False, charged: int = 0,
                 decimals: int = 2) -> Outcome:
         self._change_of(req.account)
-        decision = {
-            "id": req.id, "kind": req.kind, "account": req.account, "service": req.service,
-            "session": req.session, "seq": req.seq, "result": result, "granted": granted,
-            "validity_s": validity, "final": final,
-            "balance": format_balance(acct.balance) if acct is not None else None,
-            "charged": format_amount(charged, decimals),
-        }
-        return Outcome(req, decision)
+        return Outcome(req, Decision(req.id, req.kind, req.account, req.service, req.session,
+                                     req.seq, result, granted, validity, final,
+                                     acct.balance if acct is not None else None, charged,
+                                     decimals))
 
     def charged(self, out: Outcome, acct: Account, tariff: Tariff, cc: CompiledCatalog, r: int,
                 used: _Used, reason: str) -> None:
@@ -558,17 +468,12 @@ class _Decider:
         self.change(acct)
         # the decision was just made from the same taken money and balance: its ``charged``
         # is this charge's ``cost`` and its ``balance`` the same balance after
-        out.charge = {
+        out.charge = Charge(
             # the service charged: the tariff's, which for a session step is the session's
             # own whatever the step names (the decision echoes the request's)
-            "id": req.id, "account": acct.id, "service": tariff.service, "session": req.session,
-            "seq": req.seq, "ts": self.rfc3339(req.ts_ms), "units": used.units,
-            "rated_units": used.rated, "allowance_units": used.allowance,
-            "cost": out.decision["charged"], "currency": cc.catalog.currency,
-            "tariff": tariff.name, "rate": cc.rate_ids[r], "catalog_version": cc.version,
-            "balance": out.decision["balance"],
-            "uncharged": format_amount(used.uncharged, tariff.decimals) if used.uncharged else "0",
-        }
+            req.id, acct.id, tariff.service, req.session, req.seq, req.ts_ms, used.units,
+            used.rated, used.allowance, used.taken, cc.catalog.currency, tariff.name,
+            cc.rate_ids[r], cc.version, acct.balance, used.uncharged, tariff.decimals)
         if used.taken:
             out.ledger.append({"id": req.id, "delta": -used.taken, "balance": acct.balance,
                                "reason": reason, "catalog_version": cc.version})
@@ -597,9 +502,7 @@ def release_silent(acct: Account, now_ms: int) -> tuple[Change, list[dict]]:
         session = acct.sessions.pop(sid)
         released = session.money_reserved
         acct.reserved -= session.money_reserved
-        for bucket, held in zip(acct.allowances.get(session.service, []),
-                                session.allowance_reserved):
-            bucket.reserved -= held
+        unhold(acct, session)
         change.changed = True
         change.sessions_removed.add(sid)
         if session.service in acct.allowances:

@@ -16,10 +16,12 @@ import numpy as np
 from charging import kernels
 from charging.compiler import MAX_DIGITS, CompiledCatalog
 from charging.money import format_micros
+from charging.records import Result
 from charging.requests import Request
 
-RATING_FAILED = "RATING_FAILED"
-SERVICE_DENIED = "END_USER_SERVICE_DENIED"
+# the §3.1 codes these rules answer with, as plain strings (``charging.records.Result``)
+RATING_FAILED = Result.RATING_FAILED.value
+SERVICE_DENIED = Result.SERVICE_DENIED.value
 
 
 @dataclass(frozen=True, slots=True)

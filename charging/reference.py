@@ -14,9 +14,11 @@ from fractions import Fraction
 from charging.catalog import Band, Catalog, Rate, Tariff
 from charging.errors import RatingError
 from charging.money import MAX_COST_UNITS, round_fraction
+from charging.records import Result
 
-RATING_FAILED = "RATING_FAILED"
-SERVICE_DENIED = "END_USER_SERVICE_DENIED"
+# the §3.1 codes these rules answer with, as plain strings (``charging.records.Result``)
+RATING_FAILED = Result.RATING_FAILED.value
+SERVICE_DENIED = Result.SERVICE_DENIED.value
 
 
 @dataclass(frozen=True)

@@ -169,8 +169,9 @@ def topup(account: str, amount: str, topup_id: str | None, id_retention_s: int,
     """Credit AMOUNT (a decimal, e.g. 10.00; negative to debit) to ACCOUNT, ledgered."""
     from balances.store import BalanceStore
     from balances.topups import check_topup_id, refusal
-    from charging.decide import BALANCE_LIMIT, format_balance
+    from charging.decide import BALANCE_LIMIT
     from charging.money import MICROS, parse_decimal
+    from charging.records import format_balance
 
     try:
         micros = parse_decimal(amount) * MICROS

@@ -154,10 +154,10 @@ class Engine:
             latency_us = max(0, (now - valid_entered[i]) // 1000)
             try:
                 key = out.request.account.encode()
-                decision = out.decision
-                value = dumps({**decision, "latency_us": latency_us})
-                charge = None if out.charge is None else dumps(out.charge)
-                result = decision["result"]
+                wire = out.record()  # the wire form, as the store keeps it
+                value = dumps({**wire["decision"], "latency_us": latency_us})
+                charge = None if out.charge is None else dumps(wire["charge"])
+                result = str(out.decision.result)  # the code (a StrEnum), as a plain str
             except Exception as exc:  # noqa: BLE001 - a defect met by one request
                 log.error("serialising the outputs of request %r raised; it is rejected "
                           "(INTERNAL_ERROR) and the stream goes on", valid[i].id, exc_info=exc)

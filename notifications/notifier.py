@@ -39,9 +39,9 @@ from balances.redis_errors import store_errors
 from balances.store import BalanceStore
 from billing.outbox import OutboxError, decode_entry
 from catalog_cache.store import CatalogCache
-from charging.decide import format_balance
 from charging.errors import BrokerError, CorruptAccountError
 from charging.money import MICROS, parse_decimal
+from charging.records import format_balance
 from charging.state import Account
 from flows.kafka import KafkaSettings, describe_error
 from notifications.delivery import Failed, WebhookDelivery

@@ -2,7 +2,11 @@
 
 Every door — the Kafka/Bytewax flow, the JSONL mode, the benchmarks, and in-process gateways
 — decodes its own wire format into ``charging.requests.Request``s, calls ``decide`` and
-formats the outcomes its own way (model: CGRateS's agents calling the session service). What
+formats the outcomes its own way (model: CGRateS's agents calling the session service). An
+outcome's decision and charge are typed (``charging.records``: a ``Result``, units and money
+as integers, micros); ``Outcome.record`` is their CONTRACT §3 form, which the Kafka/JSONL
+encoder writes and the store keeps; a door with another wire builds its answer from the
+typed fields. What
 the service does around the charger, so that no door has to:
 
 * **a store outage is waited out**: ``StoreError`` (Redis unreachable, a cluster failing

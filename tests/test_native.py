@@ -131,6 +131,7 @@ def test_state_and_outcomes_copy_and_pickle_compiled_or_not():
     import pickle
 
     from charging.decide import Change, Outcome
+    from charging.records import Charge, Decision, Result, Stored
     from charging.requests import Request
     from charging.state import Account, Bucket, Session
 
@@ -138,9 +139,14 @@ def test_state_and_outcomes_copy_and_pickle_compiled_or_not():
                       allowance_reserved=[5], seq=3)
     acct = Account("a", "PREPAID_S", 1_000, allowances={"sms": [Bucket(10, 5, "2026-11")]},
                    sessions={"s1": session})
-    out = Outcome(Request("r1", "event", "a", "sms", 0), {"result": "SUCCESS"},
+    decision = Decision("r1", "event", "a", "sms", None, None, Result.SUCCESS, balance=910_000,
+                        charged=90_000, decimals=4)
+    charge = Charge("r1", "a", "sms", None, None, 0, 1, 1, 0, 90_000, "EUR", "SMS", "sms", "v1",
+                    910_000, 0, 4)
+    out = Outcome(Request("r1", "event", "a", "sms", 0), decision, charge,
                   ledger=[{"delta": -1}])
-    for obj in (session, acct, out, Change()):
+    out.record()  # its wire form made (and carried along)
+    for obj in (session, acct, out, decision, charge, Stored(decision, charge), Change()):
         assert copy.deepcopy(obj) == obj
         assert copy.copy(obj) == obj
         assert pickle.loads(pickle.dumps(obj)) == obj

@@ -40,6 +40,7 @@ from diameter.message.constants import (
 )
 
 from charging.catalog import Catalog
+from charging.records import Result
 from charging.requests import MAX_UNITS
 from gateway.diameter import wire
 from gateway.diameter.ccr import (  # noqa: F401 - the CCR's names, read here too
@@ -62,13 +63,13 @@ from gateway.diameter.ccr import (  # noqa: F401 - the CCR's names, read here to
 from gateway.diameter.wire import AnswerError
 
 #: decision result (CONTRACT §3.1) -> Result-Code (CONTRACT §6.3)
-RESULT_CODES = {
-    "SUCCESS": wire.SUCCESS,
-    "CREDIT_LIMIT_REACHED": wire.CREDIT_LIMIT_REACHED,
-    "END_USER_SERVICE_DENIED": wire.END_USER_SERVICE_DENIED,
-    "RATING_FAILED": wire.RATING_FAILED,
-    "USER_UNKNOWN": wire.USER_UNKNOWN,
-    "SESSION_UNKNOWN": wire.UNKNOWN_SESSION_ID,
+RESULT_CODES: dict[str, int] = {  # a Result is its code: looked up by the decision's string
+    Result.SUCCESS: wire.SUCCESS,
+    Result.CREDIT_LIMIT_REACHED: wire.CREDIT_LIMIT_REACHED,
+    Result.SERVICE_DENIED: wire.END_USER_SERVICE_DENIED,
+    Result.RATING_FAILED: wire.RATING_FAILED,
+    Result.USER_UNKNOWN: wire.USER_UNKNOWN,
+    Result.SESSION_UNKNOWN: wire.UNKNOWN_SESSION_ID,
 }
 #: a catalog unit -> the Granted/Requested/Used-Service-Unit AVP that counts it
 UNIT_AVPS = {"second": AVP_CC_TIME, "byte": AVP_CC_TOTAL_OCTETS}

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from charging.records import Result
+
 #: CONTRACT §3.1 result -> Nchf resultCode (USER_UNKNOWN and SESSION_UNKNOWN are not per
 #: rating group: the door answers them itself)
-RESULT_CODES = {
-    "SUCCESS": "SUCCESS",
-    "CREDIT_LIMIT_REACHED": "QUOTA_LIMIT_REACHED",
-    "END_USER_SERVICE_DENIED": "END_USER_SERVICE_DENIED",
-    "RATING_FAILED": "RATING_FAILED",
+RESULT_CODES: dict[str, str] = {  # a Result is its code: looked up by the decision's string
+    Result.SUCCESS: "SUCCESS",
+    Result.CREDIT_LIMIT_REACHED: "QUOTA_LIMIT_REACHED",
+    Result.SERVICE_DENIED: "END_USER_SERVICE_DENIED",
+    Result.RATING_FAILED: "RATING_FAILED",
 }
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from balances.charger import MAX_GROUPS, MAX_ROUNDS, _groups
-from charging.decide import format_balance
 from charging.errors import StoreError
+from charging.records import format_balance
 from charging.requests import parse
 from tests.conftest import req
 
@@ -36,7 +36,7 @@ def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
                                for a in accounts))
     warm = r.charge(*[req(id=f"w-{a}", kind="event", account=a, service="sms", used=1)
                       for a in accounts])  # now every account is in the charger's cache
-    assert all(o.decision["charged"] == "0.0900" for o in warm)
+    assert all(o.record()["decision"]["charged"] == "0.0900" for o in warm)
     topped = accounts[::30]  # changed behind the charger's back: its cached copies are stale
     for a in topped:
         assert r.store.topup(a, 5_000_000, topup_id=f"t-{a}").status == "ok"
@@ -60,14 +60,15 @@ def test_conflicting_accounts_in_a_pipelined_batch_are_decided_again(rig):
     outs = r.charge(*batch)
 
     assert [o.request.id for o in outs] == [b["id"] for b in batch]
-    assert all(o.decision["result"] == "SUCCESS" and o.charge is not None for o in outs)
+    assert all(o.decision.result == "SUCCESS" and o.charge is not None for o in outs)
     for a in accounts:
         expected = 10_000_000 + (5_000_000 if a in topped else 0) - 3 * SMS
         view = r.store.view(a)
         assert view.balance == expected, a
         assert r.store.reconciles(a, view.balance)
         last = [o for o in outs if o.request.account == a][-1]
-        assert last.decision["balance"] == format_balance(expected)  # decided on fresh state
+        # decided on fresh state
+        assert last.record()["decision"]["balance"] == format_balance(expected)
     position = {b["id"]: i for i, b in enumerate(batch)}
     assert [sorted(position[rid] for rid in ids) for ids in rounds] == [
         list(range(len(batch))),  # all, then the stale accounts' alone
@@ -91,7 +92,7 @@ def test_an_account_changed_before_every_write_is_given_up_after_max_rounds(rig,
     request = req(id="e1", kind="event", account="x", service="sms", used=1)
     if interfering < MAX_ROUNDS:
         (out,) = r.charge(request)
-        assert out.decision["result"] == "SUCCESS"
+        assert out.decision.result == "SUCCESS"
         assert r.store.view("x").balance == 10_000_000 + interfering * 1_000_000 - 2 * SMS
     else:
         with pytest.raises(StoreError, match=f"after {MAX_ROUNDS} rounds"):
@@ -109,7 +110,7 @@ def test_pipelined_writes_survive_redis_losing_its_scripts(rig):
     r.client.script_flush()  # as after a restart of Redis: every EVALSHA answers NOSCRIPT
     outs = r.charge(*[req(id=f"e-{a}", kind="event", account=a, service="sms", used=1)
                       for a in accounts])
-    assert [o.decision["result"] for o in outs] == ["SUCCESS"] * len(accounts)
+    assert [o.decision.result for o in outs] == ["SUCCESS"] * len(accounts)
     for a in accounts:
         assert r.store.view(a).balance == 10_000_000 - 2 * SMS
         assert r.store.reconciles(a, 10_000_000 - 2 * SMS)

@@ -114,9 +114,9 @@ class Workload(threading.Thread):
                 self.in_flight = batch
                 outs = charger.charge([parse(b) for b in batch])
                 for b, out in zip(batch, outs, strict=True):
-                    self.acked[b["id"]] = out.decision
+                    self.acked[b["id"]] = out.record()["decision"]
                     self.acked_requests[b["id"]] = b
-                    if b["kind"] == "initial" and out.decision["result"] != "SUCCESS":
+                    if b["kind"] == "initial" and out.decision.result != "SUCCESS":
                         sessions.pop(b["session"], None)
                 self.in_flight = []
                 self.batches += 1
@@ -206,7 +206,7 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
         charger.charge([parse(b) for b in work.in_flight])
     ids = list(work.acked_requests)
     outs = charger.charge([parse(work.acked_requests[i]) for i in ids])
-    assert [o.decision for o in outs] == [work.acked[i] for i in ids]
+    assert [o.record()["decision"] for o in outs] == [work.acked[i] for i in ids]
     assert all(o.replay for o in outs)
     for name in ACCOUNTS:
         assert sum(e["delta"] for e in store.ledger(name)) == store.view(name).balance
@@ -246,7 +246,7 @@ def test_a_failed_charge_call_leaves_nothing_half_applied(rig, start_redis):
     load_catalog_text(cat_client, CATALOG_A, prefix=r.prefix)
     load_catalog_text(cat_client, CATALOG_B, prefix=r.prefix)
     outs = charger.charge(batch)
-    assert [o.decision["charged"] for o in outs] == ["0.2000", "0.1515"]
+    assert [o.record()["decision"]["charged"] for o in outs] == ["0.2000", "0.1515"]
     acct = r.store.view("a")
     assert sum(e["delta"] for e in r.store.ledger("a")) == acct.balance
     assert acct.balance == 10_000_000 - 200_000 - 200_000 - 151_500

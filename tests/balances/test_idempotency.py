@@ -11,6 +11,7 @@ import pytest
 
 from balances.charger import Charger
 from balances.topups import Topup
+from charging.records import Decision
 from tests.conftest import Rig, req
 
 ACCOUNTS = ("[{id: a, plan: PREPAID_S, balance: '10.00'}, "
@@ -69,7 +70,7 @@ def test_replay_in_the_same_batch(rig, case):
             setup(r)
     (single,) = once.charge(op)
     first, again = twice.charge(op, dict(op, used=op.get("used", 0) + 7))
-    assert single.decision["result"] == result
+    assert single.decision.result == result
     assert first.decision == single.decision == again.decision
     assert again.replay and again.charge == first.charge and again.ledger == []
     assert snapshot(twice, versions=False) == snapshot(once, versions=False)
@@ -83,7 +84,7 @@ def test_replay_later_returns_the_first_decision_and_changes_nothing(rig, case, 
     if setup:
         setup(r)
     first = r.one(op)
-    assert first.decision["result"] == result and not first.replay
+    assert first.decision.result == result and not first.replay
     # the account moves on in between (a later request, a later clock)
     r.clock.advance(5_000)
     r.one(req(id="later", kind="event", account="a", service="sms", used=1))
@@ -98,7 +99,7 @@ def test_replay_later_returns_the_first_decision_and_changes_nothing(rig, case, 
     outs = r.charge(req(id="new", kind="event", account="a", service="sms", used=1), op,
                     charger=charger)
     assert outs[1].decision == first.decision and outs[1].replay
-    assert outs[0].decision["result"] == "SUCCESS" and not outs[0].replay
+    assert outs[0].decision.result == "SUCCESS" and not outs[0].replay
     assert r.ledger_sum("a") == r.store.view("a").balance
 
 
@@ -153,5 +154,5 @@ def test_request_ids_do_not_collide_with_topup_ids(rig):
     r.store.topup("a", 1_000_000, topup_id="pay-9")
     (out,) = r.charge(req(id="topup:pay-9", kind="event", account="a", service="sms",
                           used=1), charger=r.fresh_charger())
-    assert isinstance(out.decision, dict) and out.decision["result"] == "SUCCESS"
+    assert isinstance(out.decision, Decision) and out.decision.result == "SUCCESS"
     assert r.store.view("a").balance == 10_910_000

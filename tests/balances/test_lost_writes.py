@@ -47,9 +47,9 @@ def test_a_topup_after_redis_lost_a_write_is_never_overwritten(start_redis, tmp_
     client = redis.Redis.from_url(url)
     store = BalanceStore(client)  # the CLI's prefix, "cf"
     charger = Charger(store, CatalogCache(client), Clock())
-    assert charger.charge([sms("e1")])[0].decision["result"] == "SUCCESS"
+    assert charger.charge([sms("e1")])[0].decision.result == "SUCCESS"
     client.save()  # the snapshot Redis will come back from
-    assert [o.decision["result"] for o in charger.charge([sms("e2"), sms("e3")])] == \
+    assert [o.decision.result for o in charger.charge([sms("e2"), sms("e3")])] == \
         ["SUCCESS", "SUCCESS"]  # one write: acknowledged, cached, then lost
 
     stop_process(proc)  # SIGKILL
@@ -64,11 +64,11 @@ def test_a_topup_after_redis_lost_a_write_is_never_overwritten(start_redis, tmp_
             break
         except StoreError:
             continue
-    assert out[0].decision["result"] == "SUCCESS"
+    assert out[0].decision.result == "SUCCESS"
     after = store.view("alice")
     # the top-up stays: 10.00 - e1 + 5.00 - e4 (e2 and e3 were lost with the write)
     assert after.balance == 10_000_000 - SMS + 5_000_000 - SMS  # was 10.00 - 4 SMS
-    assert out[0].decision["balance"] == "14.82"
+    assert out[0].record()["decision"]["balance"] == "14.82"
     ledger = store.ledger("alice")
     ids = [e["id"] for e in ledger]
     assert ids[:2] == ["open", "e1"] and ids[3] == "e4"
@@ -77,7 +77,7 @@ def test_a_topup_after_redis_lost_a_write_is_never_overwritten(start_redis, tmp_
     # the cache learnt the version the script wrote: the next batch is one write, with no
     # read and no conflict (a conflict reads the account inside the script: HGETALL)
     client.config_resetstat()
-    assert charger.charge([sms("e5")])[0].decision["balance"] == "14.73"
+    assert charger.charge([sms("e5")])[0].record()["decision"]["balance"] == "14.73"
     stats = client.info("commandstats")
     assert "cmdstat_hgetall" not in stats and stats["cmdstat_evalsha"]["calls"] == 1
     client.close()

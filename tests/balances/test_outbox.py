@@ -64,13 +64,13 @@ def test_a_charge_is_in_the_outbox_once_with_its_ledger_entry(rig):
     before = len(outbox(r))
     out = r.one(dict(SMS, id="s1", account="bob"))
     unknown = r.one(dict(SMS, id="s2", account="ghost"))  # no account: nothing archived
-    assert unknown.decision["result"] == "USER_UNKNOWN"
+    assert unknown.decision.result == "USER_UNKNOWN"
     r.one(dict(SMS, id="s1", account="bob"))  # a replay writes nothing
     entries = outbox(r)[before:]
     assert len(entries) == 1
     (e,) = entries
     assert e["account"] == "bob"
-    assert [decode_record(rec)["charge"] for rec in e["records"]] == [out.charge]
+    assert [decode_record(rec)["charge"] for rec in e["records"]] == [out.record()["charge"]]
     (ledger,) = [fields(x) for x in e["ledger"]]
     assert (ledger["id"], ledger["delta"], ledger["reason"]) == ("s1", "-90000", "event")
 

@@ -31,7 +31,7 @@ def test_idempotency_records_expire_after_their_retention(rig):
     assert not r.client.exists(r.store.keys.idem("a", "e0"))
     # past the retention the id is a new request: the replay guarantee is bounded by it
     (again,) = r.charge(*_events(1), charger=charger)
-    assert not again.replay and again.decision["result"] == "SUCCESS"
+    assert not again.replay and again.decision.result == "SUCCESS"
     assert r.store.view("a").balance == 1000_000_000 - 2 * 90_000
 
 

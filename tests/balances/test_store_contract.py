@@ -15,7 +15,7 @@ from balances.accounts import parse_accounts
 from balances.codec import decode_record
 from balances.sweeper import sweep
 from balances.topups import MAX_ID_RETENTION_S, Topup
-from tests.conftest import T0_MS, Rig, micros, req
+from tests.conftest import T0_MS, Rig, req
 
 BOTH = ["standalone", "cluster"]
 #: tests that persist charges, on both kinds of Redis
@@ -250,7 +250,7 @@ def test_topup_beyond_the_exact_range_is_refused_untouched(make):
 def test_initial_reserves_the_grant_and_indexes_the_session(make):
     r = make()
     out = r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1"))
-    assert out.decision == {
+    assert out.record()["decision"] == {
         "id": "s1:0", "kind": "initial", "account": "a", "service": "voice", "session": "s1",
         "seq": 0, "result": "SUCCESS", "granted": 300, "validity_s": 600, "final": False,
         "balance": "10.00", "charged": "0.0000"}
@@ -261,7 +261,7 @@ def test_initial_reserves_the_grant_and_indexes_the_session(make):
         "mobile_peak", r.catalog.version, 300, peak(300), 0)
     assert acct.reserved == peak(300) == 510_000 and acct.balance == 10_000_000
     assert r.expiry_members("a") == {"a\x1fs1": float(T0_MS + 2 * 600 * 1000)}
-    assert stored(r, "a", "s1:0") == out.decision
+    assert stored(r, "a", "s1:0") == out.record()["decision"]
     check_books(r, "a")
 
 
@@ -279,14 +279,15 @@ def test_session_interim_charges_sum_to_one_rating(make):
                    used=59, requested=120))
     t = r.one(req(id="s:3", kind="terminate", account="a", service="voice", session="s",
                   seq=3, used=30))
-    assert [o.decision["charged"] for o in (u1, u2, t)] == ["0.1515", "0.0885", "0.0450"]
-    assert sum(micros(o.charge["cost"]) for o in (u1, u2, t)) == peak(150)
-    assert (u2.decision["granted"], u2.decision["final"]) == (120, False)
-    assert (t.decision["result"], t.decision["granted"], t.decision["validity_s"]) == (
+    assert [o.record()["decision"]["charged"] for o in (u1, u2, t)] == [
+        "0.1515", "0.0885", "0.0450"]
+    assert sum(o.charge.cost for o in (u1, u2, t)) == peak(150)
+    assert (u2.decision.granted, u2.decision.final) == (120, False)
+    assert (t.decision.result, t.decision.granted, t.decision.validity_s) == (
         "SUCCESS", 0, 0)
-    assert t.decision["balance"] == "9.715"
-    assert {o.charge["catalog_version"] for o in (u1, u2, t)} == {r.catalog.version}
-    assert [o.charge["rate"] for o in (u1, u2, t)] == ["mobile_peak"] * 3
+    assert t.record()["decision"]["balance"] == "9.715"
+    assert {o.charge.catalog_version for o in (u1, u2, t)} == {r.catalog.version}
+    assert [o.charge.rate for o in (u1, u2, t)] == ["mobile_peak"] * 3
     acct = r.store.view("a")
     assert acct.sessions == {} and acct.reserved == 0 and acct.balance == 10_000_000 - 285_000
     assert r.expiry_members("a") == {}
@@ -316,20 +317,20 @@ def test_partial_grant_is_final_and_a_second_session_gets_credit_limit(make):
     out = r.one(req(id="s1:0", kind="initial", account="a", service="voice", session="s1",
                     requested=600))
     # rating(g) <= 0.30  <=>  0.15 + 0.0015 (g - 60) <= 0.30  <=>  g <= 160
-    assert (out.decision["result"], out.decision["granted"], out.decision["final"]) == (
+    assert (out.decision.result, out.decision.granted, out.decision.final) == (
         "SUCCESS", 160, True)
     assert r.store.view("a").reserved == 300_000
     refused = r.one(req(id="s2:0", kind="initial", account="a", service="voice",
                         session="s2"))
-    assert (refused.decision["result"], refused.decision["granted"],
-            refused.decision["final"]) == ("CREDIT_LIMIT_REACHED", 0, True)
+    assert (refused.decision.result, refused.decision.granted,
+            refused.decision.final) == ("CREDIT_LIMIT_REACHED", 0, True)
     acct = r.store.view("a")
     assert set(acct.sessions) == {"s1"} and acct.reserved == 300_000
     assert set(r.expiry_members("a")) == {"a\x1fs1"}
     # an event must not take the money reserved for s1
     ev = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
-    assert ev.decision["result"] == "CREDIT_LIMIT_REACHED" and ev.charge is None
-    assert stored(r, "a", "s2:0") == refused.decision
+    assert ev.decision.result == "CREDIT_LIMIT_REACHED" and ev.charge is None
+    assert stored(r, "a", "s2:0") == refused.record()["decision"]
     check_books(r, "a")
 
 
@@ -337,14 +338,15 @@ def test_partial_grant_is_final_and_a_second_session_gets_credit_limit(make):
 def test_event_beyond_the_balance_takes_nothing(make):
     r = make("[{id: a, plan: PREPAID_S, balance: '0.10'}]")
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=2))
-    assert out.decision["result"] == "CREDIT_LIMIT_REACHED"
-    assert out.decision["granted"] == 0 and micros(out.decision["charged"]) == 0
+    assert out.decision.result == "CREDIT_LIMIT_REACHED"
+    assert out.decision.granted == 0 and out.decision.charged == 0
     assert out.charge is None and r.store.view("a").balance == 100_000
     assert len(r.store.ledger("a")) == 1
     ok = r.one(req(id="e2", kind="event", account="a", service="sms", used=1))
-    assert (ok.decision["result"], ok.decision["charged"], ok.decision["balance"]) == (
+    okd, okc = ok.record()["decision"], ok.record()["charge"]
+    assert (ok.decision.result, okd["charged"], okd["balance"]) == (
         "SUCCESS", "0.0900", "0.01")
-    assert (ok.charge["cost"], ok.charge["uncharged"], ok.charge["rated_units"]) == (
+    assert (okc["cost"], okc["uncharged"], ok.charge.rated_units) == (
         "0.0900", "0", 1)
     check_books(r, "a")
 
@@ -356,10 +358,10 @@ def test_unknown_account_changes_nothing(make):
                     req(id="u2", kind="initial", account="ghost", service="voice",
                         session="g"))
     for out in outs:
-        assert out.decision["result"] == "USER_UNKNOWN"
-        assert out.decision["granted"] == 0 and out.decision["balance"] is None
+        assert out.decision.result == "USER_UNKNOWN"
+        assert out.decision.granted == 0 and out.record()["decision"]["balance"] is None
         assert out.charge is None and out.ledger == []
-        assert stored(r, "ghost", out.request.id) == out.decision
+        assert stored(r, "ghost", out.request.id) == out.record()["decision"]
     assert not r.client.exists(r.store.keys.account("ghost"))
     assert not r.client.exists(r.store.keys.ledger("ghost"))
     assert r.expiry_members("ghost") == {}
@@ -375,18 +377,18 @@ def test_blocked_account_and_service_outside_the_plan_are_denied(make):
         req(id="b2", kind="initial", account="b", service="voice", session="bs"),
         req(id="v1", kind="event", account="v", service="sms", used=1),
         req(id="v2", kind="initial", account="v", service="data", session="vs"))
-    assert [o.decision["result"] for o in outs] == ["END_USER_SERVICE_DENIED"] * 4
-    assert all(o.decision["granted"] == 0 and o.charge is None for o in outs)
+    assert [o.decision.result for o in outs] == ["END_USER_SERVICE_DENIED"] * 4
+    assert all(o.decision.granted == 0 and o.charge is None for o in outs)
     assert {a: r.raw(a) for a in ("b", "v")} == before
     assert r.expiry_members("b") == {} and r.expiry_members("v") == {}
     # unblocking is seen by the same (warm) Charger: its cached state is re-read
     r.add_accounts("[{id: b, plan: PREPAID_S, balance: '5.00', status: active}]")
     ok = r.one(req(id="b3", kind="event", account="b", service="sms", used=1))
-    assert ok.decision["result"] == "SUCCESS" and ok.decision["balance"] == "4.91"
+    assert ok.decision.result == "SUCCESS" and ok.record()["decision"]["balance"] == "4.91"
     # and blocking again stops the warm Charger too
     r.add_accounts("[{id: b, plan: PREPAID_S, balance: '5.00', status: blocked}]")
     no = r.one(req(id="b4", kind="event", account="b", service="sms", used=1))
-    assert no.decision["result"] == "END_USER_SERVICE_DENIED"
+    assert no.decision.result == "END_USER_SERVICE_DENIED"
     assert r.store.view("b").balance == 4_910_000
     check_books(r, "b")
 
@@ -396,17 +398,17 @@ def test_allowance_first_then_money_and_daily_rollover_in_the_catalog_zone(make)
     r = make("[{id: a, plan: DAILY_SMS, balance: '1.00'}]")
     day1 = [r.one(req(id=f"d1-{i}", kind="event", account="a", service="sms", used=1))
             for i in range(3)]
-    assert [(o.charge["allowance_units"], o.charge["cost"]) for o in day1] == [
+    assert [(o.charge.allowance_units, o.record()["charge"]["cost"]) for o in day1] == [
         (1, "0.0000"), (1, "0.0000"), (0, "0.0900")]
     assert [o.ledger != [] for o in day1] == [False, False, True]
     # 23:30 UTC on the 24th is already the 25th in Europe/Berlin: a new day, a new allowance
     mixed = r.one(req(id="d2", kind="event", account="a", service="sms", used=3,
                       ts="2026-11-24T23:30:00Z"))
-    assert (mixed.charge["units"], mixed.charge["allowance_units"], mixed.charge["cost"],
-            mixed.charge["rated_units"]) == (3, 2, "0.0900", 1)
+    assert (mixed.charge.units, mixed.charge.allowance_units, mixed.record()["charge"]["cost"],
+            mixed.charge.rated_units) == (3, 2, "0.0900", 1)
     # a late report from the 24th does not bring the old period back
     late = r.one(req(id="d1-late", kind="event", account="a", service="sms", used=1))
-    assert late.charge["allowance_units"] == 0 and late.charge["cost"] == "0.0900"
+    assert late.charge.allowance_units == 0 and late.record()["charge"]["cost"] == "0.0900"
     acct = r.store.view("a")
     assert acct.balance == 1_000_000 - 3 * 90_000
     (bucket,) = acct.allowances["sms"]
@@ -419,7 +421,7 @@ def test_session_reserves_allowance_before_money(make):
     r = make("[{id: a, plan: DAILY_SMS, balance: '1.00'}]")
     out = r.one(req(id="d:0", kind="initial", account="a", service="data", session="d",
                     requested=5000))
-    assert (out.decision["granted"], out.decision["final"]) == (5000, False)
+    assert (out.decision.granted, out.decision.final) == (5000, False)
     acct = r.store.view("a")
     data_bucket = acct.allowances["data"][0]
     # 1000 free units held, the other 4000 (-> 4096 rated) cost 0.0000390625 -> 0.0001 up
@@ -427,11 +429,11 @@ def test_session_reserves_allowance_before_money(make):
     assert acct.sessions["d"].money_reserved == 100 == acct.reserved
     other = r.one(req(id="x:0", kind="initial", account="a", service="data", session="x",
                       requested=10))
-    assert other.decision["granted"] == 10  # no free units left for it: money only
+    assert other.decision.granted == 10  # no free units left for it: money only
     assert r.store.view("a").sessions["x"].allowance_reserved == [0]
     t = r.one(req(id="d:1", kind="terminate", account="a", service="data", session="d",
                   used=3000))
-    assert (t.charge["allowance_units"], t.charge["rated_units"], t.charge["cost"]) == (
+    assert (t.charge.allowance_units, t.charge.rated_units, t.record()["charge"]["cost"]) == (
         1000, 2048, "0.0001")
     acct = r.store.view("a")
     assert (acct.allowances["data"][0].units, acct.allowances["data"][0].reserved) == (0, 0)
@@ -446,9 +448,9 @@ def test_overuse_is_charged_as_far_as_possible_and_the_rest_reported_uncharged(m
     t = r.one(req(id="s:1", kind="terminate", account="a", service="voice", session="s",
                   used=1000))
     # rating(1000) = 0.15 + 940 * 0.0015 = 1.56, of which only 1.00 can be taken
-    assert t.decision["result"] == "SUCCESS"
-    assert micros(t.decision["charged"]) == 1_000_000 and t.decision["balance"] == "0.00"
-    assert (t.charge["cost"], t.charge["uncharged"], t.charge["units"]) == (
+    assert t.decision.result == "SUCCESS"
+    assert t.decision.charged == 1_000_000 and t.record()["decision"]["balance"] == "0.00"
+    assert (t.record()["charge"]["cost"], t.record()["charge"]["uncharged"], t.charge.units) == (
         "1.0000", "0.5600", 1000)
     assert r.store.view("a").balance == 0
     check_books(r, "a")
@@ -462,13 +464,13 @@ def test_update_over_the_grant_commits_then_regrants_what_is_left(make):
     u = r.one(req(id="s:1", kind="update", account="a", service="voice", session="s",
                   used=200, requested=300))
     # rating(200) = 0.36; 0.14 left funds 93 more seconds (0.1395)
-    assert (u.decision["charged"], u.decision["granted"], u.decision["final"]) == (
+    assert (u.record()["decision"]["charged"], u.decision.granted, u.decision.final) == (
         "0.3600", 93, True)
     assert r.store.view("a").reserved == 139_500
     u2 = r.one(req(id="s:2", kind="update", account="a", service="voice", session="s",
                    used=93 + 50))
-    assert micros(u2.charge["cost"]) == 140_000 and u2.charge["uncharged"] == "0.0745"
-    assert (u2.decision["result"], u2.decision["granted"]) == ("CREDIT_LIMIT_REACHED", 0)
+    assert u2.charge.cost == 140_000 and u2.record()["charge"]["uncharged"] == "0.0745"
+    assert (u2.decision.result, u2.decision.granted) == ("CREDIT_LIMIT_REACHED", 0)
     acct = r.store.view("a")
     assert acct.balance == 0 and acct.reserved == 0 and "s" in acct.sessions
     check_books(r, "a")
@@ -483,18 +485,19 @@ def test_unknown_session_is_charged_like_an_event_and_answers_session_unknown(ma
     u = r.one(req(id="n:1", kind="update", account="a", service="voice", session="never",
                   used=61))
     # rated with the rate this request selects (mobile_peak): 0.1515, of which 0.11 is there
-    assert (u.decision["result"], u.decision["granted"], u.decision["charged"]) == (
+    assert (u.decision.result, u.decision.granted, u.record()["decision"]["charged"]) == (
         "SESSION_UNKNOWN", 0, "0.1100")
-    assert (u.charge["rate"], u.charge["cost"], u.charge["uncharged"]) == (
+    assert (u.charge.rate, u.record()["charge"]["cost"], u.record()["charge"]["uncharged"]) == (
         "mobile_peak", "0.1100", "0.0415")
     assert u.ledger[0]["reason"] == "unknown_session"
     assert r.store.view("a").sessions == {} and r.expiry_members("a") == {}
     # an ended session is unknown too; nothing left to take: all of it reported uncharged
     again = r.one(req(id="e:2", kind="terminate", account="a", service="sms", session="e",
                       seq=2, used=1))
-    assert (again.decision["result"], again.decision["charged"]) == ("SESSION_UNKNOWN",
+    assert (again.decision.result, again.record()["decision"]["charged"]) == ("SESSION_UNKNOWN",
                                                                      "0.0000")
-    assert again.charge["cost"] == "0.0000" and again.charge["uncharged"] == "0.0900"
+    again_c = again.record()["charge"]
+    assert again_c["cost"] == "0.0000" and again_c["uncharged"] == "0.0900"
     assert again.ledger == []
     assert r.store.view("a").balance == 0
     check_books(r, "a")
@@ -518,16 +521,16 @@ def test_mixed_batch_books_balance_and_decisions(make):
     ]
     outs = r.charge(*batch)
     assert [o.request.id for o in outs] == [b["id"] for b in batch]
-    assert [o.decision["result"] for o in outs] == [
+    assert [o.decision.result for o in outs] == [
         "SUCCESS", "CREDIT_LIMIT_REACHED", "SUCCESS", "SUCCESS", "SUCCESS", "SUCCESS",
         "SUCCESS", "USER_UNKNOWN", "SUCCESS"]
     # c may go negative: its overuse is charged in full, nothing uncharged
-    assert outs[6].charge["uncharged"] == "0" and micros(outs[6].charge["cost"]) == peak(500)
+    assert outs[6].record()["charge"]["uncharged"] == "0" and outs[6].charge.cost == peak(500)
     assert r.store.view("c").balance == -peak(500)
     for out in outs:
-        assert stored(r, out.request.account, out.request.id) == out.decision
+        assert stored(r, out.request.account, out.request.id) == out.record()["decision"]
     for acct in ("a", "b", "c"):
-        taken = sum(micros(o.decision["charged"]) for o in outs if o.request.account == acct)
+        taken = sum(o.decision.charged for o in outs if o.request.account == acct)
         assert r.store.view(acct).balance == r.initial[acct] - taken
         check_books(r, acct)
     assert set(r.expiry_members("a")) == {"a\x1fva", "a\x1fda"}
@@ -539,7 +542,8 @@ def test_load_returns_states_and_stored_decisions(make):
     out = r.one(req(id="e1", kind="event", account="a", service="sms", used=1))
     states, decided = r.store.load(["a", "ghost"], {"a": ["e1", "never"]})
     assert states["ghost"] is None and states["a"].balance == 9_910_000
-    assert decided == {("a", "e1"): out.record()}
+    assert decided == {("a", "e1"): out.stored()}
+    assert decided[("a", "e1")].wire == out.record()  # the record as stored, to replay as is
 
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 from balances.sweeper import sweep
-from tests.conftest import T0_MS, Rig, micros, req
+from tests.conftest import T0_MS, Rig, req
 
 VALIDITY_MS = 600 * 1000
 SILENT_MS = 2 * VALIDITY_MS
@@ -57,7 +57,8 @@ def test_silent_sessions_are_released_and_fresh_ones_kept(rig):
     r.clock.advance(SILENT_MS)
     late = r.one(req(id="v:1", kind="update", account="a", service="voice", session="v",
                      used=61))
-    assert late.decision["result"] == "SESSION_UNKNOWN" and late.decision["charged"] == "0.1515"
+    assert late.decision.result == "SESSION_UNKNOWN"
+    assert late.record()["decision"]["charged"] == "0.1515"
     books(r, "a")
 
 
@@ -123,11 +124,11 @@ def test_a_warm_charger_sees_what_the_sweep_released(rig):
     outs = r.charge(
         req(id="e1", kind="event", account="a", service="sms", used=2),
         req(id="v:1", kind="update", account="a", service="voice", session="v", used=30))
-    assert outs[0].decision["result"] == "SUCCESS"  # the released money is available again
-    assert outs[1].decision["result"] == "SESSION_UNKNOWN"
+    assert outs[0].decision.result == "SUCCESS"  # the released money is available again
+    assert outs[1].decision.result == "SESSION_UNKNOWN"
     acct = r.store.view("a")
     assert acct.sessions == {} and acct.reserved == 0
-    assert outs[1].decision["charged"] == "0.1500"
+    assert outs[1].record()["decision"]["charged"] == "0.1500"
     assert acct.balance == 1_100_000 - 180_000 - 150_000
     assert [e["reason"] for e in r.store.ledger("a")] == [
         "open", "release", "release", "event", "unknown_session"]
@@ -183,8 +184,8 @@ def test_sweeps_racing_charges_lose_nothing(rig):
         assert rel == sorted(f"release:{s}" for s in old if s.startswith(f"{n}-"))
         assert set(acct.sessions) == {o.request.session for o in outcomes
                                       if o.request.account == n and o.request.kind == "initial"
-                                      and o.decision["result"] == "SUCCESS"}
-        taken = sum(micros(o.decision["charged"]) for o in outcomes if o.request.account == n)
+                                      and o.decision.result == "SUCCESS"}
+        taken = sum(o.decision.charged for o in outcomes if o.request.account == n)
         assert acct.balance == r.initial[n] - taken
         books(r, n)
 

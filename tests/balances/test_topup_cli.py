@@ -65,7 +65,7 @@ def test_a_debit_of_reserved_money_names_the_free_and_reserved_amounts(loaded):
     out = Charger(store, CatalogCache(client, prefix="cf"), Clock()).charge([parse(req(
         id="s:0", kind="initial", account="alice", service="voice", session="s",
         requested=60))])  # holds 0.15 (0.05 connect + one minute at 0.10)
-    assert out[0].decision["result"] == "SUCCESS" and store.view("alice").reserved == 150_000
+    assert out[0].decision.result == "SUCCESS" and store.view("alice").reserved == 150_000
     error = refused(url, "alice", "--", "-12.40")
     assert error == ("debit of 12.40 from 'alice' refused: it would take money reserved by "
                      "open sessions (balance 12.50, reserved 0.15, free 12.35); at most 12.35 "

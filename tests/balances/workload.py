@@ -126,10 +126,10 @@ def charge_worker(plan: Plan, barrier, queue) -> None:
             else:
                 raise RuntimeError(f"batch kept failing after {plan.store_error_retries} tries")
             for raw, out in zip(batch, outs, strict=True):
-                result.decisions[raw["id"]] = out.decision
+                result.decisions[raw["id"]] = out.record()["decision"]
                 result.requests[raw["id"]] = raw
                 sid = raw.get("session")
-                if raw["kind"] == "initial" and out.decision["result"] == "SUCCESS":
+                if raw["kind"] == "initial" and out.decision.result == "SUCCESS":
                     open_sessions[sid] = (raw["account"], raw["service"], 0)
                 elif raw["kind"] == "initial":
                     open_sessions.pop(sid, None)

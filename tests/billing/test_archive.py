@@ -68,10 +68,10 @@ def test_every_change_reaches_the_archive_once_and_reconciles_with_redis(archive
     assert archiver.totals.rejects == archiver.totals.duplicates == 0
     rows = db.execute("SELECT id, account, cost, balance, rate, session, seq, units, "
                       "rated_units FROM charges ORDER BY id").fetchall()
-    want = sorted((o.charge["id"], o.charge["account"], round(float(o.charge["cost"]) * 1e6),
-                   round(float(o.charge["balance"]) * 1e6), o.charge["rate"],
-                   o.charge["session"], o.charge["seq"], o.charge["units"],
-                   o.charge["rated_units"]) for o in charged)
+    want = sorted((o.charge.id, o.charge.account, round(float(o.record()["charge"]["cost"]) * 1e6),
+                   round(float(o.record()["charge"]["balance"]) * 1e6), o.charge.rate,
+                   o.charge.session, o.charge.seq, o.charge.units,
+                   o.charge.rated_units) for o in charged)
     assert rows == want and len(rows) == len({row[0] for row in rows})
     for account in ("alice", "bob", "carol"):
         redis_ledger = r.store.ledger(account)

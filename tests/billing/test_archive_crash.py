@@ -92,7 +92,7 @@ def test_sigkill_at_any_moment_then_resume_archives_everything_exactly_once(
     assert archived_entries(db) == total
 
     rows = db.execute("SELECT count(*), count(DISTINCT id), sum(cost) FROM charges").fetchone()
-    want_cost = sum(round(float(c["cost"]) * 10**6) for c in charged)
+    want_cost = sum(c.cost for c in charged)  # micros
     assert rows == (len(charged), len(charged), want_cost)
     for k in range(ACCOUNTS):
         a = f"a{k}"

@@ -13,7 +13,7 @@ import pytest
 from balances.codec import encode_record, ledger_fields
 from billing.chain import COLUMNS, ZERO, canonical, link
 from billing.outbox import OutboxError, decode_entry, id_key, micros, stream_time
-from charging.decide import CHARGE_FIELDS, DECISION_FIELDS
+from charging.records import CHARGE_FIELDS, DECISION_FIELDS
 
 SID = b"1795856400123-4"
 AT = datetime(2026, 11, 28, 9, 0, 0, 123000, tzinfo=UTC)

@@ -29,22 +29,22 @@ def sms(rid: str, account: str = "r0") -> dict:
 def test_refresh_switches_to_the_new_version(rig):
     r = rig(accounts=RICH)  # catalog A loaded, cache re-checks only on refresh()
     first = r.one(sms("1"))
-    assert (first.charge["catalog_version"], first.charge["cost"]) == ("test-a", "0.0900")
+    assert (first.charge.catalog_version, first.record()["charge"]["cost"]) == ("test-a", "0.0900")
     load_catalog_text(r.client, CATALOG_B, prefix=r.prefix)
     stale = r.one(sms("2"))
-    assert stale.charge["catalog_version"] == "test-a"  # not re-checked yet
+    assert stale.charge.catalog_version == "test-a"  # not re-checked yet
     assert r.catalogs.refresh() == "test-b"
     after = r.one(sms("3"))
-    assert (after.charge["catalog_version"], after.charge["cost"]) == ("test-b", "0.2000")
+    assert (after.charge.catalog_version, after.record()["charge"]["cost"]) == ("test-b", "0.2000")
     assert r.store.ledger("r0")[-1]["catalog_version"] == "test-b"
 
 
 def test_the_cache_rechecks_redis_after_its_interval(rig):
     r = rig(accounts=RICH, check_interval_s=0.05)
-    assert r.one(sms("1")).charge["catalog_version"] == "test-a"
+    assert r.one(sms("1")).charge.catalog_version == "test-a"
     load_catalog_text(r.client, CATALOG_B, prefix=r.prefix)
     time.sleep(0.1)
-    assert r.one(sms("2")).charge["catalog_version"] == "test-b"
+    assert r.one(sms("2")).charge.catalog_version == "test-b"
 
 
 def test_reload_while_charging_never_mixes_versions_within_a_batch(rig):
@@ -85,13 +85,13 @@ def test_reload_while_charging_never_mixes_versions_within_a_batch(rig):
     assert not errors, errors
     seen = set()
     for start, end, outs in batches:
-        versions = {o.charge["catalog_version"] for o in outs}
+        versions = {o.charge.catalog_version for o in outs}
         assert len(versions) == 1, f"a batch mixed catalog versions: {versions}"
         (version,) = versions
         seen.add(version)
         for o in outs:
             expected = SMS_PRICE if o.request.service == "sms" else VOICE_61
-            assert o.charge["cost"] == expected[version]
+            assert o.record()["charge"]["cost"] == expected[version]
         if end < loaded_at:
             assert version == "test-a"
         if start > refreshed_at:
@@ -113,19 +113,19 @@ def test_sessions_keep_the_version_and_rate_they_started_under(rig):
                     used=61))
     new = r.one(req(id="new:1", kind="update", account="r0", service="voice", session="new",
                     used=61))
-    assert (old.charge["catalog_version"], old.charge["cost"]) == ("test-a", "0.1515")
-    assert (new.charge["catalog_version"], new.charge["cost"]) == ("test-b", "0.3515")
+    assert (old.charge.catalog_version, old.record()["charge"]["cost"]) == ("test-a", "0.1515")
+    assert (new.charge.catalog_version, new.record()["charge"]["cost"]) == ("test-b", "0.3515")
     # the next grant of the old session is reserved at A's price too (300 s at 0.0015)
     assert r.store.view("r0").sessions["old"].money_reserved == 450_000
     t = r.one(req(id="old:2", kind="terminate", account="r0", service="voice", session="old",
                   used=300))
-    assert (t.charge["catalog_version"], t.charge["cost"]) == ("test-a", "0.4500")
+    assert (t.charge.catalog_version, t.record()["charge"]["cost"]) == ("test-a", "0.4500")
     # a restarted engine (empty cache, B active) reads version A back from Redis for it
     fresh = Charger(BalanceStore(r.client, prefix=r.prefix),
                     CatalogCache(r.client, prefix=r.prefix), Clock())
     (o3,) = r.charge(req(id="o3:1", kind="update", account="r3", service="voice",
                          session="o3", used=61), charger=fresh)
-    assert (o3.charge["catalog_version"], o3.charge["cost"]) == ("test-a", "0.1515")
+    assert (o3.charge.catalog_version, o3.record()["charge"]["cost"]) == ("test-a", "0.1515")
 
 
 def test_a_version_never_changes_content(rig):
@@ -146,7 +146,7 @@ def test_a_version_never_changes_content(rig):
     assert r.catalogs.refresh() == "test-b"
     load_catalog_text(client, CATALOG_A, prefix=p)
     assert r.catalogs.refresh() == "test-a"
-    assert r.one(sms("x")).charge["cost"] == "0.0900"
+    assert r.one(sms("x")).record()["charge"]["cost"] == "0.0900"
 
 
 def test_get_returns_older_versions(rig):
@@ -200,7 +200,7 @@ def test_a_retried_batch_is_still_rated_with_one_version(rig):
     rc.armed, rc.calls = True, 0
     outs = r.charge(sms("m1", "r1"), sms("m2", "r2"), charger=charger)
     assert rc.calls == 2  # r2 conflicted: a second round ran
-    versions = [o.charge["catalog_version"] for o in outs]
+    versions = [o.charge.catalog_version for o in outs]
     assert len(set(versions)) == 1, versions
 
 
@@ -250,7 +250,7 @@ def test_a_stored_version_this_release_refuses_is_not_used_for_its_sessions(rig,
                     CatalogCache(r.client, prefix=r.prefix), Clock())
     (out,) = r.charge(req(id="old:1", kind="terminate", account="r0", service="voice",
                           session="old", used=61), charger=fresh)
-    assert (out.decision["result"], out.decision["charged"], out.charge) == \
+    assert (out.decision.result, out.record()["decision"]["charged"], out.charge) == \
         ("RATING_FAILED", "0.00", None)
     assert r.store.view("r0").balance == balance
     assert "does not validate any more" in caplog.text
@@ -277,8 +277,8 @@ def test_a_stored_version_with_keys_once_passed_over_still_rates_as_it_did(rig, 
                     CatalogCache(r.client, prefix=r.prefix), Clock())
     (out,) = r.charge(req(id="long", kind="event", account="r0", service="voice",
                           used=100_000), charger=fresh)
-    assert out.decision["result"] == "SUCCESS"
-    assert out.charge["cost"] == "150.0600"  # CONTRACT §4.1's example, without the cap
+    assert out.decision.result == "SUCCESS"
+    assert out.record()["charge"]["cost"] == "150.0600"  # CONTRACT §4.1's example, without the cap
     assert "unknown key 'maxcost' — did you mean 'max_cost'?" in caplog.text
     with pytest.raises(CatalogError, match="maxcost"):
         load_catalog_text(r.client, CATALOG_A.replace("max_cost:", "maxcost:"), prefix=r.prefix)

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from charging import reference
-from charging.decide import BALANCE_LIMIT, FixedCatalogs, format_balance, release_silent
+from charging.decide import BALANCE_LIMIT, FixedCatalogs, release_silent
+from charging.records import Decision, Result, Stored, format_balance
 from charging.state import Account, Bucket, Session
 
 from .decide_helpers import (
@@ -85,10 +86,10 @@ def test_unknown_account_is_user_unknown_and_changes_nothing(kind):
     outcomes, changes = decide([req("x1", kind, account="ghost", used=30)],
                                {"ghost": None, "b": other})
     out = outcomes[0]
-    assert out.decision["result"] == "USER_UNKNOWN"
-    assert out.decision["granted"] == 0
-    assert out.decision["balance"] is None
-    assert amount(out.decision["charged"]) == 0
+    assert out.decision.result == "USER_UNKNOWN"
+    assert out.decision.granted == 0
+    assert out.record()["decision"]["balance"] is None
+    assert out.decision.charged == 0
     assert out.charge is None and out.ledger == [] and not out.replay
     assert not changes["ghost"].changed
     assert not changes["ghost"].sessions_written and not changes["ghost"].sessions_removed
@@ -97,13 +98,13 @@ def test_unknown_account_is_user_unknown_and_changes_nothing(kind):
 
 def test_account_missing_from_the_map_is_user_unknown():
     outcomes, _ = decide([req("x1", "event", account="nobody", used=30)], {})
-    assert outcomes[0].decision["result"] == "USER_UNKNOWN"
+    assert outcomes[0].decision.result == "USER_UNKNOWN"
 
 
 def _open_session(acct: Account, sid: str = "s", **fields) -> Session:
     """Open a session through decide (mobile_peak, default quota 300 → 0.51 held)."""
     out = one(req(f"{sid}:0", "initial", session=sid, **fields), acct)
-    assert out.decision["result"] == "SUCCESS", out.decision
+    assert out.decision.result == "SUCCESS", out.decision
     return acct.sessions[sid]
 
 
@@ -116,9 +117,9 @@ def test_blocked_account_is_denied_before_anything_else(kind, service):
     before = snapshot(acct)
     out = one(req("s:1", kind, service=service, session="s", seq=1, used=30, requested=60),
               acct)
-    assert out.decision["result"] == "END_USER_SERVICE_DENIED"
-    assert out.decision["granted"] == 0 and out.decision["validity_s"] == 0
-    assert out.decision["balance"] == "10.00" and amount(out.decision["charged"]) == 0
+    assert out.decision.result == "END_USER_SERVICE_DENIED"
+    assert out.decision.granted == 0 and out.decision.validity_s == 0
+    assert out.record()["decision"]["balance"] == "10.00" and out.decision.charged == 0
     assert out.charge is None and out.ledger == []
     # nothing changes: the open session is neither charged, released nor restarted, no
     # allowance bucket is created for data
@@ -129,13 +130,13 @@ def test_blocked_account_is_denied_before_anything_else(kind, service):
 def test_blocked_account_initial_gets_no_session():
     acct = account("10.00", status="blocked")
     out = one(req("s:0", "initial"), acct)
-    assert out.decision["result"] == "END_USER_SERVICE_DENIED"
+    assert out.decision.result == "END_USER_SERVICE_DENIED"
     assert acct.sessions == {} and acct.reserved == 0 and acct.allowances == {}
 
 
 def test_blocked_account_without_money_is_denied_not_credit_limited():
     acct = account("0.00", status="blocked")
-    assert one(req("e", "event", used=30), acct).decision["result"] == "END_USER_SERVICE_DENIED"
+    assert one(req("e", "event", used=30), acct).decision.result == "END_USER_SERVICE_DENIED"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -146,9 +147,9 @@ def test_service_outside_the_plan_is_denied(kind):
     before = snapshot(acct)
     out = one(req("m1", kind, service="sms", destination=None, used=1), acct,
               catalogs=catalogs)
-    assert out.decision["result"] == "END_USER_SERVICE_DENIED"
-    assert out.decision["granted"] == 0
-    assert out.decision["balance"] == "10.00"
+    assert out.decision.result == "END_USER_SERVICE_DENIED"
+    assert out.decision.granted == 0
+    assert out.record()["decision"]["balance"] == "10.00"
     assert out.charge is None and out.ledger == []
     assert acct == before
 
@@ -157,7 +158,7 @@ def test_service_unknown_to_the_catalog_is_denied():
     acct = account("10.00")
     before = snapshot(acct)
     out = one(req("m1", "event", service="mms", used=1), acct)
-    assert out.decision["result"] == "END_USER_SERVICE_DENIED"
+    assert out.decision.result == "END_USER_SERVICE_DENIED"
     assert acct == before
 
 
@@ -168,7 +169,7 @@ def test_service_denied_for_one_plan_not_another_in_the_same_batch():
     outcomes, _ = decide([req("1", "event", account="a", service="sms", used=1),
                           req("2", "event", account="b", service="sms", used=1)],
                          {"a": a, "b": b}, catalogs=catalogs)
-    assert [o.decision["result"] for o in outcomes] == ["END_USER_SERVICE_DENIED", "SUCCESS"]
+    assert [o.decision.result for o in outcomes] == ["END_USER_SERVICE_DENIED", "SUCCESS"]
     assert a.balance == eur("1.00") and b.balance == eur("0.91")
 
 
@@ -178,7 +179,7 @@ def test_service_denied_for_one_plan_not_another_in_the_same_batch():
 def test_initial_full_grant_is_the_tariff_quota(extra):
     acct = account("10.00")
     outcomes, changes = decide([req("s:0", "initial", **extra)], {"a": acct})
-    d = outcomes[0].decision
+    d = outcomes[0].record()["decision"]
     assert d == {
         "id": "s:0", "kind": "initial", "account": "a", "service": "voice", "session": "s",
         "seq": 0, "result": "SUCCESS", "granted": 300, "validity_s": 600, "final": False,
@@ -200,8 +201,8 @@ def test_initial_full_grant_is_the_tariff_quota(extra):
 def test_initial_honours_requested():
     acct = account("10.00")
     out = one(req("s:0", "initial", requested=90), acct)
-    assert out.decision["result"] == "SUCCESS"
-    assert out.decision["granted"] == 90 and out.decision["final"] is False
+    assert out.decision.result == "SUCCESS"
+    assert out.decision.granted == 90 and out.decision.final is False
     # 0.15 + 30 · 0.0015 = 0.195
     assert acct.sessions["s"].money_reserved == eur("0.195") == ref_cost("voice", 90)
     assert acct.reserved == eur("0.195")
@@ -238,7 +239,7 @@ def test_initial_partial_grant_is_the_largest_affordable(balance, rate, expected
 
     acct = account(balance)
     out = one(req("s:0", "initial", destination=destination), acct)
-    d = out.decision
+    d = out.record()["decision"]
     assert (d["result"], d["granted"], d["final"], d["validity_s"]) == (
         "SUCCESS", expected_g, True, 600)
     assert acct.sessions["s"].money_reserved == eur(expected_money)
@@ -250,13 +251,13 @@ def test_initial_partial_grant_is_the_largest_affordable(balance, rate, expected
 def test_initial_final_when_requested_is_exactly_affordable_is_false():
     acct = account("0.15")
     out = one(req("s:0", "initial", requested=60), acct)
-    assert (out.decision["granted"], out.decision["final"]) == (60, False)
+    assert (out.decision.granted, out.decision.final) == (60, False)
 
 
 def test_initial_credit_limit_leaves_no_session():
     acct = account("0.10")  # below 0.15, the price of the first second
     out, = decide([req("s:0", "initial")], {"a": acct})[0]
-    d = out.decision
+    d = out.record()["decision"]
     assert d["result"] == "CREDIT_LIMIT_REACHED"
     assert d["granted"] == 0 and d["validity_s"] == 0
     assert d["balance"] == "0.10" and amount(d["charged"]) == 0
@@ -273,18 +274,19 @@ def test_initial_rating_failed_when_no_rate_matches():
                           req("e2", "event", destination=None, used=30),
                           req("t:0", "initial", session="t")],  # a mobile number still rates
                          {"a": acct}, catalogs=catalogs)
-    assert [o.decision["result"] for o in outcomes] == [
+    assert [o.decision.result for o in outcomes] == [
         "RATING_FAILED", "RATING_FAILED", "RATING_FAILED", "SUCCESS"]
-    assert all(o.decision["granted"] == 0 for o in outcomes[:3])
+    assert all(o.decision.granted == 0 for o in outcomes[:3])
     assert all(o.charge is None and o.ledger == [] for o in outcomes[:3])
     assert set(acct.sessions) == {"t"}
     assert acct.balance == eur("10.00") and acct.reserved == eur("0.51")
     # CONTRACT §4.1: the decision says why; nothing charged, in the tariff's decimals
-    assert [o.decision.get("detail") for o in outcomes] == [
+    assert [o.decision.detail for o in outcomes] == [
         f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
         f"no rate of tariff 'VOICE_STD' matches destination {LANDLINE!r} at ts {ms(TUE_10)}",
         f"no rate of tariff 'VOICE_STD' matches destination None at ts {ms(TUE_10)}", None]
-    assert [o.decision["charged"] for o in outcomes[:3]] == ["0.0000"] * 3  # VOICE_STD: 4
+    # VOICE_STD: 4 decimals
+    assert [o.record()["decision"]["charged"] for o in outcomes[:3]] == ["0.0000"] * 3
 
 
 # a price so high that 10,000 SMS cost 10**13 > 9·10**12, the largest cost the engine holds
@@ -301,25 +303,26 @@ def test_rating_beyond_the_engine_range_fails_with_a_detail_and_replays_alike():
     acct = account("10.00")
     out = one(req("e1", "event", service="sms", destination=None, used=10_000), acct,
               catalogs=catalogs)
-    d = out.decision
+    d = out.record()["decision"]
     assert (d["result"], d["charged"], d["balance"]) == ("RATING_FAILED", "0.0000", "10.00")
     assert d["detail"] == ("the cost of 10000 units exceeds 9,000,000,000,000, the largest "
                            "the engine represents")
     assert out.charge is None and out.ledger == [] and acct.balance == eur("10.00")
     again = one(req("e1", "event", service="sms", destination=None, used=10_000), acct,
-                catalogs=catalogs, previous={("a", "e1"): out.record()})
-    assert again.replay and again.decision == d
+                catalogs=catalogs, previous={("a", "e1"): out.stored()})
+    assert again.replay and again.decision == out.decision and again.record()["decision"] == d
 
     # a session step beyond the range: RATING_FAILED saying so, and the session is ended
     _, _, catalogs = load(STEEP_TEXT)
     rich = account("10000000.00")
     opened = one(req("s:0", "initial", service="data", destination=None), rich,
                  catalogs=catalogs)
-    assert opened.decision["result"] == "SUCCESS", opened.decision
+    assert opened.decision.result == "SUCCESS", opened.decision
     step = one(req("s:1", "update", service="data", destination=None, used=2**40), rich,
                catalogs=catalogs)
-    assert (step.decision["result"], step.decision["charged"]) == ("RATING_FAILED", "0.0000")
-    assert step.decision["detail"] == (
+    assert (step.decision.result, step.record()["decision"]["charged"]) == (
+        "RATING_FAILED", "0.0000")
+    assert step.decision.detail == (
         "the session's cost for its 0 units so far and 1099511627776 more exceeds "
         "9,000,000,000,000, the largest the engine represents; the session is ended")
     assert rich.sessions == {} and rich.reserved == 0
@@ -331,12 +334,12 @@ def test_update_commits_the_step_and_regrants():
     acct = account("10.00")
     _open_session(acct)
     out = one(req("s:1", "update", used=30), acct, now=NOW + 5000)
-    d = out.decision
+    d = out.record()["decision"]
     # rating(30) − rating(0) = 0.15; new grant 300 from C = 30: rating(330) − rating(30)
     # = (0.15 + 270 · 0.0015) − 0.15 = 0.405
     assert (d["result"], d["granted"], d["validity_s"], d["final"]) == ("SUCCESS", 300, 600, False)
     assert d["balance"] == "9.85" and amount(d["charged"]) == eur("0.15")
-    c = out.charge
+    c = out.record()["charge"]
     assert c["units"] == 30 and c["rated_units"] == 60 and c["allowance_units"] == 0
     assert amount(c["cost"]) == eur("0.15") and amount(c["uncharged"]) == 0
     assert (c["tariff"], c["rate"], c["catalog_version"], c["currency"]) == (
@@ -356,8 +359,8 @@ def test_update_keeps_the_rate_selected_at_initial():
     acct = account("10.00")
     _open_session(acct)  # Tuesday peak: mobile_peak
     out = one(req("s:1", "update", ts=SAT_10, used=61), acct)  # Saturday would be `mobile`
-    assert out.charge["rate"] == "mobile_peak"
-    assert amount(out.charge["cost"]) == eur("0.1515")  # not 0.122
+    assert out.charge.rate == "mobile_peak"
+    assert out.charge.cost == eur("0.1515")  # not 0.122
 
 
 def test_update_requested_and_rated_units_across_the_first_minute():
@@ -366,10 +369,10 @@ def test_update_requested_and_rated_units_across_the_first_minute():
     o1 = one(req("s:1", "update", used=10, requested=10), acct)
     o2 = one(req("s:2", "update", seq=2, used=55, requested=7), acct)
     # 10 s: the whole first minute (60 rated units) and the connect fee: 0.15
-    assert (amount(o1.charge["cost"]), o1.charge["rated_units"]) == (eur("0.15"), 60)
+    assert (o1.charge.cost, o1.charge.rated_units) == (eur("0.15"), 60)
     # 10 → 65 s: the first minute is paid; 5 more seconds at 0.0015 = 0.0075, 5 rated units
-    assert (amount(o2.charge["cost"]), o2.charge["rated_units"]) == (eur("0.0075"), 5)
-    assert o2.decision["granted"] == 7
+    assert (o2.charge.cost, o2.charge.rated_units) == (eur("0.0075"), 5)
+    assert o2.decision.granted == 7
     assert acct.sessions["s"].money_reserved == eur("0.0105")  # 7 · 0.0015
 
 
@@ -398,13 +401,13 @@ def test_session_charges_sum_to_the_one_shot_rating(chunks, batched):
         for k, step in enumerate(steps):
             outcomes.append(one(step, acct, now=NOW + k * 1000))
             check_held(acct)
-    assert all(o.decision["result"] == "SUCCESS" for o in outcomes), outcomes
+    assert all(o.decision.result == "SUCCESS" for o in outcomes), outcomes
     total = sum(chunks)
     expected = ref_cost("voice", total)
-    costs = [amount(o.charge["cost"]) if o.charge else 0 for o in outcomes]
+    costs = [o.charge.cost if o.charge else 0 for o in outcomes]
     assert sum(costs) == expected
-    assert all(amount(o.charge["uncharged"]) == 0 for o in outcomes if o.charge)
-    assert sum(amount(o.decision["charged"]) for o in outcomes) == expected
+    assert all(o.charge.uncharged == 0 for o in outcomes if o.charge)
+    assert sum(o.decision.charged for o in outcomes) == expected
     # the first step that uses anything pays the connect fee and the whole first minute
     # (0.15) on its own, later steps never pay them again (checked step by step below)
     first = next(i for i, c in enumerate(costs) if c)
@@ -417,8 +420,8 @@ def test_session_charges_sum_to_the_one_shot_rating(chunks, batched):
         o = outcomes[k]
         assert costs[k] == ref_step(VOICE_T, PEAK, cum, cum + used)
         if costs[k]:
-            assert o.charge["units"] == used
-            assert o.charge["rated_units"] == (ref_units(VOICE_T, PEAK, cum + used)[1]
+            assert o.charge.units == used
+            assert o.charge.rated_units == (ref_units(VOICE_T, PEAK, cum + used)[1]
                                                - ref_units(VOICE_T, PEAK, cum)[1])
         else:
             assert o.charge is None and o.ledger == []
@@ -433,7 +436,7 @@ def test_terminate_releases_everything():
     _open_session(acct)
     _open_session(acct, "other", requested=60)
     outcomes, changes = decide([req("s:1", "terminate", used=45)], {"a": acct})
-    d = outcomes[0].decision
+    d = outcomes[0].record()["decision"]
     assert (d["result"], d["granted"], d["validity_s"], d["final"]) == ("SUCCESS", 0, 0, False)
     assert amount(d["charged"]) == eur("0.15") and d["balance"] == "9.85"
     assert "s" not in acct.sessions
@@ -454,11 +457,11 @@ def test_session_keeps_the_catalog_version_of_its_initial():
     acct = account("10.00")
     _open_session(acct)  # under 2026-11-a
     out = one(req("s:1", "update", used=30), acct, catalogs=both)
-    assert out.charge["catalog_version"] == VERSION
-    assert amount(out.charge["cost"]) == eur("0.15")  # not 0.50 + 0.10
+    assert out.charge.catalog_version == VERSION
+    assert out.charge.cost == eur("0.15")  # not 0.50 + 0.10
     ev = one(req("e", "event", used=30), acct, catalogs=both)  # new usage: the new version
-    assert ev.charge["catalog_version"] == "2026-12-a"
-    assert amount(ev.charge["cost"]) == eur("0.60")
+    assert ev.charge.catalog_version == "2026-12-a"
+    assert ev.charge.cost == eur("0.60")
 
 
 def test_step_with_another_service_does_not_touch_that_services_allowance():
@@ -469,7 +472,7 @@ def test_step_with_another_service_does_not_touch_that_services_allowance():
     assert acct.sessions == {}
     # voice has no allowance: 600 s are not paid from the data allowance, and nothing of the
     # data allowance stays held once no session is open (check_held: reserved == Σ holds)
-    assert out.charge is None or out.charge["allowance_units"] == 0
+    assert out.charge is None or out.charge.allowance_units == 0
     for bucket in acct.allowances.get("data", []):
         assert (bucket.units, bucket.reserved) == (GiB, 0)
 
@@ -479,29 +482,29 @@ def test_step_with_another_service_does_not_touch_that_services_allowance():
 def test_second_session_only_gets_money_the_first_does_not_hold():
     acct = account("1.00")
     o1 = one(req("s1:0", "initial", session="s1"), acct)
-    assert o1.decision["granted"] == 300 and acct.reserved == eur("0.51")
+    assert o1.decision.granted == 300 and acct.reserved == eur("0.51")
     check_held(acct)
     o2 = one(req("s2:0", "initial", session="s2"), acct)
     # available 1.00 − 0.51 = 0.49: 0.15 + (g − 60) · 0.0015 ≤ 0.49 ⇔ g ≤ 286 (0.489)
     g, money = reference.max_grant(VOICE_T, PEAK, 0, 0, 300, Fraction(49, 100))
     assert (g, money) == (286, Fraction(489, 1000))
-    assert (o2.decision["result"], o2.decision["granted"], o2.decision["final"]) == (
+    assert (o2.decision.result, o2.decision.granted, o2.decision.final) == (
         "SUCCESS", 286, True)
     assert acct.sessions["s2"].money_reserved == eur("0.489")
     assert acct.reserved == eur("0.999")
     check_held(acct)
     # 0.001 left: an sms (0.09) is refused, a third session gets nothing
     o3 = one(req("e1", "event", service="sms", destination=None, used=1), acct)
-    assert o3.decision["result"] == "CREDIT_LIMIT_REACHED" and acct.balance == eur("1.00")
+    assert o3.decision.result == "CREDIT_LIMIT_REACHED" and acct.balance == eur("1.00")
     o4 = one(req("s3:0", "initial", session="s3"), acct)
-    assert o4.decision["result"] == "CREDIT_LIMIT_REACHED" and "s3" not in acct.sessions
+    assert o4.decision.result == "CREDIT_LIMIT_REACHED" and "s3" not in acct.sessions
     check_held(acct)
     # the first session ends using 10 s (0.15); its unused 0.36 returns
     one(req("s1:1", "terminate", session="s1", used=10), acct)
     assert acct.balance == eur("0.85") and acct.reserved == eur("0.489")
     check_held(acct)
     o5 = one(req("e2", "event", service="sms", destination=None, used=1), acct)
-    assert o5.decision["result"] == "SUCCESS" and acct.balance == eur("0.76")
+    assert o5.decision.result == "SUCCESS" and acct.balance == eur("0.76")
     check_held(acct)
 
 
@@ -514,7 +517,7 @@ def test_update_regrant_is_limited_by_other_sessions():
     out = one(req("s1:1", "update", session="s1", used=60), acct)
     g, money = reference.max_grant(VOICE_T, PEAK, 60, 0, 300, Fraction(34, 100))
     assert (g, money) == (226, Fraction(339, 1000))
-    assert (out.decision["granted"], out.decision["final"]) == (226, True)
+    assert (out.decision.granted, out.decision.final) == (226, True)
     assert acct.sessions["s1"].money_reserved == eur("0.339")
     assert acct.balance == eur("0.85") and acct.reserved == eur("0.849")
     check_held(acct)
@@ -528,11 +531,11 @@ def test_overuse_is_charged_as_far_as_the_balance_allows_rest_uncharged():
     out = one(req("s:1", "terminate", used=1000), acct)
     # rating(1000) = 0.15 + 940 · 0.0015 = 1.56; 1.00 can be taken, 0.56 cannot
     assert ref_cost("voice", 1000) == eur("1.56")
-    assert out.decision["result"] == "SUCCESS"
-    assert amount(out.decision["charged"]) == eur("1.00") and out.decision["balance"] == "0.00"
-    assert amount(out.charge["cost"]) == eur("1.00")
-    assert amount(out.charge["uncharged"]) == eur("0.56")
-    assert out.charge["units"] == 1000 and out.charge["rated_units"] == 1000
+    assert out.decision.result == "SUCCESS"
+    assert out.decision.charged == eur("1.00") and out.record()["decision"]["balance"] == "0.00"
+    assert out.charge.cost == eur("1.00")
+    assert out.charge.uncharged == eur("0.56")
+    assert out.charge.units == 1000 and out.charge.rated_units == 1000
     assert out.ledger[0]["delta"] == -eur("1.00") and out.ledger[0]["balance"] == 0
     assert acct.balance == 0 and acct.reserved == 0 and acct.sessions == {}
 
@@ -541,9 +544,9 @@ def test_overuse_on_allow_negative_goes_negative():
     acct = account("1.00", allow_negative=True)
     _open_session(acct, requested=60)
     out = one(req("s:1", "terminate", used=1000), acct)
-    assert amount(out.charge["cost"]) == eur("1.56")
-    assert amount(out.charge["uncharged"]) == 0
-    assert out.decision["balance"] == "-0.56" and acct.balance == -eur("0.56")
+    assert out.charge.cost == eur("1.56")
+    assert out.charge.uncharged == 0
+    assert out.record()["decision"]["balance"] == "-0.56" and acct.balance == -eur("0.56")
     assert out.ledger[0]["delta"] == -eur("1.56")
 
 
@@ -557,10 +560,10 @@ def test_a_huge_grant_on_allow_negative_is_bounded_like_balances(balance):
     out = one(req("s:0", "initial", service="sms", destination=None, requested=requested),
               acct)
     room = BALANCE_LIMIT + min(acct.balance, 0)  # the tighter of the two bounds
-    assert out.decision["result"] == "SUCCESS"
-    assert out.decision["granted"] == room // eur("0.09") < requested
-    assert out.decision["final"] is True
-    assert acct.reserved == out.decision["granted"] * eur("0.09") == \
+    assert out.decision.result == "SUCCESS"
+    assert out.decision.granted == room // eur("0.09") < requested
+    assert out.decision.final is True
+    assert acct.reserved == out.decision.granted * eur("0.09") == \
         acct.sessions["s"].money_reserved
     assert acct.reserved <= BALANCE_LIMIT
     assert acct.balance - acct.reserved >= -BALANCE_LIMIT
@@ -569,8 +572,8 @@ def test_a_huge_grant_on_allow_negative_is_bounded_like_balances(balance):
     # a second session finds no room left, and is refused as a grant of 0
     again = one(req("t:0", "initial", session="t", service="sms", destination=None,
                     requested=requested), acct)
-    assert again.decision["result"] == "CREDIT_LIMIT_REACHED"
-    assert again.decision["granted"] == 0 and acct.reserved <= BALANCE_LIMIT
+    assert again.decision.result == "CREDIT_LIMIT_REACHED"
+    assert again.decision.granted == 0 and acct.reserved <= BALANCE_LIMIT
 
 
 def test_overuse_never_takes_money_another_session_holds():
@@ -579,8 +582,8 @@ def test_overuse_never_takes_money_another_session_holds():
     one(req("s2:0", "initial", session="s2", requested=60), acct)  # holds 0.15
     out = one(req("s2:1", "terminate", session="s2", used=1000), acct)
     # 1.56 owed, 1.00 − 0.51 = 0.49 may be taken
-    assert amount(out.charge["cost"]) == eur("0.49")
-    assert amount(out.charge["uncharged"]) == eur("1.07")
+    assert out.charge.cost == eur("0.49")
+    assert out.charge.uncharged == eur("1.07")
     assert acct.balance == eur("0.51") == acct.reserved
     check_held(acct)
 
@@ -590,16 +593,16 @@ def test_update_overuse_then_no_regrant():
     _open_session(acct, requested=60)  # 0.15 held
     out = one(req("s:1", "update", used=100), acct)
     # rating(100) = 0.15 + 40 · 0.0015 = 0.21: 0.20 taken, 0.01 uncharged; nothing left
-    assert amount(out.charge["cost"]) == eur("0.20")
-    assert amount(out.charge["uncharged"]) == eur("0.01")
-    d = out.decision
+    assert out.charge.cost == eur("0.20")
+    assert out.charge.uncharged == eur("0.01")
+    d = out.record()["decision"]
     assert (d["result"], d["granted"], d["final"]) == ("CREDIT_LIMIT_REACHED", 0, True)
     assert acct.balance == 0 and acct.reserved == 0
     check_held(acct)
     # the session's chargeable units moved on: a later report is rated from C = 100
     acct.balance = eur("1.00")
     out2 = one(req("s:2", "terminate", seq=2, used=10), acct)
-    assert amount(out2.charge["cost"]) == eur("0.015")  # 10 · 0.0015, no second connect fee
+    assert out2.charge.cost == eur("0.015")  # 10 · 0.0015, no second connect fee
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -607,12 +610,12 @@ def test_update_overuse_then_no_regrant():
 def test_event_is_debited_at_once():
     acct = account("1.00")
     out = one(req("e1", "event", service="sms", destination=None, used=1), acct)
-    assert out.decision == {
+    assert out.record()["decision"] == {
         "id": "e1", "kind": "event", "account": "a", "service": "sms", "session": None,
         "seq": None, "result": "SUCCESS", "granted": 0, "validity_s": 0, "final": False,
         "balance": "0.91", "charged": "0.0900",
     }
-    assert out.charge == {
+    assert out.record()["charge"] == {
         "id": "e1", "account": "a", "service": "sms", "session": None, "seq": None,
         "ts": "2026-11-24T09:00:00.000Z", "units": 1, "rated_units": 1, "allowance_units": 0,
         "cost": "0.0900", "currency": "EUR", "tariff": "SMS_STD", "rate": "sms",
@@ -626,8 +629,8 @@ def test_event_is_debited_at_once():
 def test_event_voice_worked_example():
     acct = account("10.00")
     out = one(req("e1", "event", used=61), acct)
-    assert out.charge["rate"] == "mobile_peak" and out.charge["rated_units"] == 61
-    assert out.charge["cost"] == "0.1515" and acct.balance == eur("9.8485")
+    assert out.charge.rate == "mobile_peak" and out.charge.rated_units == 61
+    assert out.record()["charge"]["cost"] == "0.1515" and acct.balance == eur("9.8485")
 
 
 @pytest.mark.parametrize("balance, result, after", [
@@ -638,39 +641,40 @@ def test_event_voice_worked_example():
 def test_event_all_or_nothing(balance, result, after):
     acct = account(balance)
     out = one(req("e1", "event", used=30), acct)
-    assert out.decision["result"] == result
-    assert acct.balance == eur(after) and out.decision["balance"] == format_balance(eur(after))
+    assert out.decision.result == result
+    assert acct.balance == eur(after)
+    assert out.record()["decision"]["balance"] == format_balance(eur(after))
     if result != "SUCCESS":
-        assert out.charge is None and out.ledger == [] and amount(out.decision["charged"]) == 0
+        assert out.charge is None and out.ledger == [] and out.decision.charged == 0
 
 
 def test_event_cannot_use_money_held_for_a_session():
     acct = account("0.60")
     _open_session(acct)  # 0.51 held; 0.09 free
-    assert one(req("e1", "event", used=30), acct).decision["result"] == "CREDIT_LIMIT_REACHED"
+    assert one(req("e1", "event", used=30), acct).decision.result == "CREDIT_LIMIT_REACHED"
     ok = one(req("e2", "event", service="sms", destination=None, used=1), acct)
-    assert ok.decision["result"] == "SUCCESS" and acct.balance == eur("0.51")
+    assert ok.decision.result == "SUCCESS" and acct.balance == eur("0.51")
     check_held(acct)
 
 
 def test_event_with_zero_units_charges_nothing():
     acct = account("1.00")
     out = one(req("e1", "event", used=0), acct)
-    assert out.decision["result"] == "SUCCESS"
-    assert amount(out.decision["charged"]) == 0 and out.decision["balance"] == "1.00"
+    assert out.decision.result == "SUCCESS"
+    assert out.decision.charged == 0 and out.record()["decision"]["balance"] == "1.00"
     assert out.charge is None and out.ledger == [] and acct.balance == eur("1.00")
 
 
 def test_event_zero_balance_zero_units_is_not_refused():
     acct = account("0.00")
-    assert one(req("e1", "event", used=0), acct).decision["result"] == "SUCCESS"
+    assert one(req("e1", "event", used=0), acct).decision.result == "SUCCESS"
 
 
 def test_event_on_allow_negative_is_never_refused():
     acct = account("0.00", allow_negative=True)
     out = one(req("e1", "event", used=30), acct)
-    assert out.decision["result"] == "SUCCESS" and out.decision["balance"] == "-0.15"
-    assert amount(out.charge["uncharged"]) == 0
+    assert out.decision.result == "SUCCESS" and out.record()["decision"]["balance"] == "-0.15"
+    assert out.charge.uncharged == 0
 
 
 # -- unknown sessions -------------------------------------------------------------------------
@@ -679,12 +683,12 @@ def test_event_on_allow_negative_is_never_refused():
 def test_unknown_session_is_charged_like_an_event(kind):
     acct = account("10.00")
     out = one(req("x:1", kind, session="x", used=30, requested=300), acct)
-    d = out.decision
+    d = out.record()["decision"]
     assert (d["result"], d["granted"], d["validity_s"]) == ("SESSION_UNKNOWN", 0, 0)
     assert amount(d["charged"]) == eur("0.15") and d["balance"] == "9.85"
-    assert amount(out.charge["cost"]) == eur("0.15") == ref_cost("voice", 30)
-    assert out.charge["rate"] == "mobile_peak" and out.charge["rated_units"] == 60
-    assert amount(out.charge["uncharged"]) == 0
+    assert out.charge.cost == eur("0.15") == ref_cost("voice", 30)
+    assert out.charge.rate == "mobile_peak" and out.charge.rated_units == 60
+    assert out.charge.uncharged == 0
     assert out.ledger[0]["delta"] == -eur("0.15")
     assert acct.sessions == {} and acct.reserved == 0  # no session appears
 
@@ -692,26 +696,27 @@ def test_unknown_session_is_charged_like_an_event(kind):
 def test_unknown_session_cannot_be_refused_rest_uncharged():
     acct = account("0.10")
     out = one(req("x:1", "terminate", session="x", used=30), acct)
-    assert out.decision["result"] == "SESSION_UNKNOWN"
-    assert amount(out.charge["cost"]) == eur("0.10")
-    assert amount(out.charge["uncharged"]) == eur("0.05")
+    assert out.decision.result == "SESSION_UNKNOWN"
+    assert out.charge.cost == eur("0.10")
+    assert out.charge.uncharged == eur("0.05")
     assert acct.balance == 0
 
 
 def test_partial_take_of_an_unrounded_balance_is_exact():
     acct = account("0.123456")
     out = one(req("x:1", "terminate", session="x", used=30), acct)
-    assert out.decision["charged"] == "0.123456" and out.charge["cost"] == "0.123456"
-    assert out.charge["uncharged"] == "0.026544"  # 0.15 − 0.123456
-    assert out.decision["balance"] == "0.00" and acct.balance == 0
+    assert out.record()["decision"]["charged"] == "0.123456"
+    assert out.record()["charge"]["cost"] == "0.123456"
+    assert out.record()["charge"]["uncharged"] == "0.026544"  # 0.15 − 0.123456
+    assert out.record()["decision"]["balance"] == "0.00" and acct.balance == 0
 
 
 def test_unknown_session_does_not_take_held_money():
     acct = account("0.60")
     _open_session(acct)  # 0.51 held
     out = one(req("x:1", "update", session="x", used=30), acct)
-    assert amount(out.charge["cost"]) == eur("0.09")
-    assert amount(out.charge["uncharged"]) == eur("0.06")
+    assert out.charge.cost == eur("0.09")
+    assert out.charge.uncharged == eur("0.06")
     assert acct.balance == eur("0.51")
     check_held(acct)
 
@@ -720,16 +725,16 @@ def test_terminate_after_terminate_is_session_unknown():
     acct = account("10.00")
     outcomes, _ = decide([req("s:0", "initial"), req("s:1", "terminate", used=30),
                           req("s:2", "terminate", seq=2, used=30)], {"a": acct})
-    assert [o.decision["result"] for o in outcomes] == ["SUCCESS", "SUCCESS", "SESSION_UNKNOWN"]
+    assert [o.decision.result for o in outcomes] == ["SUCCESS", "SUCCESS", "SESSION_UNKNOWN"]
     # the late report is rated on its own, like an event: connect fee and first minute again
-    assert amount(outcomes[2].charge["cost"]) == eur("0.15")
+    assert outcomes[2].charge.cost == eur("0.15")
     assert acct.balance == eur("9.70")
 
 
 def test_unknown_session_with_nothing_used_charges_nothing():
     acct = account("10.00")
     out = one(req("x:1", "update", session="x"), acct)
-    assert out.decision["result"] == "SESSION_UNKNOWN" and out.decision["granted"] == 0
+    assert out.decision.result == "SESSION_UNKNOWN" and out.decision.granted == 0
     assert out.charge is None and out.ledger == [] and acct.balance == eur("10.00")
 
 
@@ -738,9 +743,9 @@ def test_unknown_session_with_nothing_used_charges_nothing():
 def test_event_within_the_allowance_costs_nothing():
     acct = account("1.00")
     out = one(req("d1", "event", service="data", destination=None, used=MiB), acct)
-    assert out.decision["result"] == "SUCCESS"
-    assert amount(out.decision["charged"]) == 0 and out.decision["balance"] == "1.00"
-    c = out.charge
+    assert out.decision.result == "SUCCESS"
+    assert out.decision.charged == 0 and out.record()["decision"]["balance"] == "1.00"
+    c = out.record()["charge"]
     assert c is not None  # allowance was taken: a charge record
     assert (c["units"], c["allowance_units"], c["rated_units"]) == (MiB, MiB, 0)
     assert amount(c["cost"]) == 0 and amount(c["uncharged"]) == 0
@@ -759,7 +764,7 @@ def test_event_crossing_the_allowance_pays_the_rest_from_position_zero():
     cost, rated = ref_units(DATA_T, DATA_R, 2 * MiB + 100)
     assert (cost, rated) == (eur("0.0201"), 2 * MiB + 1024)
     assert ref_step(DATA_T, DATA_R, 1000, used) == eur("0.0200")
-    c = out.charge
+    c = out.record()["charge"]
     assert (c["units"], c["allowance_units"], c["rated_units"]) == (used, 1000, 2 * MiB + 1024)
     assert amount(c["cost"]) == eur("0.0201")
     assert acct.balance == eur("0.9799") and acct.allowances["data"][0].units == 0
@@ -768,7 +773,7 @@ def test_event_crossing_the_allowance_pays_the_rest_from_position_zero():
 def test_event_refused_takes_no_allowance_either():
     acct = account("0.00", allowances=data_bucket(1000))
     out = one(req("d1", "event", service="data", destination=None, used=MiB), acct)
-    assert out.decision["result"] == "CREDIT_LIMIT_REACHED"
+    assert out.decision.result == "CREDIT_LIMIT_REACHED"
     assert acct.allowances["data"][0].units == 1000 and acct.balance == 0
 
 
@@ -779,7 +784,7 @@ def test_session_grant_holds_allowance_then_money():
     # ceil(10484760 / 1024) · 1024 = 10 MiB rated → 0.10
     g, money = reference.max_grant(DATA_T, DATA_R, 0, 1000, 10 * MiB, Fraction(1))
     assert (g, money) == (10 * MiB, Fraction(1, 10))
-    assert (out.decision["granted"], out.decision["final"]) == (10 * MiB, False)
+    assert (out.decision.granted, out.decision.final) == (10 * MiB, False)
     s = acct.sessions["d"]
     assert s.money_reserved == eur("0.10") and s.allowance_reserved == [1000]
     assert acct.allowances["data"][0].reserved == 1000
@@ -790,7 +795,7 @@ def test_allowance_held_by_a_session_is_not_available_to_others():
     acct = account("1.00")
     o1 = one(req("d1:0", "initial", service="data", destination=None, session="d1",
                  requested=GiB), acct)
-    assert o1.decision["granted"] == GiB
+    assert o1.decision.granted == GiB
     assert acct.sessions["d1"].allowance_reserved == [GiB]
     assert acct.sessions["d1"].money_reserved == 0 and acct.reserved == 0
     assert acct.allowances["data"][0].reserved == GiB
@@ -800,12 +805,12 @@ def test_allowance_held_by_a_session_is_not_available_to_others():
     assert acct.sessions["d2"].money_reserved == eur("0.10")
     # an event: pays for every byte (1 MiB = 0.01)
     ev = one(req("e1", "event", service="data", destination=None, used=MiB), acct)
-    assert ev.charge["allowance_units"] == 0 and amount(ev.charge["cost"]) == eur("0.01")
+    assert ev.charge.allowance_units == 0 and ev.charge.cost == eur("0.01")
     check_held(acct)
     # the holder consumes its allowance at no cost
     up = one(req("d1:1", "update", service="data", destination=None, session="d1",
                  used=5 * MiB, requested=MiB), acct)
-    assert up.charge["allowance_units"] == 5 * MiB and amount(up.charge["cost"]) == 0
+    assert up.charge.allowance_units == 5 * MiB and up.charge.cost == 0
     bucket = acct.allowances["data"][0]
     assert bucket.units == GiB - 5 * MiB and bucket.reserved == MiB
     assert acct.balance == eur("0.99")
@@ -820,24 +825,24 @@ def test_monthly_allowance_rolls_over_at_local_midnight():
     acct = account("1.00")
     nov = one(req("n1", "event", service="data", destination=None,
                   ts="2026-11-15T12:00:00+01:00", used=GiB), acct)
-    assert nov.charge["allowance_units"] == GiB and acct.balance == eur("1.00")
+    assert nov.charge.allowance_units == GiB and acct.balance == eur("1.00")
     assert acct.allowances["data"][0].units == 0
     # 2026-11-30 23:59:59 Berlin = 22:59:59 UTC: still November, so paid (1 MiB = 0.01)
     late = one(req("n2", "event", service="data", destination=None,
                    ts="2026-11-30T22:59:59Z", used=MiB), acct)
-    assert late.charge["allowance_units"] == 0 and amount(late.charge["cost"]) == eur("0.01")
+    assert late.charge.allowance_units == 0 and late.charge.cost == eur("0.01")
     assert acct.allowances["data"][0].period == "2026-11"
     # 2026-12-01 00:00:00 Berlin = 2026-11-30 23:00:00 UTC: December, a fresh allowance
     dec = one(req("d1", "event", service="data", destination=None,
                   ts="2026-11-30T23:00:00Z", used=MiB), acct)
-    assert dec.charge["allowance_units"] == MiB and amount(dec.charge["cost"]) == 0
+    assert dec.charge.allowance_units == MiB and dec.charge.cost == 0
     bucket = acct.allowances["data"][0]
     assert (bucket.units, bucket.period) == (GiB - MiB, "2026-12")
     assert acct.balance == eur("0.99")
     # a late November report after the rollover does not reset the period back
     again = one(req("n3", "event", service="data", destination=None,
                     ts="2026-11-30T22:00:00Z", used=MiB), acct)
-    assert again.charge["allowance_units"] == MiB
+    assert again.charge.allowance_units == MiB
     assert acct.allowances["data"][0].period == "2026-12"
 
 
@@ -883,24 +888,30 @@ def test_replay_of_a_different_request_with_the_same_id_changes_nothing():
 def test_id_in_previous_is_a_replay():
     acct = account("1.00")
     first = one(req("s:0", "initial"), acct)
-    one(req("s:1", "update", used=30), acct)
+    second = one(req("s:1", "update", used=30), acct)
     before = snapshot(acct)
+    stored = {"decision": {"result": "SUCCESS", "x": 1}, "charge": None}  # as the store read it
     outcomes, changes = decide([req("s:0", "initial"), req("s:1", "update", used=30)],
                                {"a": acct}, previous={
-                                   ("a", "s:0"): first.record(),
-                                   ("a", "s:1"): {"decision": {"result": "SUCCESS", "x": 1}}})
+                                   ("a", "s:0"): first.stored(),
+                                   ("a", "s:1"): Stored(second.decision, None, stored)})
     assert [o.replay for o in outcomes] == [True, True]
     assert outcomes[0].decision == first.decision
-    assert outcomes[1].decision == {"result": "SUCCESS", "x": 1}
+    assert outcomes[0].record() == first.record()
+    assert outcomes[1].decision == second.decision
+    assert outcomes[1].record() == stored  # emitted as it was stored
     assert all(o.charge is None and o.ledger == [] for o in outcomes)
     assert acct == before
     assert not any(c.changed for c in changes.values())
 
 
 def test_replay_is_checked_before_the_account_exists():
+    first = Decision("z", "event", "ghost", "voice", None, None, Result.SUCCESS, balance=0)
+    stored = {"decision": {"result": "SUCCESS"}, "charge": None}
     outcomes, _ = decide([req("z", "event", account="ghost", used=1)], {"ghost": None},
-                         previous={("ghost", "z"): {"decision": {"result": "SUCCESS"}}})
-    assert outcomes[0].replay and outcomes[0].decision == {"result": "SUCCESS"}
+                         previous={("ghost", "z"): Stored(first, None, stored)})
+    assert outcomes[0].replay and outcomes[0].decision == first
+    assert outcomes[0].record() == stored
 
 
 def test_an_id_reused_for_another_account_is_another_request():
@@ -909,11 +920,11 @@ def test_an_id_reused_for_another_account_is_another_request():
                           req("same", "event", account="b", service="sms", used=1)],
                          {"a": a, "b": b})
     assert [o.replay for o in outcomes] == [False, False]
-    assert [o.decision["account"] for o in outcomes] == ["a", "b"]
+    assert [o.decision.account for o in outcomes] == ["a", "b"]
     assert a.balance == b.balance < 1_000_000
     # a previous record of the id on one account is a replay there only
     again, _ = decide([req("same", "event", account="b", service="sms", used=1)], {"b": b},
-                      previous={("a", "same"): outcomes[0].record()})
+                      previous={("a", "same"): outcomes[0].stored()})
     assert not again[0].replay and b.balance < a.balance
 
 
@@ -927,7 +938,7 @@ def test_initial_for_an_open_session_releases_the_old_one_first():
     # restart with the same id: without releasing first only 0.045 would be available
     out = one(req("s:0b", "initial", requested=200), acct)
     # 0.15 + 140 · 0.0015 = 0.36 ≤ 0.45
-    assert (out.decision["result"], out.decision["granted"], out.decision["final"]) == (
+    assert (out.decision.result, out.decision.granted, out.decision.final) == (
         "SUCCESS", 200, False)
     s = acct.sessions["s"]
     assert (s.chargeable, s.used, s.granted) == (0, 0, 200)  # a fresh session
@@ -941,7 +952,7 @@ def test_reinitial_refused_still_releases_the_old_session():
     _open_session(acct)
     acct.balance = eur("0.10")  # e.g. an adjustment; 0.10 cannot fund 1 s
     out = one(req("s:0b", "initial"), acct)
-    assert out.decision["result"] == "CREDIT_LIMIT_REACHED"
+    assert out.decision.result == "CREDIT_LIMIT_REACHED"
     assert acct.sessions == {} and acct.reserved == 0
 
 
@@ -973,8 +984,8 @@ def test_release_silent_releases_only_stale_sessions():
     check_held(acct)
     # a late report on a released session is SESSION_UNKNOWN, charged like an event
     late = one(req("old:1", "update", session="old", used=30), acct, now=NOW + 1_300_000)
-    assert late.decision["result"] == "SESSION_UNKNOWN"
-    assert amount(late.charge["cost"]) == eur("0.15")
+    assert late.decision.result == "SESSION_UNKNOWN"
+    assert late.charge.cost == eur("0.15")
 
 
 def test_release_silent_uses_the_last_step_time():
@@ -1095,7 +1106,7 @@ def test_random_interleavings_keep_the_books(scenario):
         batch.clear()
         deltas = dict.fromkeys(accounts, 0)
         for out in outcomes:
-            r, d, c = out.request, out.decision, out.charge
+            r, d, c = out.request, out.record()["decision"], out.record()["charge"]
             note(f"{r.id} {r.kind} {r.account} {r.service} {r.session} used={r.used} "
                  f"req={r.requested} -> {d['result']} g={d['granted']} "
                  f"charged={d['charged']} bal={d['balance']} "
@@ -1213,7 +1224,7 @@ def test_allowance_period_changed_to_a_later_period_refills():
     # the new catalog gives it per month; 15 December is in a later month than the week of
     # 24 November began in ("2026-12" > "2026-W48" as text was False: no refill till 2027)
     out = one(_data_event("e2", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
-    assert out.decision["charged"] == "0.0000" and out.charge["allowance_units"] == MiB
+    assert out.record()["decision"]["charged"] == "0.0000" and out.charge.allowance_units == MiB
     assert acct.allowances["data"][0].units == GiB - MiB
     assert acct.allowances["data"][0].period == "2026-12"
 
@@ -1224,10 +1235,10 @@ def test_allowance_period_changed_within_the_same_period_keeps_what_is_left():
            catalogs=_WEEKLY)
     # still November, the month the used-up week began in: nothing new to give yet
     out = one(_data_event("e2", "2026-11-27T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
-    assert out.charge["allowance_units"] == 0 and amount(out.decision["charged"]) > 0
+    assert out.charge.allowance_units == 0 and out.decision.charged > 0
     assert acct.allowances["data"][0].period == "2026-11"  # relabelled: refills in December
     out = one(_data_event("e3", "2026-12-01T10:00:00+01:00", MiB), acct, catalogs=_MONTHLY_B)
-    assert out.charge["allowance_units"] == MiB
+    assert out.charge.allowance_units == MiB
 
 
 def test_free_units_are_capped_where_the_kernels_int64_ends():
@@ -1239,7 +1250,7 @@ def test_free_units_are_capped_where_the_kernels_int64_ends():
     # 4 * 2**62 = 2**64 free units: beyond int64 (and uint64), grant_at raised a TypingError
     out = one(req("i", "initial", service="data", destination=None, requested=2**40), acct,
               catalogs=four)
-    assert out.decision["result"] == "SUCCESS" and out.decision["granted"] == 2**40
+    assert out.decision.result == "SUCCESS" and out.decision.granted == 2**40
 
 
 def test_a_step_naming_another_service_is_charged_under_the_sessions():
@@ -1247,8 +1258,8 @@ def test_a_step_naming_another_service_is_charged_under_the_sessions():
     outs, _ = decide([req("s:0", "initial", session="s", seq=0),
                       req("s:1", "update", service="sms", session="s", seq=1, used=30)],
                      {"a": acct})
-    decision, charge = outs[1].decision, outs[1].charge
-    assert decision["service"] == "sms"  # the decision echoes the request
+    decision, charge = outs[1].decision, outs[1].record()["charge"]
+    assert decision.service == "sms"  # the decision echoes the request
     assert charge["service"] == "voice"  # was "sms": voice seconds booked as SMS
     assert (charge["tariff"], charge["rate"]) == ("VOICE_STD", "mobile_peak")
     assert amount(charge["cost"]) == 150_000  # 30 s of voice at mobile_peak
@@ -1263,7 +1274,7 @@ def test_a_session_whose_catalog_version_is_gone_is_not_rated_at_another_version
     acct.sessions["s"] = Session(id="s", service="voice", catalog_version=VERSION,
                                  tariff="VOICE_STD", rate_id="mobile", last_seen_ms=NOW)
     out = one(req("u", "terminate", ts=SAT_10, used=60), acct, catalogs=load(v2)[2])
-    assert (out.decision["result"], out.decision["charged"], out.charge) == \
+    assert (out.decision.result, out.record()["decision"]["charged"], out.charge) == \
         ("RATING_FAILED", "0.00", None)
     assert acct.balance == eur("10.00")
 
@@ -1279,18 +1290,19 @@ def test_a_late_request_after_a_period_change_does_not_move_the_bucket_back():
     one(_data_event("late", "2026-11-20T10:00:00+01:00", 0), acct, catalogs=cats)
     assert acct.allowances["data"][0].period == "2026-12"  # not November's label
     out = one(_data_event("e", "2026-12-15T10:00:00+01:00", MiB), acct, catalogs=cats)
-    assert out.charge["allowance_units"] == 0  # was refilled: a second allowance in December
-    assert (out.decision["charged"], out.decision["balance"]) == ("0.0100", "9.99")
+    assert out.charge.allowance_units == 0  # was refilled: a second allowance in December
+    d = out.record()["decision"]
+    assert (d["charged"], d["balance"]) == ("0.0100", "9.99")
 
 
 def test_refusals_show_charged_in_the_tariffs_decimals_where_a_tariff_applies():
     """``charged`` has the tariff's decimals (README), refusals included; where no tariff
     applies (no account, a service outside the plan) two."""
     poor = account("0.05")  # an SMS costs 0.09
-    d = one(req("e1", "event", service="sms", destination=None, used=1), poor).decision
+    d = one(req("e1", "event", service="sms", destination=None, used=1), poor).record()["decision"]
     assert (d["result"], d["charged"]) == ("CREDIT_LIMIT_REACHED", "0.0000")  # SMS_STD: 4
     assert SAMPLE.tariffs["SMS_STD"].decimals == 4
-    d = one(req("e2", "event", service="mms", destination=None, used=1), poor).decision
+    d = one(req("e2", "event", service="mms", destination=None, used=1), poor).record()["decision"]
     assert (d["result"], d["charged"]) == ("END_USER_SERVICE_DENIED", "0.00")
-    d = one(req("e3", "event", service="sms", account="ghost", used=1), None).decision
+    d = one(req("e3", "event", service="sms", account="ghost", used=1), None).record()["decision"]
     assert (d["result"], d["charged"]) == ("USER_UNKNOWN", "0.00")

@@ -9,6 +9,7 @@ if the poison were not there. A hypothesis test mixes fuzzed payloads into valid
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import msgpack
@@ -134,8 +135,9 @@ class UnwritableOutputs:
 
     def charge(self, requests):
         outcomes = self.charger.charge(requests)
-        return [Outcome(o.request, {**o.decision, "granted": 2**70}, o.charge, o.ledger,
-                        o.replay) if o.request.id == "ok-bad" else o for o in outcomes]
+        return [Outcome(o.request, dataclasses.replace(o.decision, granted=2**70), o.charge,
+                        o.ledger, o.replay) if o.request.id == "ok-bad" else o
+                for o in outcomes]
 
 
 def test_outputs_that_cannot_be_serialised_reject_only_their_request(rig, caplog):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from charging.decide import format_balance
+from charging.records import format_balance
 from notifications.evaluate import Bucket, Slot, crossing_id, on_allowance, on_decision
 from notifications.rules import Rule
 
