@@ -38,7 +38,8 @@ def with_field(req: dict, field: str, raw: bytes) -> bytes:
 
 
 def kinds(outputs: list[Output]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {"decision": [], "charge": [], "reject": []}
+    # a request with reply_to also gets its decision on the gateway's reply topic ("reply")
+    out: dict[str, list[dict]] = {"decision": [], "charge": [], "reject": [], "reply": []}
     for o in outputs:
         out[o.kind].append(orjson.loads(o.value))
     return out
@@ -182,6 +183,7 @@ def test_fuzzed_payloads_among_valid_ones_each_get_an_output(fuzz_engines, fuzze
     with engine_recursion_limit():
         out = kinds(eng.process(batch))
     assert len(out["decision"]) + len(out["reject"]) == len(batch)
+    assert all(r in out["decision"] for r in out["reply"])  # a reply is its decision again
     decided = {d["id"]: d["result"] for d in out["decision"]}
     assert all(decided.get(r["id"]) == "SUCCESS" for r in valid), (valid, out)
     for rej in out["reject"]:
