@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
@@ -41,7 +39,17 @@ import orjson
 import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from api.keys import KeyStore
 from balances.accounts import AccountSpec
-from bench.doors import DRAIN_S, GyLoad, _line, _sms_requests, catalog_text, imsi, msisdn, offer
+from bench.doors import (
+    DRAIN_S,
+    GyLoad,
+    _line,
+    _sms_requests,
+    announced,
+    catalog_text,
+    imsi,
+    msisdn,
+    offer,
+)
 from bench.harness import Phase, drive, run_facts, save_result, wait_ready
 from flows import provision as provisioning
 from flows.broker import EmbeddedBroker, ensure_topics
@@ -62,21 +70,7 @@ def _start_serve(data: Path, log: Path, api_server: str, brokers: str | None
         [sys.executable, "-m", "flows.cli", "serve", "--data-dir", str(data), *doors,
          "--no-nchf", "--api", "127.0.0.1:0", "--api-server", api_server],
         stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True)
-    want = 1 if brokers else 2
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 60
-    while len(ports) < want and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        m = re.match(r"(\w+) listening on [^:]+:(\d+)", line)
-        if m:
-            ports[m.group(1)] = int(m.group(2))
-    if len(ports) < want:
-        proc.kill()
-        raise SystemExit(f"chargeflow serve did not open its doors; see {log}:\n"
-                         + log.read_text()[-2000:])
-    return proc, ports
+    return proc, announced(proc, 1 if brokers else 2, log, "chargeflow serve")
 
 
 def _locust_stats(prefix: Path) -> dict[str, dict]:

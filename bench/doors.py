@@ -291,6 +291,26 @@ async def offer(load, system: str, rate: float, seconds: float, count: int) -> P
     return phase
 
 
+def announced(proc: subprocess.Popen, want: int, log: Path, what: str) -> dict[str, int]:
+    """The ports a ``serve`` or ``gateway`` process announced on its stdout (``<door>
+    listening on HOST:PORT``), once ``want`` doors did (within 60 s); else the process is
+    killed and the run stops, showing the end of its log."""
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(ports) < want and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.match(r"(\w+) listening on [^:]+:(\d+)", line)
+        if m:
+            ports[m.group(1)] = int(m.group(2))
+    if len(ports) < want:
+        proc.kill()
+        raise SystemExit(f"{what} did not open its doors; see {log}:\n"
+                         + log.read_text()[-2000:])
+    return ports
+
+
 def _sms_requests(n_accounts: int):
     n = itertools.count()
 
@@ -337,19 +357,7 @@ def run(rates: list[float], seconds: float, burst: int, n_accounts: int,
              *(["--nchf", "127.0.0.1:0"] if "nchf" in doors else ["--no-nchf"]),
              "--no-api"],
             stdout=subprocess.PIPE, stderr=open(gateway_log, "ab"), text=True)
-        ports: dict[str, int] = {}
-        deadline = time.monotonic() + 60
-        while len(ports) < len(doors) and time.monotonic() < deadline:
-            line = gw.stdout.readline()
-            if not line:
-                break
-            m = re.match(r"(\w+) listening on [^:]+:(\d+)", line)
-            if m:
-                ports[m.group(1)] = int(m.group(2))
-        if len(ports) < len(doors):
-            gw.kill()
-            raise SystemExit(f"the gateway did not open its doors; see {gateway_log}:\n"
-                             + gateway_log.read_text()[-2000:])
+        ports = announced(gw, len(doors), gateway_log, "the gateway")
 
         async def doors_phases() -> None:
             loads = {}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -181,7 +180,7 @@ class ServeEngine:
     def __init__(self, data: Path, extra: list[str], n_accounts: int):
         import asyncio
 
-        from bench.doors import GyLoad
+        from bench.doors import GyLoad, announced
 
         self.log = data / "serve.log"
         self.p = subprocess.Popen(
@@ -190,16 +189,11 @@ class ServeEngine:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=open(self.log, "ab"), text=True)  # noqa: SIM115
         self.pid = self.p.pid
-        line = self.p.stdout.readline()
-        m = re.fullmatch(r"diameter listening on [^:]+:(\d+)\n", line)
-        if not m:
-            self.p.kill()
-            raise SystemExit(f"chargeflow serve did not open its Diameter door ({line!r}); "
-                             f"see {self.log}:\n{self.log.read_text()[-2000:]}")
+        port = announced(self.p, 1, self.log, "chargeflow serve")["diameter"]
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.load = GyLoad(int(m.group(1)), n_accounts)
+        self.load = GyLoad(port, n_accounts)
         self._call(self.load.open())
 
     def _call(self, coro, timeout: float | None = None):

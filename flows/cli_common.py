@@ -88,3 +88,20 @@ def fail_problems(as_json: bool, what: str, exc) -> None:
         fail(True, what, problems=[{"path": p.path, "reason": p.reason} for p in exc.problems])
     click.echo(str(exc), err=True)
     sys.exit(1)
+
+
+#: balances.store's DEFAULT_RETENTION_S and DEFAULT_LEDGER_RETENTION_S, written out: importing
+#: the store here would put redis-py into the start-up of every command (~0.25 s)
+IDEMPOTENCY_RETENTION_S, LEDGER_RETENTION_S = 7 * 86400, 90 * 86400
+
+
+def retention_options(fn):
+    """What the engine keeps in Redis, as ``run`` and ``serve`` take it."""
+    fn = click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
+                      default=LEDGER_RETENTION_S, show_default=True,
+                      help="Seconds ledger entries are kept in Redis (0: forever); older "
+                      "ones are trimmed as accounts are charged.")(fn)
+    return click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
+                        default=IDEMPOTENCY_RETENTION_S, show_default=True,
+                        help="Seconds a request id's decision is kept (replays within it "
+                        "are answered with the first decision).")(fn)

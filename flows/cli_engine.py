@@ -14,7 +14,13 @@ import click
 
 import chargeflow_native as native
 from charging.errors import BrokerError, DataDirError, StoreError
-from flows.cli_common import connect_services, fail, load_catalog_or_exit, sample_catalog_path
+from flows.cli_common import (
+    connect_services,
+    fail,
+    load_catalog_or_exit,
+    retention_options,
+    sample_catalog_path,
+)
 from flows.services import Services, shown_url
 
 
@@ -59,14 +65,7 @@ from flows.services import Services, shown_url
               "(default: one per worker of the whole cluster).")
 @click.option("--format", "fmt", type=click.Choice(["json", "msgpack"]), default="json",
               show_default=True, help="Encoding of request messages.")
-@click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
-              default=7 * 86400, show_default=True,
-              help="Seconds a request id's decision is kept (replays within it are answered "
-              "with the first decision).")
-@click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
-              default=90 * 86400, show_default=True,
-              help="Seconds ledger entries are kept in Redis (0: forever); older ones are "
-              "trimmed as accounts are charged.")
+@retention_options
 @click.option("--sweep-s", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds between a worker's releases of sessions silent for 2 x their "
               "validity (with or without traffic).")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from charging.errors import BrokerError, StoreError
-from flows.cli_common import fail
+from flows.cli_common import fail, retention_options
 from flows.services import Services, shown_url
 
 DOOR_NAMES = ("diameter", "nchf", "api")
@@ -88,13 +88,7 @@ def gateway(**opts) -> None:
 
 @click.command("serve")
 @door_options
-@click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
-              default=7 * 86400, show_default=True,
-              help="The engine: seconds a request id's decision is kept (replays within it "
-              "are answered with the first decision).")
-@click.option("--ledger-retention-s", "ledger_s", type=click.IntRange(min=0),
-              default=90 * 86400, show_default=True,
-              help="The engine: seconds ledger entries are kept in Redis (0: forever).")
+@retention_options
 def serve(**opts) -> None:
     """The whole OCS on one machine: the engine and its front doors."""
     _serve(opts, with_engine=True)

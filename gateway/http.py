@@ -68,17 +68,7 @@ class AsgiDoor:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(self._task, self.graceful_s + 2)
-                except TimeoutError:
-                    log.warning("the %s door did not drain in %.0f s", self.name,
-                                self.graceful_s)
-                    self._task.cancel()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
+        await _drained(self.name, self._task, self._sock, self.graceful_s)
 
 
 class GranianDoor:
@@ -134,17 +124,23 @@ class GranianDoor:
     async def close(self) -> None:
         if self._server is not None:
             self._server.stop()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await asyncio.wait_for(self._task, self.graceful_s + 2)
-                except TimeoutError:
-                    log.warning("the %s door did not drain in %.0f s", self.name,
-                                self.graceful_s)
-                    self._task.cancel()
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
+        await _drained(self.name, self._task, self._sock, self.graceful_s)
+
+
+async def _drained(name: str, task: asyncio.Task | None, sock: socket.socket | None,
+                   graceful_s: float) -> None:
+    """After a door's server was told to stop: wait for it to finish its requests in flight
+    (cancelled ``graceful_s`` + 2 s on), then close the socket the door bound."""
+    if task is not None:
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await asyncio.wait_for(task, graceful_s + 2)
+            except TimeoutError:
+                log.warning("the %s door did not drain in %.0f s", name, graceful_s)
+                task.cancel()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def _listen(name: str, address: tuple[str, int]) -> socket.socket:

@@ -118,3 +118,13 @@ def test_console_entry_point_runs(args):
                          text=True, check=False)
     assert res.returncode == 0
     assert "Usage" in res.stdout
+
+
+def test_the_cli_retention_defaults_are_the_stores():
+    """``run`` and ``serve`` default to what the store keeps by default (the CLI writes the
+    numbers out to stay light at start-up)."""
+    from balances.store import DEFAULT_LEDGER_RETENTION_S, DEFAULT_RETENTION_S
+    from flows.cli_common import IDEMPOTENCY_RETENTION_S, LEDGER_RETENTION_S
+
+    assert (IDEMPOTENCY_RETENTION_S, LEDGER_RETENTION_S) == (DEFAULT_RETENTION_S,
+                                                           DEFAULT_LEDGER_RETENTION_S)
