@@ -8,8 +8,10 @@ One batch at a time (``step``):
    Redis in two round trips; the catalog gives each bucket's size;
 3. each message is evaluated in order (``notifications.evaluate``); crossings become events;
 4. the events are produced to ``chargeflow.notifications`` and the producer is flushed;
-5. the events are queued for webhook delivery (``notifications.delivery``);
-6. slot states and offsets are written to Redis in one transaction;
+5. slot states, offsets and the events' webhook deliveries (one per webhook that takes the
+   event) are written to Redis in one transaction;
+6. the deliveries are queued for the webhook workers (``notifications.delivery``), which
+   remove each from Redis after a 2xx answer or its dead letter;
 7. the consumer group's offsets are committed.
 
 Balance changes made outside the engine — top-ups and adjustments through the account API or
@@ -17,8 +19,8 @@ Balance changes made outside the engine — top-ups and adjustments through the 
 their script appends to atomically (docs/billing.md), after the position recorded in Redis
 with the offsets, and evaluates each as a decision with the balance it left.
 
-A crash anywhere re-reads the batch: before 6 it emits the same events again (the same ids),
-after it nothing. Allowance thresholds are judged on the bucket as it is in Redis when the
+A crash anywhere re-reads the batch: before 5 it emits the same events again (the same ids),
+after it nothing; the deliveries left in Redis are resumed at the next start (``run``). Allowance thresholds are judged on the bucket as it is in Redis when the
 batch is handled (a charge's ``allowance_units`` says only that the bucket moved).
 """
 
@@ -118,7 +120,7 @@ class Notifier:
         self._errors: list[str] = []
         self.producer = Producer(config.kafka.client(**{"linger.ms": "5"}))
         self.delivery = WebhookDelivery(rules.webhooks, rules.delivery, self._dead_letter,
-                                        clock=clock)
+                                        journal=self.state, clock=clock)
         self.consumer = Consumer(config.kafka.client(**CONSUMER_DEFAULTS, **_GROUP_RULES,
                                                      **{"group.id": config.kafka.group}))
         self.consumer.subscribe([config.topics.decisions, config.topics.charges])
@@ -126,6 +128,9 @@ class Notifier:
     # -- the loop
     def run(self, stop: threading.Event) -> None:
         try:
+            resumed = self.delivery.resume(self.state.pending())
+            if resumed:
+                log.info("resuming %d webhook deliveries left pending", resumed)
             while not stop.is_set():
                 self.step()
         finally:
@@ -157,9 +162,11 @@ class Notifier:
         for c, body in bodies:
             self._produce(self.config.topics.notifications, body, c.account)
         self._flush()
-        for c, body in bodies:
-            self.delivery.submit(c.type, body)
-        self.state.save(updates, ends, outbox_end)
+        deliveries = [p for c, body in bodies
+                      for p in self.delivery.pending_for(c.type, c.id, body)]
+        self.state.save(updates, ends, outbox_end, deliveries)
+        for p in deliveries:
+            self.delivery.submit(p)
         if outbox_end is not None:
             self._outbox_at = outbox_end
         if ends:
@@ -288,11 +295,11 @@ class Notifier:
         return [Bucket(size, b.units, b.period) for size, b in zip(sizes, held)]
 
     # -- output
-    def _produce(self, topic: str, body: bytes, key: str) -> None:
+    def _produce(self, topic: str, body: bytes, key: str, on_delivery=None) -> None:
         while True:
             try:
                 self.producer.produce(topic, value=body, key=key.encode(),
-                                      on_delivery=self._delivered)
+                                      on_delivery=on_delivery or self._delivered)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -308,7 +315,8 @@ class Notifier:
             raise BrokerError(f"notifications not produced ({left} waiting): "
                               f"{'; '.join(errors[:3])}")
 
-    def _dead_letter(self, failed: Failed) -> None:
+    def _dead_letter(self, failed: Failed, timeout_s: float = 30.0) -> bool:
+        """Produce a dead letter (from a delivery worker); True once the broker has it."""
         try:
             event = orjson.loads(failed.body)
         except orjson.JSONDecodeError:
@@ -316,8 +324,22 @@ class Notifier:
         doc = {"event": event, "webhook": failed.webhook, "error": failed.error,
                "tries": failed.tries, "ts": rfc3339(int(self.clock() * 1000))}
         key = event.get("account", "") if isinstance(event, dict) else ""
-        self._produce(self.config.topics.dead_letters, orjson.dumps(doc), key)
-        self.producer.poll(0)
+        acked = threading.Event()
+        errors: list[str] = []
+
+        def on_delivery(err, msg) -> None:  # served by whichever thread polls
+            if err is not None:
+                errors.append(err.str())
+            acked.set()
+
+        self._produce(self.config.topics.dead_letters, orjson.dumps(doc), key, on_delivery)
+        deadline = time.monotonic() + timeout_s
+        while not acked.is_set() and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+        if errors or not acked.is_set():
+            log.error("dead letter not produced: %s", "; ".join(errors) or "timed out")
+            return False
+        return True
 
 
 def topics_of(config: NotifierConfig) -> Iterable[str]:

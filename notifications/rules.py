@@ -273,10 +273,17 @@ def parse_rules(text: str, source: str = "rules", base_dir: Path | None = None
     if not isinstance(raw_hooks, list):
         r.bad("webhooks", "expected a list")
         raw_hooks = []
+    names: set[str] = set()
     for i, raw in enumerate(raw_hooks):
         hook = r.webhook(raw, f"webhooks[{i}]")
-        if hook is not None:
-            hooks.append(hook)
+        if hook is None:
+            continue
+        # pending deliveries are kept in Redis under the webhook's name (notifications.state)
+        if hook.name in names:
+            r.bad(f"webhooks[{i}].name", f"{hook.name!r} names an earlier webhook; give each "
+                                         "its own name")
+        names.add(hook.name)
+        hooks.append(hook)
     delivery = r.delivery(top["delivery"], "delivery") if "delivery" in top else Delivery()
     if r.problems:
         raise RulesError(r.problems, source)

@@ -70,6 +70,9 @@ def test_unknown_keys_are_named_with_the_likeliest_meant():
      "webhooks[0].url", "http"),
     ("rules:\n  - {id: a, final: true}\nwebhooks:\n  - {url: 'http://x'}\n",
      "webhooks[0]", "secret"),
+    ("rules:\n  - {id: a, final: true}\nwebhooks:\n  - {url: 'http://x/a', secret: k}\n"
+     "  - {url: 'http://x/b', secret: k, name: 'http://x/a'}\n", "webhooks[1].name",
+     "earlier webhook"),
     ("rules:\n  - {id: a, final: true}\ndelivery: {tries: 0}\n", "delivery.tries", "from 1"),
     ("rules:\n  - {id: a, final: true}\nextra: 1\n", "(top).extra", "unknown key"),
 ])
