@@ -36,7 +36,7 @@ from redis.crc import key_slot
 
 from charging.decide import Change, Outcome
 from charging.errors import CorruptAccountError
-from charging.records import CHARGE_FIELDS, DECISION_FIELDS, Stored, stored_from_wire
+from charging.records import CHARGE_FIELDS, DECISION_FIELDS, Result, Stored, stored_from_wire
 from charging.state import Account, Bucket, Session
 
 SEP = "\x1f"
@@ -276,24 +276,31 @@ def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outc
                 extra_ledger: list[dict], expiry: str, outbox: str) -> list:
     """One account's entry for ``lua/write.lua`` (layout there): what a batch decided for
     it (``outs``, replays left out), its new state, ledger entries, expiry-index changes,
-    and for the outbox the records of the requests that charged; ``expiry`` and ``outbox``
-    are the account's expiry-index and outbox keys."""
+    and for the outbox the records of the requests that charged and the final grants that
+    charged nothing (``final_grant``); ``expiry`` and ``outbox`` are the account's
+    expiry-index and outbox keys."""
     idem: list = []
     ledger: list[list[str]] = []
     charged: list[bytes] = []
+    finals: list[list[str]] = []
     for o in outs:
         record = encode_record(o.record())
         idem.append(o.request.id)
         idem.append(record)
         if o.charge is not None:
             charged.append(record)
+        else:
+            grant = final_grant(o, len(charged))
+            if grant is not None:
+                finals.append(grant)
         for e in o.ledger:
             ledger.append(ledger_fields(e))
     for e in extra_ledger:
         ledger.append(ledger_fields(e))
     if acct is None or not change.changed:
         expected = "" if acct is None else str(acct.version)
-        return [name, expected, [], [], idem, ledger, expiry, [], [], charged, outbox]
+        return [name, expected, [], [], idem, ledger, expiry, [], [], charged, outbox,
+                finals]
     fields = changed_fields(acct, change.sessions_written, change.buckets)
     hset = [x for kv in fields.items() for x in kv]
     hdel = [f"s:{sid}" for sid in change.sessions_removed]
@@ -304,7 +311,22 @@ def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outc
             for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
     zrem = [session_member(name, sid) for sid in change.sessions_removed]
     return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem, charged,
-            outbox]
+            outbox, finals]
+
+
+def final_grant(o: Outcome, after: int) -> list[str] | None:
+    """A successful final grant as the outbox's ``r`` map carries it (``final_grants``):
+    ``[request id, units granted, balance after (micros), after]``, all strings, ``after``
+    the number of charge records (c1, c2, ...) of the entry decided before it, so a reader
+    can put it back in order among them; None for any other decision. Only grants that
+    charged nothing need it: one that charged is in the outbox with its whole record
+    already. (A reservation moves no money, so without this a final grant of a session's
+    ``initial`` would leave no trace there; the notifier's ``--source outbox`` reads it,
+    the archive ignores it.)"""
+    d = o.decision
+    if not d.final or d.result != Result.SUCCESS or d.balance is None:
+        return None
+    return [d.id, str(d.granted), str(d.balance), str(after)]
 
 
 def ledger_fields(entry: dict) -> list[str]:

@@ -19,9 +19,12 @@
 --           10 {record, ...}                the idempotency records of the requests that
 --                                           charged, for the outbox
 --           11 outbox key                   the archive's stream (docs/billing.md): one entry
---                                           per written account with ledger entries or
---                                           charges: r = {account, ledger}, c1, c2, ... the
---                                           records
+--                                           per written account with ledger entries, charges
+--                                           or final grants: r = {account, ledger,
+--                                           final_grants?}, c1, c2, ... the records
+--           12 {{id, granted, balance, after}, ...}  final grants that charged nothing,
+--                                           for the outbox's r (read by the notifier, not
+--                                           archived); after: the charge records before it
 -- Returns {now, then the conflicts flat: entry number, hgetall, {request_id, record, ...},
 -- ...}: now is the server time in µs the new versions were made from, and an entry with no
 -- conflict was written. A conflict (the version moved, or a request id was decided
@@ -88,9 +91,13 @@ for i, e in ipairs(entries) do
     end
     if #e[8] > 0 then redis.call('ZADD', e[7], unpack(e[8])) end
     if #e[9] > 0 then redis.call('ZREM', e[7], unpack(e[9])) end
-    if #e[6] > 0 or #e[10] > 0 then  -- in the same atomic step: no dual write to lose
-      -- the records are binary (MessagePack): fields of their own, c1, c2, ...
-      local entry = {'r', cmsgpack.pack({account = e[1], ledger = e[6]})}
+    local finals = e[12] or {}
+    if #e[6] > 0 or #e[10] > 0 or #finals > 0 then  -- in the same atomic step: no dual write
+      -- the records are binary (MessagePack): fields of their own, c1, c2, ...; final grants
+      -- are text, in r, which readers that do not know them skip (no new field to refuse)
+      local r = {account = e[1], ledger = e[6]}
+      if #finals > 0 then r.final_grants = finals end
+      local entry = {'r', cmsgpack.pack(r)}
       for k, record in ipairs(e[10]) do
         entry[#entry + 1] = 'c' .. k
         entry[#entry + 1] = record

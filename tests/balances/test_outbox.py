@@ -103,3 +103,25 @@ def test_a_top_up_is_ledgered_with_its_actor_and_in_the_outbox(rig):
     ledger = r.store.ledger("erin")
     assert [e["actor"] for e in ledger] == ["cli", "key-42", "cli"]
     assert r.store.reconciles("erin", 3_000_000)
+
+
+def test_a_final_grant_that_charged_nothing_is_in_the_outbox_for_the_notifier_only(rig):
+    """A session's ``initial`` only reserves: no ledger entry, no charge. When its grant is
+    final (the balance pays less than asked) the entry's ``r`` names it (the notifier's
+    ``--source outbox`` reads it); the archive's reading of the entry is unchanged."""
+    from billing.outbox import decode_entry
+
+    r = rig(accounts='- {id: fay, plan: PREPAID_S, balance: "0.50"}\n')
+    before = len(outbox(r))
+    voice = {"kind": "initial", "service": "voice", "ts": TUE_PEAK, "account": "fay",
+             "destination": "4917612345", "seq": 0}
+    normal = r.one(dict(voice, id="v0", session="s0", requested=1))  # not final: no entry
+    assert (normal.decision.result, normal.decision.final) == ("SUCCESS", False)
+    out = r.one(dict(voice, id="v1", session="s1", requested=100_000))
+    assert (out.decision.result, out.decision.final) == ("SUCCESS", True)
+    r.one(dict(voice, id="v1", session="s1", requested=100_000))  # a replay: nothing
+    entries = outbox(r)[before:]
+    assert [(e["final_grants"], e["ledger"], e["records"]) for e in entries] == [
+        ([["v1", str(out.decision.granted), "500000", "0"]], [], [])]
+    ((sid, raw),) = r.client.xrevrange(r.store.keys.outbox("fay"), count=1)
+    assert decode_entry(sid, raw).records == []  # nothing for the archive
