@@ -20,6 +20,11 @@ from flows.cli_common import connect_services, fail, password_file_option
               help="Kafka bootstrap servers (default: the embedded broker in --data-dir).")
 @click.option("--group", default="chargeflow-notify", show_default=True,
               help="The notifier's own consumer group.")
+@click.option("--source", type=click.Choice(("kafka", "outbox")), default="kafka",
+              show_default=True,
+              help="Where the engine's charging is read: its Kafka topics (decisions, "
+                   "charges), or the outbox stream in Redis that every engine writes — the "
+                   "one for `serve` without --kafka, whose engine writes no topic.")
 @click.option("--kafka-config", "kafka_config", default=None, type=click.Path(dir_okay=False),
               help="librdkafka settings, key=value per line (SASL, TLS, ...).")
 @click.option("-X", "kafka_set", multiple=True, metavar="KEY=VALUE",
@@ -29,7 +34,7 @@ from flows.cli_common import connect_services, fail, password_file_option
 @password_file_option
 @click.option("--data-dir", default=None, envvar="CHARGEFLOW_DATA_DIR",
               help="Directory of the embedded services (default .chargeflow/).")
-def notify(rules_file: str, check: bool, kafka: str | None, group: str,
+def notify(rules_file: str, check: bool, kafka: str | None, group: str, source: str,
            kafka_config: str | None, kafka_set: tuple[str, ...], redis_url: str | None,
            redis_password_file: str | None, data_dir: str | None) -> None:
     """Watch decisions and charges; emit threshold events and deliver them to webhooks."""
@@ -58,13 +63,15 @@ def notify(rules_file: str, check: bool, kafka: str | None, group: str,
     try:
         brokers = kafka or EmbeddedBroker(services.data_dir).start()
         settings = KafkaSettings(brokers, kafka_settings, group)
-        config = NotifierConfig(settings, prefix=services.prefix)
+        config = NotifierConfig(settings, prefix=services.prefix, source=source)
         t = config.topics
         # the engine creates its topics with its partition count; the notifier only its own
         ensure_topics(settings, {t.notifications: 1, t.dead_letters: 1})
         notifier = Notifier(config, rules, client)
     except BrokerError as exc:
         fail(False, str(exc), 2)
+    except ValueError as exc:  # --source outbox on a Redis Cluster
+        fail(False, str(exc))
     stop = threading.Event()
 
     def drain(signum, frame):
@@ -73,7 +80,8 @@ def notify(rules_file: str, check: bool, kafka: str | None, group: str,
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
-    log.info("notifying: kafka %s (group %s), %d rules, %d webhooks", brokers, group,
+    log.info("notifying: kafka %s (group %s), charging from %s, %d rules, %d webhooks",
+             brokers, group, "the outbox" if source == "outbox" else "the engine's topics",
              len(rules.rules), len(rules.webhooks))
     try:
         notifier.run(stop)

@@ -19,9 +19,14 @@ Balance changes made outside the engine — top-ups and adjustments through the 
 their script appends to atomically (docs/billing.md), after the position recorded in Redis
 with the offsets, and evaluates each as a decision with the balance it left.
 
+With ``source="outbox"`` (``chargeflow notify --source outbox``) there is no consumer: the
+engine's charging is read from the same outbox entries (``notifications.outbox``), which
+every engine writes — also ``chargeflow serve``'s in-process one, which writes no topic.
+
 A crash anywhere re-reads the batch: before 5 it emits the same events again (the same ids),
-after it nothing; the deliveries left in Redis are resumed at the next start (``run``). Allowance thresholds are judged on the bucket as it is in Redis when the
-batch is handled (a charge's ``allowance_units`` says only that the bucket moved).
+after it nothing; the deliveries left in Redis are resumed at the next start (``run``).
+Allowance thresholds are judged on the bucket as it is in Redis when the batch is handled
+(a charge's ``allowance_units`` says only that the bucket moved).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from balances.redis_errors import store_errors
 from balances.store import BalanceStore
-from billing.outbox import OutboxError, decode_entry
+from billing.outbox import OutboxError
 from catalog_cache.store import CatalogCache
 from charging.errors import BrokerError, CorruptAccountError
 from charging.money import MICROS, parse_decimal
@@ -48,14 +53,15 @@ from charging.state import Account
 from flows.kafka import KafkaSettings, describe_error
 from notifications.delivery import Failed, WebhookDelivery
 from notifications.evaluate import Bucket, Crossing, Slot, on_allowance, on_decision
+from notifications.outbox import CHARGE, observations
 from notifications.rules import NotifyConfig
 from notifications.state import NotifyState
 
 log = logging.getLogger("chargeflow.notify")
 
 DEFAULT_GROUP = "chargeflow-notify"
-#: the ledger reasons of balance changes made outside the engine (balances/lua/topup.lua)
-OUTSIDE_REASONS = ("topup", "adjustment")
+#: where the engine's decisions and charges are read: its Kafka topics, or the outbox
+SOURCES = ("kafka", "outbox")
 CONSUMER_DEFAULTS = {"fetch.wait.max.ms": "50", "session.timeout.ms": "6000",
                      "heartbeat.interval.ms": "1000",
                      "topic.metadata.refresh.interval.ms": "10000"}
@@ -78,6 +84,7 @@ class NotifierConfig:
     topics: Topics = field(default_factory=Topics)
     batch: int = 1000
     poll_s: float = 0.1
+    source: str = "kafka"  # one of SOURCES
 
 
 def rfc3339(ms: int) -> str:
@@ -115,15 +122,23 @@ class Notifier:
         # a standalone Redis has one outbox stream; on a cluster (which the notifier's
         # transaction does not support either) the outbox is not read
         self.outbox = None if self.store.keys.cluster else self.store.keys.outbox("")
+        self.from_outbox = config.source == "outbox"
+        if config.source not in SOURCES:
+            raise ValueError(f"source {config.source!r} is not one of {', '.join(SOURCES)}")
+        if self.from_outbox and self.outbox is None:
+            raise ValueError("--source outbox reads the outbox stream of a standalone Redis; "
+                             "this one is a cluster (use --source kafka)")
         self._outbox_at: str | None = None  # the position handled, once known
         self.events = 0
         self._errors: list[str] = []
         self.producer = Producer(config.kafka.client(**{"linger.ms": "5"}))
         self.delivery = WebhookDelivery(rules.webhooks, rules.delivery, self._dead_letter,
                                         journal=self.state, clock=clock)
-        self.consumer = Consumer(config.kafka.client(**CONSUMER_DEFAULTS, **_GROUP_RULES,
-                                                     **{"group.id": config.kafka.group}))
-        self.consumer.subscribe([config.topics.decisions, config.topics.charges])
+        self.consumer: Consumer | None = None
+        if not self.from_outbox:
+            self.consumer = Consumer(config.kafka.client(
+                **CONSUMER_DEFAULTS, **_GROUP_RULES, **{"group.id": config.kafka.group}))
+            self.consumer.subscribe([config.topics.decisions, config.topics.charges])
 
     # -- the loop
     def run(self, stop: threading.Event) -> None:
@@ -139,19 +154,21 @@ class Notifier:
     def close(self) -> None:
         self.delivery.close()
         self.producer.flush(10)
-        self.consumer.close()
+        if self.consumer is not None:
+            self.consumer.close()
 
     def step(self) -> int:
         """Handle one batch; how many events it emitted."""
-        msgs = [m for m in self.consumer.consume(self.config.batch, self.config.poll_s)
-                if m.error() is None]
-        changes, outbox_end = self._outside_changes()
+        msgs = [] if self.consumer is None else [
+            m for m in self.consumer.consume(self.config.batch, self.config.poll_s)
+            if m.error() is None]
+        changes, outbox_end = self._outbox_changes()
         if not msgs and outbox_end is None:
             return 0
         done = self.state.offsets() if msgs else {}
         fresh = [m for m in msgs if m.offset() >= done.get((m.topic(), m.partition()), 0)]
         docs = [(m.topic(), doc) for m in fresh if (doc := self._parse(m)) is not None]
-        docs += [(self.config.topics.decisions, doc) for doc in changes]
+        docs += changes
         ends: dict[tuple[str, int], int] = {}
         for m in msgs:
             key = (m.topic(), m.partition())
@@ -180,11 +197,13 @@ class Notifier:
         self.events += len(bodies)
         return len(bodies)
 
-    def _outside_changes(self) -> tuple[list[dict], str | None]:
-        """The top-ups and adjustments appended to the outbox after the position handled,
-        as decisions (``id``: the ledger entry's, ``balance``: the one it left), and the
-        position after them (None when there was nothing new). A notifier's first start
-        begins at the outbox's end: changes made before it are not notified."""
+    def _outbox_changes(self) -> tuple[list[tuple[str, dict]], str | None]:
+        """What the outbox holds after the position handled, as (topic, engine output):
+        the top-ups and adjustments as decisions (``id``: the ledger entry's, ``balance``:
+        the one it left) and, reading from the outbox, the engine's decisions and charges
+        (``notifications.outbox``); and the position after them (None when there was
+        nothing new). A notifier's first start begins at the outbox's end: changes made
+        before it are not notified."""
         if self.outbox is None:
             return [], None
         if self._outbox_at is None:
@@ -195,22 +214,26 @@ class Notifier:
                 at = last[0][0].decode() if last else "0-0"
                 self.state.save({}, {}, at)
             self._outbox_at = at
+        # with no consumer to wait in, the read waits (at most poll_s) for a new entry
+        block = int(self.config.poll_s * 1000) if self.from_outbox else None
         with store_errors("cannot read the outbox from Redis"):
-            got = self.r.xread({self.outbox: self._outbox_at}, count=self.config.batch)
-        docs: list[dict] = []
+            got = self.r.xread({self.outbox: self._outbox_at}, count=self.config.batch,
+                               block=block)
+        t = self.config.topics
+        docs: list[tuple[str, dict]] = []
         end = None
-        for _, entries in got:
+        for _, entries in got or ():
             for stream_id, fields in entries:
                 end = stream_id.decode()
                 try:
-                    entry = decode_entry(stream_id, fields)
+                    seen = observations(stream_id, fields, engine=self.from_outbox)
                 except OutboxError as exc:
                     log.warning("outbox entry %s is unreadable; skipped: %s", end, exc)
                     continue
-                docs += [{"id": row["entry_id"], "account": row["account"],
-                          "balance": format_balance(row["balance"]), "result": "SUCCESS"}
-                         for kind, row in entry.records
-                         if kind == "ledger" and row["reason"] in OUTSIDE_REASONS]
+                docs += [(t.charges if kind == CHARGE else t.decisions, doc)
+                         for kind, doc in seen
+                         if isinstance(doc.get("account"), str)
+                         and isinstance(doc.get("id"), str)]
         return docs, end
 
     def _parse(self, msg) -> dict | None:

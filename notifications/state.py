@@ -20,9 +20,8 @@ without its deliveries recorded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 import logging
+from collections.abc import Iterable, Mapping
 
 import orjson
 import redis
