@@ -46,9 +46,10 @@ class Run:
         self.broker, self.prefix, self.topics, self.client = broker, prefix, topics, redis_client
         self.running: list[tuple[Notifier, threading.Event, threading.Thread]] = []
 
-    def start(self, text: str, group: str | None = None) -> Notifier:
+    def start(self, text: str, group: str | None = None, source: str = "kafka") -> Notifier:
         cfg = NotifierConfig(KafkaSettings(self.broker, group=group or uuid.uuid4().hex),
-                             prefix=self.prefix, topics=self.topics, poll_s=0.05)
+                             prefix=self.prefix, topics=self.topics, poll_s=0.05,
+                             source=source)
         n = Notifier(cfg, parse_rules(text), self.client)
         stop = threading.Event()
         t = threading.Thread(target=n.run, args=(stop,), daemon=True)
@@ -156,6 +157,37 @@ def test_engine_outputs_cross_once_each_and_replays_and_restarts_emit_nothing(
     wait_for(lambda: run.caught_up(again), "the restarted notifier to read everything")
     run.stop(again)
     assert len(read_topic(broker, topics.notifications)) == 3
+    assert len(receiver.delivered("/ok")) == 3
+
+
+def test_from_the_outbox_the_engine_s_charging_crosses_once_each_with_no_topic(
+        run, engine, receiver, broker, topics, redis_client, prefix):
+    """``--source outbox``: the same engine requests as above, nothing produced to the
+    engine's topics; the outbox its writes append to gives the same three events, and
+    the requests again (replays) give none."""
+    n = run.start(rules_text(receiver.url), group="from-outbox", source="outbox")
+    wait_for(lambda: n.state.outbox_position() is not None, "the notifier's first batch")
+    requests = (
+        {"id": "sms-1", "kind": "event", "service": "sms", "used": 1},  # 5.05 -> 4.96
+        {"id": "sms-2", "kind": "event", "service": "sms", "used": 1},
+        {"id": "data-1", "kind": "event", "service": "data", "used": GIB * 85 // 100},
+        {"id": "v-1", "kind": "initial", "service": "voice", "session": "s1", "seq": 0,
+         "destination": MOBILE, "requested": 100_000},  # a final grant that only reserves
+    )
+    engine(*requests)
+    wait_for(lambda: len(receiver.delivered("/ok")) == 3, "3 deliveries to /ok")
+    engine(*requests)  # replays: nothing written to the outbox, nothing notified
+    BalanceStore(redis_client, prefix=prefix).topup("a1", 10_000, reason="adjustment")  # 4.88
+    outbox = f"{prefix}:outbox:{{all}}"
+    wait_for(lambda: n.state.outbox_position()
+             == redis_client.xrevrange(outbox, count=1)[0][0].decode(), "the last entry")
+    events = read_topic(broker, topics.notifications)
+    assert sorted((e["type"], e["threshold"], e["request"]) for e in events) == [
+        ("allowance_used", 80, "data-1"), ("final_grant", None, "v-1"),
+        ("low_balance", "5.00", "sms-1")]
+    final = next(e for e in events if e["type"] == "final_grant")
+    assert final["value"] > 0 and final["balance"] == "4.87"
+    assert read_topic(broker, topics.decisions) == []  # nothing came from a topic
     assert len(receiver.delivered("/ok")) == 3
 
 
