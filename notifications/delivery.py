@@ -134,15 +134,23 @@ class WebhookDelivery:
         return [Pending(event_id, h.name, body) for h in self.hooks.values()
                 if event_type in h.types]
 
-    def submit(self, p: Pending) -> None:
-        """Queue a delivery (waits while the queue is full)."""
-        self._queue.put(p)
+    def submit(self, p: Pending, stop: threading.Event | None = None) -> bool:
+        """Queue a delivery: waits while the queue is full, unless ``stop`` is set (then
+        False: the delivery is left to the journal, which holds it already)."""
+        while True:
+            try:
+                self._queue.put(p, timeout=0.1)
+                return True
+            except queue.Full:
+                if stop is not None and stop.is_set():
+                    return False
 
-    def resume(self, pendings: Iterable[Pending]) -> int:
+    def resume(self, pendings: Iterable[Pending], stop: threading.Event | None = None) -> int:
         """Queue what a journal held at start (a crash's leftovers); how many."""
         n = 0
         for p in pendings:
-            self.submit(p)
+            if not self.submit(p, stop):
+                break
             n += 1
         return n
 

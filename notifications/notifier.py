@@ -129,6 +129,7 @@ class Notifier:
             raise ValueError("--source outbox reads the outbox stream of a standalone Redis; "
                              "this one is a cluster (use --source kafka)")
         self._outbox_at: str | None = None  # the position handled, once known
+        self._stop: threading.Event | None = None  # run's: a full queue waits no longer
         self.events = 0
         self._errors: list[str] = []
         self.producer = Producer(config.kafka.client(**{"linger.ms": "5"}))
@@ -143,7 +144,8 @@ class Notifier:
     # -- the loop
     def run(self, stop: threading.Event) -> None:
         try:
-            resumed = self.delivery.resume(self.state.pending())
+            self._stop = stop
+            resumed = self.delivery.resume(self.state.pending(), stop)
             if resumed:
                 log.info("resuming %d webhook deliveries left pending", resumed)
             while not stop.is_set():
@@ -182,8 +184,9 @@ class Notifier:
         deliveries = [p for c, body in bodies
                       for p in self.delivery.pending_for(c.type, c.id, body)]
         self.state.save(updates, ends, outbox_end, deliveries)
-        for p in deliveries:
-            self.delivery.submit(p)
+        for p in deliveries:  # at a stop, what does not fit waits in Redis for the restart
+            if not self.delivery.submit(p, self._stop):
+                break
         if outbox_end is not None:
             self._outbox_at = outbox_end
         if ends:

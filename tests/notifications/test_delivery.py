@@ -130,3 +130,15 @@ def test_an_event_goes_only_to_webhooks_of_its_type(hanging):
     assert d.pending_for("final_grant", "e1", b"{}") != []
     d.close()
     assert dead == []
+
+
+def test_a_full_queue_stops_waiting_once_the_notifier_stops(hanging):
+    """What does not fit is in the journal already: at a stop, submit gives up the wait."""
+    stop = threading.Event()
+    d = WebhookDelivery((Webhook("slow", hanging, b"k"),),
+                        Delivery(tries=1, timeout_s=2, queue=1, workers=1), keep([]))
+    first, second, third = (d.pending_for("low_balance", f"e{i}", b"{}")[0] for i in range(3))
+    assert d.submit(first, stop) and d.submit(second, stop)  # one in a try, one queued
+    stop.set()
+    assert d.submit(third, stop) is False
+    d.close(timeout_s=5)
