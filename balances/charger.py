@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from balances.codec import decided_records
 from balances.store import BalanceStore, Conflict, PendingSave
 from charging.compiler import CompiledCatalog
 from charging.decide import Catalogs, Outcome, decide_batch
@@ -79,11 +80,12 @@ class Charger:
                     # truth once written; a conflict replaces them with the store's state,
                     # and any failure before the write is confirmed drops them from the cache.
                     working = {a: accounts[a] for a in {r.account for r in batch}}
-                    outcomes, changes = decide_batch(batch, working, catalogs, self.clock(),
+                    now_ms = self.clock()
+                    outcomes, changes = decide_batch(batch, working, catalogs, now_ms,
                                                      previous)
                     sent.append((idx, outcomes, working,
                                  self.store.send_save(working, changes, outcomes,
-                                                      connection=connection)))
+                                                      connection=connection, now_ms=now_ms)))
                 conflicts = [write.result() for *_, write in sent]
             except Exception:
                 for idx in groups:
@@ -120,7 +122,9 @@ class Charger:
 
     def _accounts(self, batch: Sequence[Request]) -> tuple[dict[str, Account | None],
                                                           dict[tuple[str, str], Stored]]:
-        """Cached accounts, plus one load for the rest (with their stored decisions)."""
+        """Cached accounts, plus one load for the rest, and the stored decisions of the
+        batch's request ids (the accounts' records; for an account that does not exist, and
+        records of releases before 2026-12-03, the keys ``load`` reads)."""
         accounts: dict[str, Account | None] = {}
         missing: dict[str, list[str]] = {}
         for req in batch:
@@ -139,6 +143,11 @@ class Charger:
             for name, acct in loaded.items():
                 accounts[name] = acct
                 self._remember(name, acct)
+        for req in batch:  # the cached accounts' records (load read the others')
+            if req.account not in missing:
+                acct = accounts[req.account]
+                if acct is not None and req.id in acct.records:
+                    previous.update(decided_records(acct, (req.id,)))
         return accounts, previous
 
     def _remember(self, name: str, acct: Account | None) -> None:

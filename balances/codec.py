@@ -4,11 +4,16 @@ Every key of one account carries the account as its hash tag, ``{prefix}:{<accou
 so all of them live in one Redis Cluster slot and one script can change them atomically:
 
     {p}:{a}:acct          hash   plan, status, neg, bal, res, ver, b:<service>, s:<session>,
-                                 a:<attribute> (name, country, vat_id, customer, msisdn, imsi)
+                                 a:<attribute> (name, country, vat_id, customer, msisdn, imsi),
+                                 i:<request id> the decision (and charge) returned for the
+                                 request, as ``encode_record`` packs them, after the time it
+                                 was decided (``STAMP_BYTES``); kept the idempotency retention
+                                 and trimmed by later writes (``trimmed``)
     {p}:id:msisdn:<digits>, {p}:id:imsi:<digits>
                           string the account an identity names (gateway.identities)
-    {p}:{a}:idem:<id>     string the decision (and charge) returned for request <id>, as
-                                 ``encode_record`` packs them (expires)
+    {p}:{a}:idem:<id>     string as ``i:<id>``, for a request naming an account that does
+                                 not exist, which has no hash (expires after the retention;
+                                 releases before 2026-12-03 kept every record so)
     {p}:{a}:topup:<id>    string the balance an idempotent top-up left (expires)
     {p}:{a}:ledger        stream one entry per balance change
     {p}:expiry:{<slot>}   zset   "<account>\\x1f<session>" scored by its release deadline (ms):
@@ -27,6 +32,7 @@ Money fields are decimal integers of micros; ``b:`` and ``s:`` fields are Messag
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from functools import cache
 from operator import itemgetter
 
@@ -176,6 +182,7 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
         return v.decode() if isinstance(v, bytes) else v
 
     name = ""
+    records: list[tuple[bytes, str]] = []
     try:
         acct = Account(id=account, plan=text("plan"), balance=int(text("bal")),
                        status=text("status", "active"), allow_negative=text("neg", "0") == "1",
@@ -187,6 +194,11 @@ def decode_account(account: str, raw: dict | list) -> Account | None:
                 acct.allowances[name[2:]] = decode_buckets(value)
             elif name.startswith("s:"):
                 acct.sessions[name[2:]] = decode_session(name[2:], value)
+            elif name.startswith("i:"):
+                records.append((value, name[2:]))
+        if records:  # oldest first: their stamps are fixed-width big-endian, sorted as bytes
+            records.sort(key=_stamp_of)
+            acct.records = {rid: value for value, rid in records}
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         where = f"field {name!r}" if name else "a money or version field"
         raise CorruptAccountError(account, f"{where}: {exc!r}") from exc
@@ -273,20 +285,26 @@ def _decode_record(blob: bytes) -> dict:
 
 
 def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outcome],
-                extra_ledger: list[dict], expiry: str, outbox: str) -> list:
+                extra_ledger: list[dict], expiry: str, outbox: str, now_ms: int = 0,
+                retention_ms: int = 0) -> list:
     """One account's entry for ``lua/write.lua`` (layout there): what a batch decided for
     it (``outs``, replays left out), its new state, ledger entries, expiry-index changes,
     and for the outbox the records of the requests that charged and the final grants that
     charged nothing (``final_grant``); ``expiry`` and ``outbox`` are the account's
-    expiry-index and outbox keys."""
+    expiry-index and outbox keys.
+
+    The requests' idempotency records go into the account's hash (``i:<id>``, stamped with
+    ``now_ms``) and into ``acct.records``; records older than ``retention_ms`` are dropped
+    from both as new ones come (``trimmed``). An account that does not exist has no hash:
+    its records are keys of their own, which expire (``Keys.idem``)."""
     idem: list = []
+    records: list[tuple[str, bytes]] = []
     ledger: list[list[str]] = []
     charged: list[bytes] = []
     finals: list[list[str]] = []
     for o in outs:
         record = encode_record(o.record())
-        idem.append(o.request.id)
-        idem.append(record)
+        records.append((o.request.id, record))
         if o.charge is not None:
             charged.append(record)
         else:
@@ -297,19 +315,32 @@ def write_entry(name: str, acct: Account | None, change: Change, outs: list[Outc
             ledger.append(ledger_fields(e))
     for e in extra_ledger:
         ledger.append(ledger_fields(e))
-    if acct is None or not change.changed:
-        expected = "" if acct is None else str(acct.version)
-        return [name, expected, [], [], idem, ledger, expiry, [], [], charged, outbox,
-                finals]
-    fields = changed_fields(acct, change.sessions_written, change.buckets)
-    hset = [x for kv in fields.items() for x in kv]
-    hdel = [f"s:{sid}" for sid in change.sessions_removed]
-    # the expiry index gets a session's deadline when it opens, a lower bound from then
-    # on (updates only move it later): the sweeper re-scores sessions it finds alive, so
-    # an update costs no index write
-    zadd = [x for sid in change.sessions_opened if sid in acct.sessions
-            for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
-    zrem = [session_member(name, sid) for sid in change.sessions_removed]
+    if acct is None:
+        idem = [x for pair in records for x in pair]
+        return [name, "", [], [], idem, ledger, expiry, [], [], charged, outbox, finals]
+    hset: list = []
+    hdel: list[str] = []
+    zadd: list[str] = []
+    zrem: list[str] = []
+    if change.changed:
+        fields = changed_fields(acct, change.sessions_written, change.buckets)
+        hset = [x for kv in fields.items() for x in kv]
+        hdel = [f"s:{sid}" for sid in change.sessions_removed]
+        # the expiry index gets a session's deadline when it opens, a lower bound from then
+        # on (updates only move it later): the sweeper re-scores sessions it finds alive, so
+        # an update costs no index write
+        zadd = [x for sid in change.sessions_opened if sid in acct.sessions
+                for x in (str(acct.sessions[sid].deadline_ms), session_member(name, sid))]
+        zrem = [session_member(name, sid) for sid in change.sessions_removed]
+    if records:
+        stamp = now_ms.to_bytes(STAMP_BYTES, "big")
+        kept = acct.records
+        for rid, record in records:
+            value = stamp + record
+            kept.pop(rid, None)  # a new decision of a known id (its record was unreadable)
+            kept[rid] = value
+            hset += [f"i:{rid}", value]
+        hdel += [f"i:{rid}" for rid in trimmed(kept, now_ms - retention_ms)]
     return [name, str(acct.version), hset, hdel, idem, ledger, expiry, zadd, zrem, charged,
             outbox, finals]
 
@@ -327,6 +358,57 @@ def final_grant(o: Outcome, after: int) -> list[str] | None:
     if not d.final or d.result != Result.SUCCESS or d.balance is None:
         return None
     return [d.id, str(d.granted), str(d.balance), str(after)]
+
+
+#: a record's value in the account hash: the time it was decided (epoch ms, big-endian, so
+#: that values sort by it as bytes), then ``encode_record``'s bytes
+STAMP_BYTES = 6
+#: records every account keeps whatever their age: the last requests of a quiet account
+KEEP_RECORDS = 4
+
+
+def _stamp_of(item: tuple[bytes, str]) -> bytes:
+    return item[0][:STAMP_BYTES]
+
+
+def record_of(value: bytes) -> bytes:
+    """The record a value of ``Account.records`` holds (``encode_record``'s bytes)."""
+    return value[STAMP_BYTES:]
+
+
+def decided_at(value: bytes) -> int:
+    """When the record a value of ``Account.records`` holds was written (epoch ms)."""
+    return int.from_bytes(value[:STAMP_BYTES], "big")
+
+
+def decided_records(acct: Account, request_ids: Iterable[str]
+                    ) -> dict[tuple[str, str], Stored]:
+    """The stored outputs of those of ``request_ids`` the account has records of, keyed as
+    ``decide_batch``'s ``previous`` ((account, request id)); ``ValueError`` for a record that
+    is not one (``decode_record``)."""
+    found: dict[tuple[str, str], Stored] = {}
+    records = acct.records
+    if records:
+        for rid in request_ids:
+            value = records.get(rid)
+            if value is not None:
+                found[(acct.id, rid)] = read_record(value[STAMP_BYTES:])
+    return found
+
+
+def trimmed(records: dict[str, bytes], before_ms: int) -> list[str]:
+    """Drop from ``records`` (oldest first) those stamped before ``before_ms``, keeping the
+    last ``KEEP_RECORDS``; returns the ids dropped. Only as many are looked at as are
+    dropped, plus one."""
+    gone: list[str] = []
+    limit = before_ms.to_bytes(STAMP_BYTES, "big") if before_ms > 0 else b""
+    while len(records) > KEEP_RECORDS:
+        rid = next(iter(records))
+        if records[rid][:STAMP_BYTES] >= limit:
+            break
+        del records[rid]
+        gone.append(rid)
+    return gone
 
 
 def ledger_fields(entry: dict) -> list[str]:

@@ -15,6 +15,13 @@ The hot path is two operations, each one round trip per batch:
   decided comes back as a ``Conflict`` carrying its fresh state, and the caller decides those
   requests again: the store never guesses.
 
+The idempotency records are fields of their account's hash (``balances.codec``), so they
+come with the account (``Account.records``) and memory grows with accounts and the requests
+of the last retention, not with every request ever made: a write drops the account's
+records older than the retention (``retention_s``), keeping its last few whatever their age.
+A record is never dropped but by a later write to its account, so an engine that was down
+for longer than the retention still finds the records of what it decided before it stopped.
+
 Versions never repeat: every script that changes an account (write, topup, upsert) gives it
 max(old + 1, the server's time in µs), so even a Redis that lost acknowledged writes (a
 failover to a lagging replica, a restore, a crash under ``appendfsync everysec``) and took
@@ -29,6 +36,7 @@ for scripts without flags as long as the keys live on the node that runs it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,14 +49,21 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from balances.admin import Administration
-from balances.codec import Keys, decode_account, read_record, write_entry
+from balances.codec import (
+    Keys,
+    decode_account,
+    decided_records,
+    read_record,
+    record_of,
+    write_entry,
+)
 from balances.expiry import ExpiryIndex
 from balances.redis_errors import store_errors
 from charging.decide import Change, Outcome
 from charging.records import Stored
 from charging.state import Account
 
-DEFAULT_RETENTION_S = 7 * 86400  # idempotency records (decision + charge per request id)
+DEFAULT_RETENTION_S = 600  # idempotency records (decision + charge per request id)
 DEFAULT_LEDGER_RETENTION_S = 90 * 86400  # ledger entries kept in Redis (0: all, unbounded)
 
 
@@ -60,11 +75,14 @@ class PendingSave:
     """A write sent by ``BalanceStore.send_save``; ``result()`` reads its reply (once)."""
 
     def __init__(self, store: BalanceStore, accounts: dict[str, Account | None],
-                 changes: dict[str, Change], names: list[str]):
+                 changes: dict[str, Change], names: list[str], asked: list[list[str]],
+                 bumped: set[str]):
         self.store = store
         self.accounts = accounts
         self.changes = changes
         self.names = names
+        self.asked = asked  # per entry: the request ids it decided
+        self.bumped = bumped  # the accounts the write gives a new version (fields set)
         # entry -> the server time (µs) of its write, or (hgetall, decided ids) of a conflict
         self.replies: dict[int, int | tuple] | None = None
         self.connection: Connection | None = None
@@ -119,7 +137,8 @@ class BalanceStore(Administration, ExpiryIndex):
              ) -> tuple[dict[str, Account | None], dict[tuple[str, str], Stored]]:
         """Current state of ``accounts`` and the stored decisions of ``request_ids``
         (account -> ids; the decisions, and charges, keyed by (account, id)), in one
-        pipelined round trip."""
+        pipelined round trip: the records in the accounts' hashes, and the keys of accounts
+        that do not exist (and of releases before 2026-12-03, which kept every record so)."""
         names = list(dict.fromkeys(accounts))
         request_ids = request_ids or {}
         pipe = self.r.pipeline(transaction=False)
@@ -135,7 +154,21 @@ class BalanceStore(Administration, ExpiryIndex):
         states = {a: decode_account(a, raw) for a, raw in zip(names, replies)}
         decided = {key: read_record(blob) for key, blob in zip(asked, replies[len(names):])
                    if blob is not None}
+        for a, ids in request_ids.items():
+            acct = states.get(a)
+            if acct is not None:
+                decided.update(decided_records(acct, ids))
         return states, decided
+
+    def record(self, account: str, request_id: str) -> bytes | None:
+        """The idempotency record kept for a request id (``encode_record``'s bytes), or
+        None: from the account's hash, else the key of an account that does not exist (or of
+        a release before 2026-12-03)."""
+        with store_errors("cannot read a record from Redis"):
+            value = self.r.hget(self.keys.account(account), f"i:{request_id}")
+            if value is not None:
+                return record_of(value)
+            return self.r.get(self.keys.idem(account, request_id))
 
     def save(self, accounts: dict[str, Account | None], changes: dict[str, Change],
              outcomes: Sequence[Outcome], ledger: dict[str, list[dict]] | None = None
@@ -150,26 +183,35 @@ class BalanceStore(Administration, ExpiryIndex):
 
     def send_save(self, accounts: dict[str, Account | None], changes: dict[str, Change],
                   outcomes: Sequence[Outcome], ledger: dict[str, list[dict]] | None = None,
-                  connection: Connection | None = None) -> PendingSave:
+                  connection: Connection | None = None, now_ms: int | None = None
+                  ) -> PendingSave:
         """``save`` in two halves: the write is sent now and its reply read by
         ``PendingSave.result()``, so the caller can work while Redis runs the script. With
         a ``connection`` (a single Redis only; see ``pipelined``) several writes can be in
-        flight on it, their replies read in the order they were sent."""
+        flight on it, their replies read in the order they were sent. ``now_ms`` (the
+        engine's time; by default the clock's) stamps the records written and says which are
+        past the retention."""
         per_account: dict[str, list[Outcome]] = {}
         for out in outcomes:
             if not out.replay:
                 per_account.setdefault(out.request.account, []).append(out)
-        entries, keys, names = [], [], []
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        entries, keys, names, asked, bumped = [], [], [], [], set()
         for name, change in changes.items():
             acct = accounts.get(name)
             outs = per_account.get(name, [])
             if acct is None and not outs:
                 continue
-            entries.append(write_entry(name, acct, change, outs, (ledger or {}).get(name, []),
-                                       self.keys.expiry(name), self.keys.outbox(name)))
+            entry = write_entry(name, acct, change, outs, (ledger or {}).get(name, []),
+                                self.keys.expiry(name), self.keys.outbox(name), now_ms,
+                                self.retention_s * 1000)
+            entries.append(entry)
             keys.append(self.keys.account(name))
             names.append(name)
-        pending = PendingSave(self, accounts, changes, names)
+            asked.append([o.request.id for o in outs])
+            if entry[2]:
+                bumped.add(name)
+        pending = PendingSave(self, accounts, changes, names, asked, bumped)
         if not entries:
             pending.replies = {}
         elif connection is None or self.cluster:
@@ -213,14 +255,17 @@ class BalanceStore(Administration, ExpiryIndex):
             found = replies[i]
             if type(found) is int:  # written at that server time: the version the script set
                 acct = pending.accounts.get(name)
-                if acct is not None and pending.changes[name].changed:
+                if acct is not None and name in pending.bumped:
                     acct.version = max(acct.version + 1, found)
                 continue
             raw, hits = found
             decided = {(name, rid.decode() if isinstance(rid, bytes) else rid):
                        read_record(blob)
                        for rid, blob in zip(hits[::2], hits[1::2])}
-            conflicts[name] = Conflict(decode_account(name, raw), decided)
+            fresh = decode_account(name, raw)
+            if fresh is not None:
+                decided.update(decided_records(fresh, pending.asked[i]))
+            conflicts[name] = Conflict(fresh, decided)
         return conflicts
 
     def _run_write(self, keys: list[str], entries: list[list]) -> dict[int, int | tuple]:

@@ -10,8 +10,8 @@ Redis and the machine rather than charging. Two steps:
 - **store floor** (with ``--redis``): what every engine must do per request whatever its
   rules, and nothing else. The step reads each request's id and account (``orjson.loads``),
   makes one ``FLOOR_LUA`` call per batch (the Redis commands the data model needs per
-  operation: version check, idempotency claim with a 114-byte record, state; a ledger entry
-  for 4 requests in 7; ``bench.store``), and produces a decision of a real one's size (about
+  operation: version check, a 114-byte idempotency record in the account's hash, state; a
+  ledger entry for 4 requests in 7; ``bench.store``), and produces a decision of a real one's size (about
   225 bytes) for every request and a charge (about 305 bytes, to ``SINK.charges``) for 10 in
   13. Those shares are the engine's on gateway traffic (``flows.gateway_sim``; measured by
   ``tests/bench/test_echo_floor.py``: ledger entries ~0.56 and charges ~0.77 a request).

@@ -13,7 +13,8 @@ short retentions (idempotency records ``--idempotency-retention-s``, ledger entr
 ``--ledger-retention-s``) so that within the run both reach their steady state. Capacity is
 first measured with a burst (or given by ``--rate``); then gateway traffic is offered at
 ``fraction × capacity`` in windows of ``--window`` seconds. Per window: achieved rate, p50 /
-p99 latency, the engine's RSS, Redis memory, idempotency records (keys with a TTL) and the
+p99 latency, the engine's RSS, Redis memory, idempotency records (in the accounts' hashes,
+and keys of unknown accounts), open sessions and the
 mean ledger length of the accounts. The summary says how much RSS grew and p99 drifted from
 the first windows to the last, Redis memory per account, and whether idempotency records and
 ledgers stayed bounded.
@@ -36,7 +37,7 @@ import psutil
 
 import chargeflow_native  # noqa: F401 - first of ours: CHARGEFLOW_PURE=1 imports the sources
 from balances.accounts import AccountSpec
-from balances.codec import Keys
+from balances.codec import KEEP_RECORDS, Keys
 from bench.harness import (
     Phase,
     Proc,
@@ -278,10 +279,14 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
             info = client.info()
             db = info.get("db0", {})
             ledgers = [client.xlen(keys.ledger(a)) for a in sample]
+            records, sessions = _records_and_sessions(client, keys, accounts)
             w |= {"t_s": round(time.monotonic() - begin, 1),
                   "engine_rss_mb": round(proc.memory_info().rss / 2**20, 1),
                   "redis_used_mb": round(int(info["used_memory"]) / 2**20, 2),
-                  "keys": int(db.get("keys", 0)), "idem_records": int(db.get("expires", 0)),
+                  "keys": int(db.get("keys", 0)),
+                  # in the accounts' hashes, and keys of their own (unknown accounts)
+                  "idem_records": records + int(db.get("expires", 0)),
+                  "open_sessions": sessions,
                   "ledger_mean": round(sum(ledgers) / len(ledgers), 1),
                   "ledger_max": max(ledgers),
                   # forks are AOF rewrites here (the embedded server takes no RDB snapshots)
@@ -292,7 +297,7 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
                      f"p99 {w['p99_ms']} ms, engine CPU {w['engine_cpu_pct']} %, RSS "
                      f"{w['engine_rss_mb']} MB, Redis "
                      f"{w['redis_used_mb']} MB (AOF {w['aof_mb']} MB, {w['redis_forks']} "
-                     f"rewrites), idem {w['idem_records']:,}, ledger mean {w['ledger_mean']} "
+                     f"rewrites), idem {w['idem_records']:,}, sessions {w['open_sessions']:,}, ledger mean {w['ledger_mean']} "
                      f"max {w['ledger_max']}")
     finally:
         if engine is not None:
@@ -309,6 +314,22 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
         result["plot"] = str(plot(result, out_dir / f"soak-{when}.png"))
         save_result(out_dir, "soak", result, when)
     return result
+
+
+def _records_and_sessions(client, keys: Keys, accounts: list[str]) -> tuple[int, int]:
+    """The idempotency records and open sessions in the accounts' hashes (their fields
+    ``i:<id>`` and ``s:<session>``), counted over every account in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for a in accounts:
+        pipe.hkeys(keys.account(a))
+    records = sessions = 0
+    for fields in pipe.execute():
+        for f in fields:
+            if f.startswith(b"i:"):
+                records += 1
+            elif f.startswith(b"s:"):
+                sessions += 1
+    return records, sessions
 
 
 def summarise(windows: list[dict], *, rate: float, capacity: float | None, n_accounts: int,
@@ -346,9 +367,10 @@ def summarise(windows: list[dict], *, rate: float, capacity: float | None, n_acc
         return growth, growth < 10
 
     last = windows[-1]
-    # A request makes at most one idempotency record, kept idem_s; an account's ledger keeps
-    # ledger_s of entries plus up to one stream node (100 entries) not yet trimmed.
-    idem_limit = rate * idem_s
+    # A request makes at most one idempotency record, kept idem_s after which the account's
+    # next write drops it, each account keeping its last KEEP_RECORDS; an account's ledger
+    # keeps ledger_s of entries plus up to one stream node (100 entries) not yet trimmed.
+    idem_limit = rate * idem_s + n_accounts * KEEP_RECORDS
     ledger_limit = rate / n_accounts * ledger_s + 100
     idem_growth, idem_ok = plateau("idem_records", idem_s, idem_limit)
     ledger_growth, _ = plateau("ledger_mean", ledger_s, ledger_limit)
@@ -366,6 +388,7 @@ def summarise(windows: list[dict], *, rate: float, capacity: float | None, n_acc
         "redis_bytes_per_account_start": round(memory_before / n_accounts),
         "redis_bytes_per_account_end": round(last["redis_used_mb"] * 2**20 / n_accounts),
         "idem_records_last": last["idem_records"], "idem_records_bound": round(idem_limit),
+        "open_sessions_last": last["open_sessions"],
         "idem_growth_pct": idem_growth, "idem_bounded": idem_ok,
         "ledger_mean_last": last["ledger_mean"],
         "ledger_bound_per_account": round(ledger_limit), "ledger_growth_pct": ledger_growth,

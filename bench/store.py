@@ -112,11 +112,13 @@ def write_only(store: BalanceStore, charger: Charger, work: Workload, batch: int
 
 
 #: The floor: per operation, the commands a write of this data model cannot do without — the
-#: version check (HGET), the idempotency claim with its expiry (SET NX EX, a 114-byte record:
-#: a session step's), the new state (HSET of version and balance) and the ledger entry with
-#: the real one's fields (XADD MINID ~) — on the same keys as the real write, with the least
-#: Lua around them: no CAS outcome, nothing returned but a count. The HSET touches fields of
-#: its own ("fv", "fb"), so the accounts' state stays as it was. ARGV[4] says which
+#: version check (HGET), the idempotency record in the account's hash (HSETNX, a 114-byte
+#: record: a session step's; a claimed id writes nothing more), the new state (HSET of
+#: version and balance) and the ledger entry with the real one's fields (XADD MINID ~) — on
+#: the same keys as the real write, with the least Lua around them: no CAS outcome, nothing
+#: returned but a count. It touches fields of its own ("fv", "fb", "fi:<id>"), so the
+#: accounts' state stays as it was. (Until 2026-12-03 the record was a key of its own with
+#: an expiry, SET NX EX, as the engine kept it.) ARGV[4] says which
 #: operations append to the ledger: "1" all, "0" none, "each" those whose fourth element is
 #: 1 (operations are then of four elements: account, id, record, flag).
 FLOOR_LUA = """
@@ -127,7 +129,7 @@ for i = 1, #ops, width do
   local tag = prefix .. ':{' .. ops[i] .. '}:'
   local acct = tag .. 'acct'
   local ver = redis.call('HGET', acct, 'fv') or '0'
-  if redis.call('SET', tag .. 'idem:' .. ops[i + 1], ops[i + 2], 'NX', 'EX', ttl) then
+  if redis.call('HSETNX', acct, 'fi:' .. ops[i + 1], ops[i + 2]) == 1 then
     redis.call('HSET', acct, 'fv', ver + 1, 'fb', -100 * n)
     if mode == '1' or (mode == 'each' and ops[i + 3] == 1) then
       redis.call('XADD', tag .. 'ledger', 'MINID', '~', '0', '*', 'id', ops[i + 1],

@@ -90,6 +90,9 @@ class Account:
     version: int = 0  # bumped by every change; the store's optimistic-concurrency token
     allowances: dict[str, list[Bucket]] = field(default_factory=dict)  # service -> buckets
     sessions: dict[str, Session] = field(default_factory=dict)
+    #: the store's idempotency records of the account's recent requests, request id ->
+    #: bytes only the store reads (balances.codec), oldest first: a repeated id is found here
+    records: dict[str, bytes] = field(default_factory=dict)
 
     def available(self) -> int | None:
         """Money that may be taken or reserved now, or None when negative balances are allowed."""

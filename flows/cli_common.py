@@ -92,7 +92,7 @@ def fail_problems(as_json: bool, what: str, exc) -> None:
 
 #: balances.store's DEFAULT_RETENTION_S and DEFAULT_LEDGER_RETENTION_S, written out: importing
 #: the store here would put redis-py into the start-up of every command (~0.25 s)
-IDEMPOTENCY_RETENTION_S, LEDGER_RETENTION_S = 7 * 86400, 90 * 86400
+IDEMPOTENCY_RETENTION_S, LEDGER_RETENTION_S = 600, 90 * 86400
 
 
 def retention_options(fn):
@@ -103,5 +103,6 @@ def retention_options(fn):
                       "ones are trimmed as accounts are charged.")(fn)
     return click.option("--idempotency-retention-s", "idem_s", type=click.IntRange(min=1),
                         default=IDEMPOTENCY_RETENTION_S, show_default=True,
-                        help="Seconds a request id's decision is kept (replays within it "
-                        "are answered with the first decision).")(fn)
+                        help="Seconds a request id's decision is kept at least (replays "
+                        "within it are answered with the first decision); older ones are "
+                        "dropped as their account is charged again.")(fn)

@@ -3,12 +3,15 @@ whose idempotency records may be gone.
 
 A request decided before and read again is answered from its idempotency record — the same
 decision, nothing charged twice — for as long as the record is kept (``--idempotency-
-retention-s``). The group's committed offsets keep re-reading to a few seconds of requests;
-but a partition read from its beginning (a new group, a group whose offsets are gone) or an
-engine restarted after a long stop can meet requests older than the retention, which would
-be charged again if they had been decided. So, per partition, the request at the start
-position is looked at (by its Kafka timestamp); if it is older than the retention the
-``stale`` rule applies:
+retention-s``, at least). A partition resumed from the group's committed offset is safe
+however long the engine was stopped: what it re-reads is at most the ``--commit-s`` it
+decided before it stopped, and a record is dropped only by a later charging write to its
+account (``balances.store``), which for those requests comes after they are read again. A
+partition read from elsewhere — its beginning (a new group, a group whose offsets are gone)
+or the broker's beginning after a reset — can meet requests older than the retention, which
+would be charged again if they had been decided. So, for such a partition, the request at
+the start position is looked at (by its Kafka timestamp); if it is older than the retention
+the ``stale`` rule applies:
 
 * ``refuse`` (the default): the engine does not start, and says which partition, how old,
   and the two ways on;
@@ -80,7 +83,8 @@ def check_start(settings: KafkaSettings, topic: str, retention_s: int, rule: str
                           "engine reads it from offset %d", p, topic, settings.group, asked,
                           offset)
             start = Start(p, offset if offset is not None else max(asked, 0), asked >= 0, ts)
-            if ts is not None and ts < oldest_ok:
+            resumes = asked >= 0 and offset == asked  # from the group's own position
+            if ts is not None and ts < oldest_ok and not resumes:
                 start = _stale(consumer, settings, topic, start, oldest_ok, now_ms,
                                retention_s, rule)
             starts.append(start)

@@ -210,7 +210,7 @@ class Rig:
                 if m.decode().startswith(f"{account}\x1f")}
 
     def decision(self, account: str, request_id: str) -> bytes | None:
-        return self.client.get(self.store.keys.idem(account, request_id))
+        return self.store.record(account, request_id)
 
 
 @pytest.fixture

@@ -9,9 +9,13 @@
 --          than thousands of arguments), each entry an array:
 --            1 account
 --            2 expected version ("" for an account that does not exist)
---            3 {field, value, ...}          hash fields to set (the script adds "ver")
---            4 {field, ...}                 hash fields to delete (ended sessions)
---            5 {request_id, record, ...}    idempotency records
+--            3 {field, value, ...}          hash fields to set (the script adds "ver"),
+--                                           the requests' idempotency records among them
+--                                           (i:<request id>)
+--            4 {field, ...}                 hash fields to delete (ended sessions, records
+--                                           past the retention)
+--            5 {request_id, record, ...}    idempotency records of an account that does not
+--                                           exist (expected ""): keys of their own
 --            6 {{field, value, ...}, ...}   ledger entries for the account's stream
 --            7 expiry key
 --            8 {score, member, ...}         session deadlines to set
@@ -28,7 +32,9 @@
 -- Returns {now, then the conflicts flat: entry number, hgetall, {request_id, record, ...},
 -- ...}: now is the server time in µs the new versions were made from, and an entry with no
 -- conflict was written. A conflict (the version moved, or a request id was decided
--- already) writes nothing for that entry.
+-- already) writes nothing for that entry. The records of an existing account live in its
+-- hash, so every write that adds one moves its version: the version check alone finds a
+-- request decided since the account was read (its record comes back with the hash).
 --
 -- Versions never repeat, even on a Redis that lost acknowledged writes (a failover to a
 -- lagging replica, a restore, an OS crash under appendfsync everysec): a written account
@@ -54,7 +60,7 @@ for i, e in ipairs(entries) do
   local idem = e[5]
   local ok = (redis.call('HGET', acct, 'ver') or '') == e[2]
   local taken = 0
-  if ok then  -- claim the request ids; a claimed one means it was decided before
+  if ok and #idem > 0 then  -- no account: claim the ids; a claimed one was decided before
     for k = 1, #idem, 2 do
       if not redis.call('SET', tag .. 'idem:' .. idem[k], idem[k + 1], 'NX', 'EX', ttl) then
         ok = false

@@ -181,7 +181,7 @@ def test_acknowledged_charges_survive_sigkill_and_aof_replay(embedded):
     in_flight = {b["id"] for b in work.in_flight}
     for rid, decision in work.acked.items():
         acct = decision["account"]
-        blob = client.get(store.keys.idem(acct, rid))
+        blob = store.record(acct, rid)
         assert blob is not None, f"acknowledged request {rid} lost"
         assert decode_record(blob)["decision"] == decision
     for name in ACCOUNTS:

@@ -123,11 +123,13 @@ def test_a_whole_session_replayed_after_it_ended(rig):
     assert r.store.view("a").sessions == {}
 
 
-def test_decisions_are_kept_for_the_retention(rig):
+def test_decisions_are_kept_with_their_account(rig):
     r = rig(accounts=ACCOUNTS)
-    r.one(CASES["event"][1])
-    ttl = r.client.ttl(r.store.keys.idem("a", "op"))
-    assert 0 < ttl <= r.store.retention_s
+    first = r.one(CASES["event"][1])
+    assert r.store.record("a", "op") is not None
+    assert r.client.ttl(r.store.keys.account("a")) == -1  # kept until a write trims it
+    assert not r.client.exists(r.store.keys.idem("a", "op"))
+    assert r.fresh_charger().charge([first.request])[0].replay
 
 
 def test_topup_with_id_applies_once_across_store_objects(rig):

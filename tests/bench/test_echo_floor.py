@@ -42,9 +42,9 @@ def test_store_floor_writes_each_request_once_and_answers_each(redis_client, pre
     gid = b"g11-24582"  # a gateway request id
     assert 215 <= len(gid.join(DECISION)) <= 235 and 295 <= len(gid.join(CHARGE)) <= 315
 
-    for r in REQUESTS:  # the idempotency claim of every request, with its expiry
-        key = f"{prefix}:{{{r['account']}}}:idem:{r['id']}"
-        assert redis_client.get(key) == bytes(114) and redis_client.ttl(key) > 0
+    for r in REQUESTS:  # the idempotency record of every request, in its account's hash
+        key = f"{prefix}:{{{r['account']}}}:acct"
+        assert redis_client.hget(key, f"fi:{r['id']}") == bytes(114)
     for a in range(3):  # the state: once per request of the account
         n_a = sum(1 for r in REQUESTS if r["account"] == f"a{a}")
         assert redis_client.hget(f"{prefix}:{{a{a}}}:acct", "fv") == str(n_a).encode()

@@ -83,6 +83,41 @@ def test_a_restart_past_the_retention_charges_nothing_twice(cf_env):
     restarted.kill()
 
 
+def test_resuming_the_groups_position_after_a_stop_past_the_retention_charges_once(cf_env):
+    """A crash, then a stop longer than the retention: the restart resumes the committed
+    offset and re-reads what was decided after it. Its records were not dropped (only a
+    later charging write to the account drops them), so they are replays; the start-up
+    check, which once refused such a restart, does not stand in the way."""
+    env = cf_env(accounts_of(1, "10.00"))
+    engine = env.start_engine("--commit-s", "0.2")
+    decisions = env.reader("decisions")
+    env.kafka.send([sms("first", "acct00000")])
+    env.kafka.flush()
+    wait_for(lambda: "first" in decisions.by_id, 60, "its decision", [decisions], engine)
+    engine.proc.send_signal(signal.SIGTERM)
+    assert engine.proc.wait(timeout=60) == 0, engine.log_tail()
+    position = committed(env.broker)
+
+    args = ("--idempotency-retention-s", "2")
+    engine = env.start_engine(*args, "--commit-s", "600")  # decides, never commits
+    env.kafka.send([sms(f"late{i}", "acct00000") for i in range(3)])
+    env.kafka.flush()
+    wait_for(lambda: all(f"late{i}" in decisions.by_id for i in range(3)), 60, "decisions",
+             [decisions], engine)
+    engine.kill()
+    assert committed(env.broker) == position  # what they were read after: a re-read ahead
+    time.sleep(3)  # longer than the retention: the requests' Kafka timestamps are older
+    restarted = env.start_engine(*args, "--commit-s", "0.2")
+    wait_for(lambda: all(len(decisions.by_id[f"late{i}"]) == 2 for i in range(3)), 60,
+             "the replays", [decisions], restarted)
+    drain([decisions])
+    for i in range(3):  # the same decision again, charged once
+        first, again = (strip_latency(d) for d in decisions.by_id[f"late{i}"])
+        assert first == again
+    assert env.balance_micros("acct00000") == 10_000_000 - 4 * 90_000
+    restarted.kill()
+
+
 def test_requests_older_than_the_retention_are_refused_skipped_or_decided(cf_env):
     env = cf_env(accounts_of(2, "10.00"))
     now = int(time.time() * 1000)
