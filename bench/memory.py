@@ -57,8 +57,8 @@ def _stream_bytes(client: redis.Redis, keys: list[str]) -> int:
     return sum(x or 0 for x in pipe.execute())
 
 
-def measure(n: int, client: redis.Redis) -> dict:
-    store = BalanceStore(client, prefix=PREFIX)
+def measure(n: int, client: redis.Redis, prefix: str = PREFIX) -> dict:
+    store = BalanceStore(client, prefix=prefix)
     cc = compile_catalog(load_catalog(sample_catalog_path()))
     names = [f"m{i:06d}" for i in range(n)]
     store.upsert_accounts([AccountSpec(a, "PREPAID_S", 10**12) for a in names])
