@@ -51,8 +51,8 @@ from redis.exceptions import NoScriptError
 from balances.admin import Administration
 from balances.codec import (
     Keys,
-    decode_account,
     decided_records,
+    decode_account,
     read_record,
     record_of,
     write_entry,

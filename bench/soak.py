@@ -297,7 +297,8 @@ def run(minutes: float, *, fraction: float = 0.5, rate: float | None = None,
                      f"p99 {w['p99_ms']} ms, engine CPU {w['engine_cpu_pct']} %, RSS "
                      f"{w['engine_rss_mb']} MB, Redis "
                      f"{w['redis_used_mb']} MB (AOF {w['aof_mb']} MB, {w['redis_forks']} "
-                     f"rewrites), idem {w['idem_records']:,}, sessions {w['open_sessions']:,}, ledger mean {w['ledger_mean']} "
+                     f"rewrites), idem {w['idem_records']:,}, sessions "
+                     f"{w['open_sessions']:,}, ledger mean {w['ledger_mean']} "
                      f"max {w['ledger_max']}")
     finally:
         if engine is not None:
