@@ -11,10 +11,11 @@ Redis and the machine rather than charging. Two steps:
   rules, and nothing else. The step reads each request's id and account (``orjson.loads``),
   makes one ``FLOOR_LUA`` call per batch (the Redis commands the data model needs per
   operation: version check, a 114-byte idempotency record in the account's hash, state; a
-  ledger entry for 4 requests in 7; ``bench.store``), and produces a decision of a real one's size (about
-  225 bytes) for every request and a charge (about 305 bytes, to ``SINK.charges``) for 10 in
-  13. Those shares are the engine's on gateway traffic (``flows.gateway_sim``; measured by
-  ``tests/bench/test_echo_floor.py``: ledger entries ~0.56 and charges ~0.77 a request).
+  ledger entry for 4 requests in 7; ``bench.store``), and produces a decision of a real
+  one's size (about 225 bytes) for every request and a charge (about 305 bytes, to
+  ``SINK.charges``) for 10 in 13. Those shares are the engine's on gateway traffic
+  (``flows.gateway_sim``; measured by ``tests/bench/test_echo_floor.py``: ledger entries
+  ~0.56 and charges ~0.77 a request).
   Where the floor is lighter than the engine: it writes an account's state once per
   request, where the engine writes it once per account per batch but with more in it
   (sessions, allowances, the compare-and-set); Redis's time per request was ~35 µs for the

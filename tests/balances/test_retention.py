@@ -1,6 +1,7 @@
 """What Redis keeps does not grow without bound: idempotency records past their retention are
 dropped by the account's next write (a quiet account keeps its last few), and ledger entries
-older than the ledger retention are trimmed as new ones are appended, while a trimmed ledger still reconciles with the balance."""
+older than the ledger retention are trimmed as new ones are appended, while a trimmed ledger
+still reconciles with the balance."""
 
 from __future__ import annotations
 
