@@ -78,7 +78,11 @@ def stale(root: Path = ROOT, modules: list[str] = MODULES) -> list[str]:
     present, loading one shim starts every module of the group from the library, so each
     module needs its shim and a library built after its source was saved (a build dates
     the library when it began, ``build_native.py``). Nothing is stale when nothing is
-    compiled."""
+    compiled, and nothing in an installed package: there, its files all come from one wheel
+    (built by ``setup.py``), dated by their installation in no particular order; only a
+    checkout (where ``build_native.py`` is) has sources that can be edited after a build."""
+    if not (root / "build_native.py").is_file():
+        return []
     lib = library(root)
     shims = {m: extension_of(root / m) for m in modules}
     if lib is None:

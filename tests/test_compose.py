@@ -57,7 +57,7 @@ def test_builds_name_stages_of_the_dockerfile():
     assert {name: b["target"] for name, b in builds.items()} == {
         "setup": "engine", "engine": "engine", "gateway": "engine", "archiver": "engine",
         "locust": "load"}
-    assert set(STAGES) == {"engine", "load"}
+    assert set(STAGES) == {"wheel", "engine", "load"}
 
 
 def _cli_parses(args: list[str]) -> None:
@@ -125,3 +125,17 @@ def test_the_image_holds_every_package_the_project_installs():
     packages = re.search(r'include = \[([^\]]*)\]', pyproject).group(1)
     for pkg in re.findall(r'"(\w+)\*"', packages):
         assert re.search(rf"^COPY {pkg} \./{pkg}$", dockerfile, re.MULTILINE), pkg
+
+
+def test_the_image_runs_the_wheel_its_build_stage_compiled():
+    """The engine image installs the wheel the "wheel" stage built with a C compiler, so
+    that its per-request modules run compiled (setup.py), not the sources by ``pip install``
+    on a compiler-less slim image."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    wheel = dockerfile[dockerfile.index("AS wheel"):dockerfile.index("AS engine")]
+    engine = dockerfile[dockerfile.index("AS engine"):dockerfile.index("AS load")]
+    assert "gcc" in wheel and "COPY pyproject.toml setup.py" in wheel
+    assert re.search(r"^RUN pip wheel .*--wheel-dir /wheels \.$", wheel, re.MULTILINE)
+    assert "COPY --from=wheel /wheels /wheels" in engine
+    assert "COPY charging/samples ./charging/samples" in engine  # the setup service loads it
+    assert re.search(r"^RUN pip install .*/wheels/\*\.whl", engine, re.MULTILINE)

@@ -17,7 +17,9 @@ SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 
 def tree(tmp_path, *, shims=native.MODULES, library=True, built=1_000.0, saved=500.0):
-    """Sources saved at ``saved``, the given shims, and the library dated ``built``."""
+    """A checkout's sources saved at ``saved``, the given shims, and the library dated
+    ``built``."""
+    (tmp_path / "build_native.py").write_text("")
     for m in native.MODULES:
         src = tmp_path / m
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +55,15 @@ def test_a_source_saved_after_the_build_is_stale(tmp_path):
 def test_a_missing_shim_is_stale_while_the_library_runs_its_module(tmp_path):
     root = tree(tmp_path, shims=[m for m in native.MODULES if m != "charging/requests.py"])
     assert native.stale(root) == ["charging/requests.py"]
+
+
+def test_an_installed_package_is_never_stale(tmp_path):
+    """Installed from a wheel, every file is dated by the installation, sources after the
+    library as often as not: that is no edit after a build."""
+    root = tree(tmp_path, built=500.0, saved=1_000.0)
+    assert native.stale(root) == native.MODULES  # in a checkout: all stale
+    (root / "build_native.py").unlink()
+    assert native.stale(root) == []
 
 
 def test_shims_without_their_library_are_stale(tmp_path):
