@@ -1,0 +1,395 @@
+"""``decide_batch`` with the rules of a batch in one numba kernel (issue 19, item 1).
+
+``decide_columnar`` takes and returns what ``charging.decide.decide_batch`` does, and gives
+the same outcomes, changes and account state. Requests of different accounts are
+independent, so the batch is split by account: an account whose requests are all *covered*
+goes to the kernel (``charging.decision_kernels.decide_rows``), every other account's
+requests go, together and in input order, to ``decide_batch``, which stays the fallback and
+the oracle (tests/charging/test_columnar.py holds one against the other).
+
+Covered, per account (anything else is decided by ``decide_batch``):
+    - no request id seen before (``previous``) or twice in the batch: replays stay there;
+    - an account that does not exist (USER_UNKNOWN, decided here without the kernel), or
+      one whose plan is in the current catalog;
+    - every session the requests name that the account holds was opened under the current
+      catalog version, with a tariff and rate it still has, and holds one allowance count
+      per bucket of its service;
+    - no allowance bucket the requests may touch needs creating or a period refill at any
+      of the requests' times (``Buckets.refresh`` would change nothing);
+    - balances, reservations, units, sessions' usage and buckets below 2**52 in size, so
+      that int64 arithmetic is Python's (a grant or a charge of up to 9e18 micros still
+      fits next to them).
+
+Python checks that, builds the arrays, calls the kernel once, then makes the outcome
+objects and writes the state back into the ``Account``, ``Session`` and ``Bucket`` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from charging import decision_kernels as dk
+from charging import kernels
+from charging.allowances import Buckets
+from charging.catalog import Tariff
+from charging.compiler import CompiledCatalog
+from charging.decide import Catalogs, Change, Outcome, decide_batch
+from charging.rating import (
+    destination_digits,
+    no_rate_detail,
+    over_limit_detail,
+    session_over_limit_detail,
+)
+from charging.records import Charge, Decision, Result, Stored
+from charging.requests import Request
+from charging.state import BLOCKED, LABEL_LENGTH, Account, Session
+
+#: kernel result codes -> results (``decision_kernels.SUCCESS`` ...)
+RESULTS = (Result.SUCCESS, Result.CREDIT_LIMIT_REACHED, Result.USER_UNKNOWN,
+           Result.SERVICE_DENIED, Result.RATING_FAILED, Result.SESSION_UNKNOWN)
+KINDS = {"event": dk.EVENT, "initial": dk.INITIAL, "update": dk.UPDATE,
+         "terminate": dk.TERMINATE}
+#: values the kernel takes must be smaller than this in size (see the module docstring)
+SMALL = 2**52
+_REFUSED = (dk.USER_UNKNOWN, dk.SERVICE_DENIED)
+
+
+def decide_columnar(requests: Sequence[Request], accounts: dict[str, Account | None],
+                    catalogs: Catalogs, now_ms: int,
+                    previous: dict[tuple[str, str], Stored] | None = None,
+                    stats: dict[str, int] | None = None
+                    ) -> tuple[list[Outcome], dict[str, Change]]:
+    """``decide_batch``, the covered accounts' requests in one kernel call. ``stats``, if
+    given, gets the counts of requests decided by the kernel ("fast") and by
+    ``decide_batch`` ("slow") added to it."""
+    previous = previous or {}
+    by_account: dict[str, list[int]] = {}
+    for i, req in enumerate(requests):
+        found = by_account.get(req.account)
+        if found is None:
+            by_account[req.account] = [i]
+        else:
+            found.append(i)
+    cols = _Columns(catalogs.current, now_ms)
+    slow: list[int] = []
+    for name, idx in by_account.items():
+        if not cols.add(name, accounts.get(name), [requests[i] for i in idx], idx, previous):
+            slow += idx
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    changes: dict[str, Change] = {}
+    if slow:
+        slow.sort()
+        decided, changed = decide_batch([requests[i] for i in slow], accounts, catalogs,
+                                        now_ms, previous)
+        for i, out in zip(slow, decided, strict=True):
+            outcomes[i] = out
+        changes.update(changed)
+    cols.decide(requests, outcomes, changes)
+    if stats is not None:
+        stats["fast"] = stats.get("fast", 0) + len(requests) - len(slow)
+        stats["slow"] = stats.get("slow", 0) + len(slow)
+    return outcomes, changes  # type: ignore[return-value]
+
+
+class _Slot:
+    """A session id of one account that the batch names."""
+
+    __slots__ = ("key", "session", "row")
+
+    def __init__(self, key: str, session: Session | None, row: list[int]) -> None:
+        self.key = key
+        self.session = session  # the one the account holds, if any
+        self.row = row
+
+
+class _Columns:
+    """The covered accounts' requests and state, as rows for the kernel."""
+
+    def __init__(self, cc: CompiledCatalog, now_ms: int) -> None:
+        self.cc = cc
+        self.now_ms = now_ms
+        self.buckets = Buckets(cc)
+        self.tariffs: list[Tariff] = []
+        self._tariff_index: dict[str, int] = {}
+        self.accounts: list[Account] = []
+        self.acc: list[list[int]] = []
+        self.groups: list[tuple[Account, str]] = []  # (account, service) per group row
+        self.grp: list[list[int]] = []
+        self.bk: list[list[int]] = []
+        self.slots: list[tuple[Account, _Slot]] = []
+        self.req: list[list[int]] = []
+        self.rows: list[int] = []  # request index per request row
+        self.unknown: list[int] = []  # requests of accounts that do not exist
+        self.max_buckets = 0
+
+    # -- which accounts ---------------------------------------------------------------------
+    def add(self, name: str, acct: Account | None, reqs: list[Request], idx: list[int],
+            previous: dict) -> bool:
+        """Take an account's requests if they are covered; False sends them to
+        ``decide_batch``."""
+        ids = {r.id for r in reqs}
+        if len(ids) != len(reqs) or (previous and any((name, i) in previous for i in ids)):
+            return False
+        if acct is None:
+            self.unknown += idx
+            return True
+        cc = self.cc
+        plan = cc.catalog.plans.get(acct.plan)
+        if acct.id != name or plan is None:
+            return False
+        if not (abs(acct.balance) < SMALL and 0 <= acct.reserved < SMALL):
+            return False
+        blocked = acct.status == BLOCKED
+        services: set[str] = set()
+        stamps: set[int] = set()
+        held: dict[str, Session | None] = {}
+        for r in reqs:
+            kind = KINDS.get(r.kind)
+            if kind is None or not (0 <= r.used < SMALL and 0 <= r.requested < SMALL) or (
+                    r.seq is not None and not 0 <= r.seq < SMALL):
+                return False
+            if blocked or r.service not in plan.tariffs:
+                continue
+            services.add(r.service)
+            stamps.add(r.ts_ms)
+            if kind != dk.EVENT:
+                key = r.session or ""
+                if key not in held:
+                    session = acct.sessions.get(key)
+                    if session is not None and not self._session_covered(acct, key, session):
+                        return False
+                    held[key] = session
+                    if session is not None:
+                        services.add(session.service)
+        for service in services:
+            buckets = acct.allowances.get(service)
+            if buckets and not all(0 <= b.units < SMALL and 0 <= b.reserved < SMALL
+                                   for b in buckets):
+                return False
+            if any(self._needs_refresh(acct, service, ts) for ts in stamps):
+                return False
+        self._take(acct, plan, reqs, idx, services, held, blocked)
+        return True
+
+    def _session_covered(self, acct: Account, key: str, s: Session) -> bool:
+        if s.id != key or s.catalog_version != self.cc.version:
+            return False
+        if s.tariff not in self.cc.catalog.tariffs:
+            return False
+        try:
+            self.cc.rate_index(s.tariff, s.rate_id)
+        except KeyError:
+            return False
+        if len(s.allowance_reserved) != len(acct.allowances.get(s.service, ())):
+            return False
+        return (0 <= s.chargeable < SMALL and 0 <= s.used < SMALL and 0 <= s.money_reserved
+                < SMALL and all(0 <= u < SMALL for u in s.allowance_reserved))
+
+    def _needs_refresh(self, acct: Account, service: str, ts_ms: int) -> bool:
+        """Whether ``Buckets.refresh`` would change the service's buckets at ``ts_ms`` (a
+        bucket whose period kind changed counts as a change, whatever it would do)."""
+        wanted = self.buckets.allowances_of(acct.plan, service)
+        buckets = acct.allowances.get(service)
+        if not wanted and not buckets:
+            return False
+        if buckets is None or len(buckets) < len(wanted):
+            return True
+        for k, allowance in enumerate(wanted):
+            held = buckets[k].period
+            if len(held) != LABEL_LENGTH[allowance.period]:
+                return True
+            if self.buckets.period_label(allowance.period, ts_ms) > held:
+                return True
+        return any(b.units != 0 for b in buckets[len(wanted):])
+
+    # -- rows --------------------------------------------------------------------------------
+    def _tariff(self, name: str) -> int:
+        t = self._tariff_index.get(name)
+        if t is None:
+            t = self._tariff_index[name] = len(self.tariffs)
+            self.tariffs.append(self.cc.catalog.tariffs[name])
+        return t
+
+    def _take(self, acct: Account, plan, reqs: list[Request], idx: list[int],
+              services: set[str], held: dict[str, Session | None], blocked: bool) -> None:
+        a = len(self.accounts)
+        self.accounts.append(acct)
+        self.acc.append([acct.balance, acct.reserved, int(acct.allow_negative), 0])
+        group: dict[str, int] = {}
+        for service in services:
+            group[service] = len(self.grp)
+            self.groups.append((acct, service))
+            b0 = len(self.bk)
+            for b in acct.allowances.get(service, ()):
+                self.bk.append([b.units, b.reserved])
+            self.grp.append([b0, len(self.bk), 0])
+            self.max_buckets = max(self.max_buckets, len(self.bk) - b0)
+        slot: dict[str, int] = {}
+        for key, session in held.items():
+            slot[key] = len(self.slots)
+            if session is None:
+                row = [0] * dk.SES_COLS
+            else:
+                row = [1, group[session.service],
+                       self.cc.rate_index(session.tariff, session.rate_id),
+                       self._tariff(session.tariff), session.chargeable, session.used,
+                       session.granted, session.money_reserved, session.seq,
+                       0, 0, -1, 0, 0, 0]
+            row[dk.S_INSERTED] = -1
+            self.slots.append((acct, _Slot(key, session, row)))
+        tariffs = plan.tariffs
+        for i, r in zip(idx, reqs, strict=True):
+            self.rows.append(i)
+            if blocked or r.service not in tariffs:
+                self.req.append([a, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                continue
+            kind = KINDS[r.kind]
+            self.req.append([a, kind, 0, 0, 0, self._tariff(tariffs[r.service]),
+                             group[r.service], -1 if kind == dk.EVENT else slot[r.session or ""],
+                             r.used, r.requested, r.seq or 0, r.seq is not None])
+
+    # -- the kernel and back -----------------------------------------------------------------
+    def decide(self, requests: Sequence[Request], outcomes: list, changes: dict) -> None:
+        for i in self.unknown:
+            req = requests[i]
+            outcomes[i] = Outcome(req, Decision(req.id, req.kind, req.account, req.service,
+                                                req.session, req.seq, Result.USER_UNKNOWN))
+            if req.account not in changes:
+                changes[req.account] = Change()
+        if not self.rows:
+            return
+        cc = self.cc
+        reqs = [requests[i] for i in self.rows]
+        q = np.array(self.req, dtype=np.int64)
+        self._select_rates(reqs, q)
+        acc = np.array(self.acc, dtype=np.int64)
+        grp = np.array(self.grp, dtype=np.int64).reshape(-1, 3)
+        bk = np.array(self.bk, dtype=np.int64).reshape(-1, 2)
+        ses = np.array([s.row for _, s in self.slots], dtype=np.int64).reshape(-1, dk.SES_COLS)
+        held = np.zeros((len(self.slots), self.max_buckets), dtype=np.int64)
+        for k, (_, s) in enumerate(self.slots):
+            if s.session is not None and s.session.allowance_reserved:
+                held[k, :len(s.session.allowance_reserved)] = s.session.allowance_reserved
+        tar = np.array([[t.quota, t.validity_s] for t in self.tariffs],
+                       dtype=np.int64).reshape(-1, 2)
+        out = dk.decide_rows(cc.tables.rate, cc.tables.step, acc, grp, bk, ses, held, tar, q)
+        self._outcomes(reqs, out.tolist(), outcomes, changes)
+        self._write_back(acc.tolist(), grp.tolist(), bk.tolist(), ses.tolist(),
+                         held.tolist(), changes)
+
+    def _select_rates(self, reqs: list[Request], q: np.ndarray) -> None:
+        """``_Decider.select_rates`` for the kernel's requests."""
+        cc = self.cc
+        n = len(reqs)
+        plan = np.zeros(n, dtype=np.int64)
+        service = np.full(n, -1, dtype=np.int64)
+        for j, req in enumerate(reqs):
+            p = cc.plan_index.get(self.accounts[self.req[j][dk.R_ACCT]].plan)
+            if p is not None:
+                plan[j] = p
+                service[j] = cc.service_index.get(req.service, -1)
+        digits, ndigits = destination_digits([r.destination for r in reqs])
+        ts = np.fromiter((r.ts_ms for r in reqs), dtype=np.int64, count=n)
+        status, rate, _, _ = kernels.rate_batch(cc.tables, plan, service, ts, digits, ndigits,
+                                                np.zeros(n, dtype=np.int64))
+        q[:, dk.R_STATUS] = status
+        q[:, dk.R_RATE] = rate
+
+    def _outcomes(self, reqs: list[Request], out: list[list[int]], outcomes: list,
+                  changes: dict) -> None:
+        cc = self.cc
+        version = cc.version
+        currency = cc.catalog.currency
+        rate_ids = cc.rate_ids
+        tariffs = self.tariffs
+        for i, req, o in zip(self.rows, reqs, out, strict=True):
+            (result, detail, value, granted, validity, final, balance, taken, uncharged,
+             rated, allowance, r, t) = o
+            if req.account not in changes:
+                changes[req.account] = Change()
+            tariff = None if result == dk.SERVICE_DENIED else tariffs[t]
+            decision = Decision(req.id, req.kind, req.account, req.service, req.session,
+                                req.seq, RESULTS[result], granted, validity, final == 1,
+                                balance, taken, 2 if tariff is None else tariff.decimals)
+            out_ = Outcome(req, decision)
+            outcomes[i] = out_
+            if detail:
+                decision.detail = _detail(detail, value, tariff, req)
+            if tariff is None or not (taken or uncharged or allowance):
+                continue
+            out_.charge = Charge(req.id, req.account, tariff.service, req.session, req.seq,
+                                 req.ts_ms, req.used, rated, allowance, taken, currency,
+                                 tariff.name, rate_ids[r], version, balance, uncharged,
+                                 tariff.decimals)
+            if taken:
+                out_.ledger.append({"id": req.id, "delta": -taken, "balance": balance,
+                                    "reason": _reason(req.kind, result),
+                                    "catalog_version": version})
+
+    def _write_back(self, acc: list, grp: list, bk: list, ses: list, held: list,
+                    changes: dict) -> None:
+        for acct, row in zip(self.accounts, acc, strict=True):
+            acct.balance, acct.reserved = row[dk.A_BAL], row[dk.A_RES]
+            if row[dk.A_CHANGED]:
+                changes[acct.id].changed = True
+        for (acct, service), row in zip(self.groups, grp, strict=True):
+            if row[dk.G_CHANGED]:
+                for b, (units, reserved) in zip(acct.allowances[service],
+                                                bk[row[dk.G_B0]:row[dk.G_B1]], strict=True):
+                    b.units, b.reserved = units, reserved
+                change = changes[acct.id]
+                change.buckets.add(service)
+                change.changed = True
+        moved: list[tuple[int, Account, str, Session]] = []
+        for (acct, slot), row, units in zip(self.slots, ses, held, strict=True):
+            change = changes[acct.id]
+            key = slot.key
+            if row[dk.S_WRITTEN]:
+                change.sessions_written.add(key)
+            if row[dk.S_REMOVED]:
+                change.sessions_removed.add(key)
+            if row[dk.S_OPENED]:
+                change.sessions_opened.add(key)
+            if row[dk.S_POPPED] or row[dk.S_INSERTED] >= 0:
+                acct.sessions.pop(key, None)
+            if not row[dk.S_PRESENT]:
+                continue
+            g = row[dk.S_GROUP]
+            nb = grp[g][dk.G_B1] - grp[g][dk.G_B0]
+            if row[dk.S_INSERTED] >= 0:
+                t = self.tariffs[row[dk.S_TARIFF]]
+                session = Session(id=key, service=self.groups[g][1],
+                                  catalog_version=self.cc.version, tariff=t.name,
+                                  rate_id=self.cc.rate_ids[row[dk.S_RATE]],
+                                  validity_s=t.validity_s)
+                moved.append((row[dk.S_INSERTED], acct, key, session))
+            else:
+                session = slot.session
+            session.chargeable = row[dk.S_CHARGEABLE]
+            session.used = row[dk.S_USED]
+            session.granted = row[dk.S_GRANTED]
+            session.money_reserved = row[dk.S_MONEY]
+            session.allowance_reserved = units[:nb]
+            session.seq = row[dk.S_SEQ]
+            if row[dk.S_SEEN]:
+                session.last_seen_ms = self.now_ms
+        moved.sort(key=lambda m: m[0])
+        for _, acct, key, session in moved:
+            acct.sessions[key] = session
+
+
+def _detail(code: int, value: int, tariff: Tariff, req: Request) -> str:
+    if code == dk.NO_RATE:
+        return no_rate_detail(tariff.name, req.destination, req.ts_ms)
+    if code == dk.OVER_LIMIT:
+        return over_limit_detail(value)
+    return session_over_limit_detail(value, req.used)
+
+
+def _reason(kind: str, result: int) -> str:
+    """The ledger entry's reason, as ``decide_batch`` gives it."""
+    if kind == "event":
+        return "event"
+    return "unknown_session" if result == dk.SESSION_UNKNOWN else kind
