@@ -96,30 +96,49 @@ def decide_columnar(requests: Sequence[Request], accounts: dict[str, Account | N
 class _Slot:
     """A session id of one account that the batch names."""
 
-    __slots__ = ("key", "session", "row")
+    __slots__ = ("account", "change", "key", "session", "row")
 
-    def __init__(self, key: str, session: Session | None, row: list[int]) -> None:
+    def __init__(self, account: Account, change: Change, key: str, session: Session | None,
+                 row: list[int]) -> None:
+        self.account = account
+        self.change = change
         self.key = key
         self.session = session  # the one the account holds, if any
         self.row = row
 
 
+#: a session slot's row before the batch: no session held
+_NO_SESSION = [0] * dk.SES_COLS
+_NO_SESSION[dk.S_INSERTED] = -1
+
+
 class _Columns:
-    """The covered accounts' requests and state, as rows for the kernel."""
+    """The covered accounts' requests and state, as rows for the kernel.
+
+    Group row 0 is the one of every service without buckets (no free units, nothing to
+    change); a service with buckets has a group row of its own per account."""
 
     def __init__(self, cc: CompiledCatalog, now_ms: int) -> None:
         self.cc = cc
+        self.version = cc.version
+        self.tariff_of = cc.catalog.tariffs
+        self.plans = cc.catalog.plans
         self.now_ms = now_ms
         self.buckets = Buckets(cc)
         self.tariffs: list[Tariff] = []
         self._tariff_index: dict[str, int] = {}
+        self._rates: dict[tuple[str, str], int] = {}
+        self._plan_allowances: dict[tuple[str, str], bool] = {}
+        self._plan_rows: dict[tuple[str, str], tuple[int, int, int]] = {}
         self.accounts: list[Account] = []
+        self.changes: list[Change] = []
         self.acc: list[list[int]] = []
-        self.groups: list[tuple[Account, str]] = []  # (account, service) per group row
-        self.grp: list[list[int]] = []
+        #: (account, service, the account's change) per group row
+        self.groups: list[tuple[Account, str, Change] | None] = [None]
+        self.grp: list[list[int]] = [[0, 0, 0]]
         self.bk: list[list[int]] = []
-        self.slots: list[tuple[Account, _Slot]] = []
-        self.req: list[list[int]] = []
+        self.slots: list[_Slot] = []
+        self.req: list[int] = []  # the request rows, one after the other
         self.rows: list[int] = []  # request index per request row
         self.unknown: list[int] = []  # requests of accounts that do not exist
         self.max_buckets = 0
@@ -129,63 +148,84 @@ class _Columns:
             previous: dict) -> bool:
         """Take an account's requests if they are covered; False sends them to
         ``decide_batch``."""
-        ids = {r.id for r in reqs}
-        if len(ids) != len(reqs) or (previous and any((name, i) in previous for i in ids)):
+        if len(reqs) > 1 and len({r.id for r in reqs}) != len(reqs):
+            return False
+        if previous and any((name, r.id) in previous for r in reqs):
             return False
         if acct is None:
             self.unknown += idx
             return True
-        cc = self.cc
-        plan = cc.catalog.plans.get(acct.plan)
+        plan = self.plans.get(acct.plan)
         if acct.id != name or plan is None:
             return False
-        if not (abs(acct.balance) < SMALL and 0 <= acct.reserved < SMALL):
+        if not (-SMALL < acct.balance < SMALL and 0 <= acct.reserved < SMALL):
             return False
         blocked = acct.status == BLOCKED
-        services: set[str] = set()
+        tariffs = plan.tariffs
+        services: dict[str, int] = {}  # -> group row (0 until the rows are made)
         stamps: set[int] = set()
         held: dict[str, Session | None] = {}
+        sessions = acct.sessions
         for r in reqs:
-            kind = KINDS.get(r.kind)
-            if kind is None or not (0 <= r.used < SMALL and 0 <= r.requested < SMALL) or (
-                    r.seq is not None and not 0 <= r.seq < SMALL):
+            if r.kind not in KINDS or not (0 <= r.used < SMALL and 0 <= r.requested < SMALL):
                 return False
-            if blocked or r.service not in plan.tariffs:
+            if r.seq is not None and not 0 <= r.seq < SMALL:
+                return False
+            if blocked or r.service not in tariffs:
                 continue
-            services.add(r.service)
+            services[r.service] = 0
             stamps.add(r.ts_ms)
-            if kind != dk.EVENT:
+            if r.kind != "event":
                 key = r.session or ""
                 if key not in held:
-                    session = acct.sessions.get(key)
-                    if session is not None and not self._session_covered(acct, key, session):
-                        return False
-                    held[key] = session
+                    session = sessions.get(key)
                     if session is not None:
-                        services.add(session.service)
+                        if not self._session_covered(acct, key, session):
+                            return False
+                        services[session.service] = 0
+                    held[key] = session
+        allowances = acct.allowances
         for service in services:
-            buckets = acct.allowances.get(service)
-            if buckets and not all(0 <= b.units < SMALL and 0 <= b.reserved < SMALL
-                                   for b in buckets):
-                return False
-            if any(self._needs_refresh(acct, service, ts) for ts in stamps):
-                return False
-        self._take(acct, plan, reqs, idx, services, held, blocked)
+            if allowances.get(service) or self._wanted(acct.plan, service):
+                if not self._buckets_covered(acct, service, stamps):
+                    return False
+        self._take(acct, plan.name, tariffs, reqs, idx, services, held, blocked)
         return True
 
+    def _wanted(self, plan: str, service: str) -> bool:
+        """Whether the plan has allowances of the service."""
+        key = (plan, service)
+        found = self._plan_allowances.get(key)
+        if found is None:
+            found = self._plan_allowances[key] = bool(self.buckets.allowances_of(*key))
+        return found
+
+    def _buckets_covered(self, acct: Account, service: str, stamps: set[int]) -> bool:
+        buckets = acct.allowances.get(service)
+        if buckets and not all(0 <= b.units < SMALL and 0 <= b.reserved < SMALL
+                               for b in buckets):
+            return False
+        return not any(self._needs_refresh(acct, service, ts) for ts in stamps)
+
     def _session_covered(self, acct: Account, key: str, s: Session) -> bool:
-        if s.id != key or s.catalog_version != self.cc.version:
-            return False
-        if s.tariff not in self.cc.catalog.tariffs:
-            return False
-        try:
-            self.cc.rate_index(s.tariff, s.rate_id)
-        except KeyError:
+        if s.id != key or s.catalog_version != self.version or self._rate(s) < 0:
             return False
         if len(s.allowance_reserved) != len(acct.allowances.get(s.service, ())):
             return False
         return (0 <= s.chargeable < SMALL and 0 <= s.used < SMALL and 0 <= s.money_reserved
                 < SMALL and all(0 <= u < SMALL for u in s.allowance_reserved))
+
+    def _rate(self, s: Session) -> int:
+        """The current catalog's index of a session's rate, -1 if it has none."""
+        key = (s.tariff, s.rate_id)
+        r = self._rates.get(key)
+        if r is None:
+            try:
+                r = self.cc.rate_index(*key) if s.tariff in self.tariff_of else -1
+            except KeyError:
+                r = -1
+            self._rates[key] = r
+        return r
 
     def _needs_refresh(self, acct: Account, service: str, ts_ms: int) -> bool:
         """Whether ``Buckets.refresh`` would change the service's buckets at ``ts_ms`` (a
@@ -209,46 +249,63 @@ class _Columns:
         t = self._tariff_index.get(name)
         if t is None:
             t = self._tariff_index[name] = len(self.tariffs)
-            self.tariffs.append(self.cc.catalog.tariffs[name])
+            self.tariffs.append(self.tariff_of[name])
         return t
 
-    def _take(self, acct: Account, plan, reqs: list[Request], idx: list[int],
-              services: set[str], held: dict[str, Session | None], blocked: bool) -> None:
+    def _take(self, acct: Account, plan: str, tariffs: dict[str, str], reqs: list[Request],
+              idx: list[int], services: dict[str, int], held: dict[str, Session | None],
+              blocked: bool) -> None:
         a = len(self.accounts)
         self.accounts.append(acct)
+        change = Change()
+        self.changes.append(change)
         self.acc.append([acct.balance, acct.reserved, int(acct.allow_negative), 0])
-        group: dict[str, int] = {}
+        allowances = acct.allowances
         for service in services:
-            group[service] = len(self.grp)
-            self.groups.append((acct, service))
+            buckets = allowances.get(service)
+            if not buckets:
+                continue
+            services[service] = len(self.grp)
+            self.groups.append((acct, service, change))
             b0 = len(self.bk)
-            for b in acct.allowances.get(service, ()):
-                self.bk.append([b.units, b.reserved])
+            self.bk += [[b.units, b.reserved] for b in buckets]
             self.grp.append([b0, len(self.bk), 0])
-            self.max_buckets = max(self.max_buckets, len(self.bk) - b0)
+            self.max_buckets = max(self.max_buckets, len(buckets))
         slot: dict[str, int] = {}
         for key, session in held.items():
             slot[key] = len(self.slots)
             if session is None:
-                row = [0] * dk.SES_COLS
+                row = _NO_SESSION
             else:
-                row = [1, group[session.service],
-                       self.cc.rate_index(session.tariff, session.rate_id),
+                row = [1, services[session.service], self._rate(session),
                        self._tariff(session.tariff), session.chargeable, session.used,
                        session.granted, session.money_reserved, session.seq,
                        0, 0, -1, 0, 0, 0]
-            row[dk.S_INSERTED] = -1
-            self.slots.append((acct, _Slot(key, session, row)))
-        tariffs = plan.tariffs
-        for i, r in zip(idx, reqs, strict=True):
-            self.rows.append(i)
+            self.slots.append(_Slot(acct, change, key, session, row))
+        rows = self.req
+        self.rows += idx
+        for r in reqs:
             if blocked or r.service not in tariffs:
-                self.req.append([a, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                rows += (a, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1)
                 continue
             kind = KINDS[r.kind]
-            self.req.append([a, kind, 0, 0, 0, self._tariff(tariffs[r.service]),
-                             group[r.service], -1 if kind == dk.EVENT else slot[r.session or ""],
-                             r.used, r.requested, r.seq or 0, r.seq is not None])
+            seq = r.seq
+            t, p, v = self._plan_row(plan, tariffs, r.service)
+            rows += (a, kind, 0, 0, 0, t, services[r.service],
+                     -1 if kind == dk.EVENT else slot[r.session or ""], r.used, r.requested,
+                     0 if seq is None else seq, seq is not None, p, v)
+
+    def _plan_row(self, plan: str, tariffs: dict[str, str], service: str
+                  ) -> tuple[int, int, int]:
+        """(tariff row, plan index, service index) of a plan's service."""
+        key = (plan, service)
+        found = self._plan_rows.get(key)
+        if found is None:
+            cc = self.cc
+            found = self._plan_rows[key] = (self._tariff(tariffs[service]),
+                                            cc.plan_index[plan],
+                                            cc.service_index.get(service, -1))
+        return found
 
     # -- the kernel and back -----------------------------------------------------------------
     def decide(self, requests: Sequence[Request], outcomes: list, changes: dict) -> None:
@@ -260,45 +317,64 @@ class _Columns:
                 changes[req.account] = Change()
         if not self.rows:
             return
-        cc = self.cc
+        for acct, change in zip(self.accounts, self.changes, strict=True):
+            changes[acct.id] = change
+        reqs, arrays = self.arrays(requests)
+        out = self.kernel(arrays)
+        self.outcomes(reqs, arrays, out, outcomes)
+        self.write_back(reqs, arrays)
+
+    def arrays(self, requests: Sequence[Request]) -> tuple[list[Request], tuple]:
+        """The kernel's requests in input order, and its arrays (selected rates in)."""
+        # the rows in input order (made account by account)
+        order = sorted(range(len(self.rows)), key=self.rows.__getitem__)
+        self.rows = [self.rows[j] for j in order]
+        q = np.array(self.req, dtype=np.int64).reshape(-1, dk.REQ_COLS)[order]
         reqs = [requests[i] for i in self.rows]
-        q = np.array(self.req, dtype=np.int64)
         self._select_rates(reqs, q)
         acc = np.array(self.acc, dtype=np.int64)
-        grp = np.array(self.grp, dtype=np.int64).reshape(-1, 3)
+        grp = np.array(self.grp, dtype=np.int64)
         bk = np.array(self.bk, dtype=np.int64).reshape(-1, 2)
-        ses = np.array([s.row for _, s in self.slots], dtype=np.int64).reshape(-1, dk.SES_COLS)
+        ses = np.array([s.row for s in self.slots], dtype=np.int64).reshape(-1, dk.SES_COLS)
         held = np.zeros((len(self.slots), self.max_buckets), dtype=np.int64)
-        for k, (_, s) in enumerate(self.slots):
+        for k, s in enumerate(self.slots):
             if s.session is not None and s.session.allowance_reserved:
                 held[k, :len(s.session.allowance_reserved)] = s.session.allowance_reserved
         tar = np.array([[t.quota, t.validity_s] for t in self.tariffs],
                        dtype=np.int64).reshape(-1, 2)
-        out = dk.decide_rows(cc.tables.rate, cc.tables.step, acc, grp, bk, ses, held, tar, q)
-        self._outcomes(reqs, out.tolist(), outcomes, changes)
-        self._write_back(acc.tolist(), grp.tolist(), bk.tolist(), ses.tolist(),
-                         held.tolist(), changes)
+        return reqs, (acc, grp, bk, ses, held, tar, q)
+
+    def kernel(self, arrays: tuple) -> np.ndarray:
+        """The rules over the rows: the result rows; the state arrays changed in place."""
+        tables = self.cc.tables
+        return dk.decide_rows(tables.rate, tables.step, *arrays)
+
+    def outcomes(self, reqs: list[Request], arrays: tuple, out: np.ndarray,
+                 outcomes: list) -> None:
+        self._outcomes(reqs, out.tolist(), outcomes)
+
+    def write_back(self, reqs: list[Request], arrays: tuple) -> None:
+        acc, grp, bk, ses, held, _, _ = arrays
+        self._write_back(reqs, acc.tolist(), grp.tolist(), bk.tolist(), ses.tolist(),
+                         held.tolist())
 
     def _select_rates(self, reqs: list[Request], q: np.ndarray) -> None:
-        """``_Decider.select_rates`` for the kernel's requests."""
+        """``_Decider.select_rates`` for the kernel's requests (a denied one's service
+        index is -1: NOT_IN_PLAN, never read)."""
         cc = self.cc
         n = len(reqs)
-        plan = np.zeros(n, dtype=np.int64)
-        service = np.full(n, -1, dtype=np.int64)
-        for j, req in enumerate(reqs):
-            p = cc.plan_index.get(self.accounts[self.req[j][dk.R_ACCT]].plan)
-            if p is not None:
-                plan[j] = p
-                service[j] = cc.service_index.get(req.service, -1)
-        digits, ndigits = destination_digits([r.destination for r in reqs])
+        seen: dict[str | None, int] = {}
+        codes = [seen.setdefault(r.destination, len(seen)) for r in reqs]
+        digits, ndigits = destination_digits(list(seen))  # each number once
         ts = np.fromiter((r.ts_ms for r in reqs), dtype=np.int64, count=n)
-        status, rate, _, _ = kernels.rate_batch(cc.tables, plan, service, ts, digits, ndigits,
-                                                np.zeros(n, dtype=np.int64))
+        status, rate, _, _ = kernels.rate_batch(
+            cc.tables, np.ascontiguousarray(q[:, dk.R_PLAN]),
+            np.ascontiguousarray(q[:, dk.R_SERVICE]), ts, digits[codes], ndigits[codes],
+            np.zeros(n, dtype=np.int64))
         q[:, dk.R_STATUS] = status
         q[:, dk.R_RATE] = rate
 
-    def _outcomes(self, reqs: list[Request], out: list[list[int]], outcomes: list,
-                  changes: dict) -> None:
+    def _outcomes(self, reqs: list[Request], out: list[list[int]], outcomes: list) -> None:
         cc = self.cc
         version = cc.version
         currency = cc.catalog.currency
@@ -307,8 +383,6 @@ class _Columns:
         for i, req, o in zip(self.rows, reqs, out, strict=True):
             (result, detail, value, granted, validity, final, balance, taken, uncharged,
              rated, allowance, r, t) = o
-            if req.account not in changes:
-                changes[req.account] = Change()
             tariff = None if result == dk.SERVICE_DENIED else tariffs[t]
             decision = Decision(req.id, req.kind, req.account, req.service, req.session,
                                 req.seq, RESULTS[result], granted, validity, final == 1,
@@ -328,23 +402,26 @@ class _Columns:
                                     "reason": _reason(req.kind, result),
                                     "catalog_version": version})
 
-    def _write_back(self, acc: list, grp: list, bk: list, ses: list, held: list,
-                    changes: dict) -> None:
-        for acct, row in zip(self.accounts, acc, strict=True):
+    def _write_back(self, reqs: list[Request], acc: list, grp: list, bk: list, ses: list,
+                    held: list) -> None:
+        for acct, change, row in zip(self.accounts, self.changes, acc, strict=True):
             acct.balance, acct.reserved = row[dk.A_BAL], row[dk.A_RES]
             if row[dk.A_CHANGED]:
-                changes[acct.id].changed = True
-        for (acct, service), row in zip(self.groups, grp, strict=True):
-            if row[dk.G_CHANGED]:
+                change.changed = True
+        for group, row in zip(self.groups, grp, strict=True):
+            if group is not None and row[dk.G_CHANGED]:
+                acct, service = group[0], group[1]
                 for b, (units, reserved) in zip(acct.allowances[service],
                                                 bk[row[dk.G_B0]:row[dk.G_B1]], strict=True):
                     b.units, b.reserved = units, reserved
-                change = changes[acct.id]
+                change = group[2]
                 change.buckets.add(service)
                 change.changed = True
         moved: list[tuple[int, Account, str, Session]] = []
-        for (acct, slot), row, units in zip(self.slots, ses, held, strict=True):
-            change = changes[acct.id]
+        version = self.version
+        for slot, row, units in zip(self.slots, ses, held, strict=True):
+            acct = slot.account
+            change = slot.change
             key = slot.key
             if row[dk.S_WRITTEN]:
                 change.sessions_written.add(key)
@@ -352,19 +429,18 @@ class _Columns:
                 change.sessions_removed.add(key)
             if row[dk.S_OPENED]:
                 change.sessions_opened.add(key)
-            if row[dk.S_POPPED] or row[dk.S_INSERTED] >= 0:
+            inserted = row[dk.S_INSERTED]
+            if row[dk.S_POPPED] or inserted >= 0:
                 acct.sessions.pop(key, None)
             if not row[dk.S_PRESENT]:
                 continue
             g = row[dk.S_GROUP]
             nb = grp[g][dk.G_B1] - grp[g][dk.G_B0]
-            if row[dk.S_INSERTED] >= 0:
+            if inserted >= 0:
                 t = self.tariffs[row[dk.S_TARIFF]]
-                session = Session(id=key, service=self.groups[g][1],
-                                  catalog_version=self.cc.version, tariff=t.name,
-                                  rate_id=self.cc.rate_ids[row[dk.S_RATE]],
-                                  validity_s=t.validity_s)
-                moved.append((row[dk.S_INSERTED], acct, key, session))
+                session = Session(key, reqs[inserted].service, version, t.name,
+                                  self.cc.rate_ids[row[dk.S_RATE]], validity_s=t.validity_s)
+                moved.append((inserted, acct, key, session))
             else:
                 session = slot.session
             session.chargeable = row[dk.S_CHARGEABLE]

@@ -20,7 +20,7 @@ Matrices (one row each; columns named below):
     held    per session slot: allowance units held per bucket of its group
     tar     per tariff: quota (units), validity (seconds)
     req     per request: account, kind, denied, rate status, rate, tariff, group, slot,
-            used, requested, seq, has seq
+            used, requested, seq, has seq, plan and service (for rate selection only)
     out     per request (out): result, detail, detail value, granted, validity, final,
             balance after, taken, uncharged, rated, allowance, rate, tariff
 """
@@ -51,8 +51,8 @@ B_UNITS, B_RES = range(2)
 SES_COLS = 15
 T_QUOTA, T_VALIDITY = range(2)
 (R_ACCT, R_KIND, R_DENIED, R_STATUS, R_RATE, R_TARIFF, R_GROUP, R_SLOT, R_USED, R_REQUESTED,
- R_SEQ, R_HAS_SEQ) = range(12)
-REQ_COLS = 12
+ R_SEQ, R_HAS_SEQ, R_PLAN, R_SERVICE) = range(14)
+REQ_COLS = 14
 (O_RESULT, O_DETAIL, O_VALUE, O_GRANTED, O_VALIDITY, O_FINAL, O_BALANCE, O_TAKEN,
  O_UNCHARGED, O_RATED, O_ALLOWANCE, O_RATE, O_TARIFF) = range(13)
 OUT_COLS = 13

@@ -86,6 +86,8 @@ def accounts(draw, name: str) -> Account:
     bucket = acct.allowances.get("data", [None])[0]
     for sid in draw(st.lists(st.sampled_from(SIDS), max_size=3, unique=True)):
         acct.sessions[sid] = draw(sessions(sid, bucket))
+    if bucket is not None and draw(st.integers(0, 5)) == 0:
+        bucket.units = draw(st.integers(0, bucket.units))  # a smaller allowance than held
     acct.reserved = sum(s.money_reserved for s in acct.sessions.values())
     if draw(st.integers(0, 19)) == 0:
         acct.reserved = draw(st.sampled_from(HUGE))
