@@ -93,20 +93,6 @@ def decide_columnar(requests: Sequence[Request], accounts: dict[str, Account | N
     return outcomes, changes  # type: ignore[return-value]
 
 
-class _Slot:
-    """A session id of one account that the batch names."""
-
-    __slots__ = ("account", "change", "key", "session", "row")
-
-    def __init__(self, account: Account, change: Change, key: str, session: Session | None,
-                 row: list[int]) -> None:
-        self.account = account
-        self.change = change
-        self.key = key
-        self.session = session  # the one the account holds, if any
-        self.row = row
-
-
 #: a session slot's row before the batch: no session held
 _NO_SESSION = [0] * dk.SES_COLS
 _NO_SESSION[dk.S_INSERTED] = -1
@@ -132,12 +118,15 @@ class _Columns:
         self._plan_rows: dict[tuple[str, str], tuple[int, int, int]] = {}
         self.accounts: list[Account] = []
         self.changes: list[Change] = []
-        self.acc: list[list[int]] = []
+        self.acc: list[int] = []  # the accounts' rows, one after the other
         #: (account, service, the account's change) per group row
         self.groups: list[tuple[Account, str, Change] | None] = [None]
         self.grp: list[list[int]] = [[0, 0, 0]]
         self.bk: list[list[int]] = []
-        self.slots: list[_Slot] = []
+        #: per session slot (an (account, session id) the batch names): the account, its
+        #: change, the id and the session the account holds (or None)
+        self.slots: list[tuple[Account, Change, str, Session | None]] = []
+        self.ses: list[int] = []  # the slots' rows, one after the other
         self.req: list[int] = []  # the request rows, one after the other
         self.rows: list[int] = []  # request index per request row
         self.unknown: list[int] = []  # requests of accounts that do not exist
@@ -212,8 +201,10 @@ class _Columns:
             return False
         if len(s.allowance_reserved) != len(acct.allowances.get(s.service, ())):
             return False
-        return (0 <= s.chargeable < SMALL and 0 <= s.used < SMALL and 0 <= s.money_reserved
-                < SMALL and all(0 <= u < SMALL for u in s.allowance_reserved))
+        if not (0 <= s.chargeable < SMALL and 0 <= s.used < SMALL
+                and 0 <= s.money_reserved < SMALL):
+            return False
+        return not s.allowance_reserved or all(0 <= u < SMALL for u in s.allowance_reserved)
 
     def _rate(self, s: Session) -> int:
         """The current catalog's index of a session's rate, -1 if it has none."""
@@ -259,7 +250,7 @@ class _Columns:
         self.accounts.append(acct)
         change = Change()
         self.changes.append(change)
-        self.acc.append([acct.balance, acct.reserved, int(acct.allow_negative), 0])
+        self.acc += (acct.balance, acct.reserved, acct.allow_negative, 0)
         allowances = acct.allowances
         for service in services:
             buckets = allowances.get(service)
@@ -275,14 +266,15 @@ class _Columns:
         for key, session in held.items():
             slot[key] = len(self.slots)
             if session is None:
-                row = _NO_SESSION
+                self.ses += _NO_SESSION
             else:
-                row = [1, services[session.service], self._rate(session),
-                       self._tariff(session.tariff), session.chargeable, session.used,
-                       session.granted, session.money_reserved, session.seq,
-                       0, 0, -1, 0, 0, 0]
-            self.slots.append(_Slot(acct, change, key, session, row))
+                self.ses += (1, services[session.service], self._rate(session),
+                             self._tariff(session.tariff), session.chargeable, session.used,
+                             session.granted, session.money_reserved, session.seq,
+                             0, 0, -1, 0, 0, 0)
+            self.slots.append((acct, change, key, session))
         rows = self.req
+        plan_rows = self._plan_rows
         self.rows += idx
         for r in reqs:
             if blocked or r.service not in tariffs:
@@ -290,7 +282,8 @@ class _Columns:
                 continue
             kind = KINDS[r.kind]
             seq = r.seq
-            t, p, v = self._plan_row(plan, tariffs, r.service)
+            found = plan_rows.get((plan, r.service))
+            t, p, v = found if found else self._plan_row(plan, tariffs, r.service)
             rows += (a, kind, 0, 0, 0, t, services[r.service],
                      -1 if kind == dk.EVENT else slot[r.session or ""], r.used, r.requested,
                      0 if seq is None else seq, seq is not None, p, v)
@@ -332,14 +325,15 @@ class _Columns:
         q = np.array(self.req, dtype=np.int64).reshape(-1, dk.REQ_COLS)[order]
         reqs = [requests[i] for i in self.rows]
         self._select_rates(reqs, q)
-        acc = np.array(self.acc, dtype=np.int64)
+        acc = np.array(self.acc, dtype=np.int64).reshape(-1, 4)
         grp = np.array(self.grp, dtype=np.int64)
         bk = np.array(self.bk, dtype=np.int64).reshape(-1, 2)
-        ses = np.array([s.row for s in self.slots], dtype=np.int64).reshape(-1, dk.SES_COLS)
+        ses = np.array(self.ses, dtype=np.int64).reshape(-1, dk.SES_COLS)
         held = np.zeros((len(self.slots), self.max_buckets), dtype=np.int64)
-        for k, s in enumerate(self.slots):
-            if s.session is not None and s.session.allowance_reserved:
-                held[k, :len(s.session.allowance_reserved)] = s.session.allowance_reserved
+        if self.max_buckets:
+            for k, (_, _, _, session) in enumerate(self.slots):
+                if session is not None and session.allowance_reserved:
+                    held[k, :len(session.allowance_reserved)] = session.allowance_reserved
         tar = np.array([[t.quota, t.validity_s] for t in self.tariffs],
                        dtype=np.int64).reshape(-1, 2)
         return reqs, (acc, grp, bk, ses, held, tar, q)
@@ -419,10 +413,8 @@ class _Columns:
                 change.changed = True
         moved: list[tuple[int, Account, str, Session]] = []
         version = self.version
-        for slot, row, units in zip(self.slots, ses, held, strict=True):
-            acct = slot.account
-            change = slot.change
-            key = slot.key
+        for (acct, change, key, held_before), row, units in zip(self.slots, ses, held,
+                                                                 strict=True):
             if row[dk.S_WRITTEN]:
                 change.sessions_written.add(key)
             if row[dk.S_REMOVED]:
@@ -442,7 +434,7 @@ class _Columns:
                                   self.cc.rate_ids[row[dk.S_RATE]], validity_s=t.validity_s)
                 moved.append((inserted, acct, key, session))
             else:
-                session = slot.session
+                session = held_before
             session.chargeable = row[dk.S_CHARGEABLE]
             session.used = row[dk.S_USED]
             session.granted = row[dk.S_GRANTED]
