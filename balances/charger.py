@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from balances.codec import decided_records
 from balances.store import BalanceStore, Conflict, PendingSave
-from charging.columnar import decide_columnar
 from charging.compiler import CompiledCatalog
-from charging.decide import Catalogs, Outcome
+from charging.decide import Catalogs, Outcome, decide_batch
 from charging.errors import StoreError
 from charging.records import Stored
 from charging.requests import Request
@@ -77,14 +76,13 @@ class Charger:
             try:
                 for idx in groups:
                     batch = [requests[i] for i in idx]
-                    # decide_columnar (decide_batch's rules, most accounts in one numba
-                    # kernel) changes these objects in place: they become the cached
+                    # decide_batch changes these objects in place: they become the cached
                     # truth once written; a conflict replaces them with the store's state,
                     # and any failure before the write is confirmed drops them from the cache.
                     working = {a: accounts[a] for a in {r.account for r in batch}}
                     now_ms = self.clock()
-                    outcomes, changes = decide_columnar(batch, working, catalogs, now_ms,
-                                                        previous)
+                    outcomes, changes = decide_batch(batch, working, catalogs, now_ms,
+                                                     previous)
                     sent.append((idx, outcomes, working,
                                  self.store.send_save(working, changes, outcomes,
                                                       connection=connection, now_ms=now_ms)))
