@@ -23,7 +23,7 @@ native: $(STAMP)
 # the suite runs on the compiled modules; the tests of those modules run again on their sources
 PURE_TESTS := tests/charging/test_decide.py tests/charging/test_requests.py \
 	tests/charging/test_request_poison.py tests/charging/test_requests_fuzz.py \
-	tests/charging/test_money.py tests/balances/test_codec.py \
+	tests/charging/test_money.py tests/charging/test_columnar.py tests/balances/test_codec.py \
 	tests/balances/test_charger_groups.py tests/flows/test_engine.py \
 	tests/flows/test_engine_poison.py
 

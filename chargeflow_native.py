@@ -38,6 +38,7 @@ MODULES: list[str] = [
     "charging/records.py",
     "charging/allowances.py",
     "charging/decide.py",
+    "charging/columnar.py",
     "balances/codec.py",
     "balances/charger.py",
     "flows/engine.py",
